@@ -1,0 +1,296 @@
+"""Reading compat table files and capabilities files: TOML (stdlib tomllib), checked
+against the JSON Schemas shipped in vucompat/schemas, then expanded and checked for
+meaning (expand.py).
+
+Every reader is all-or-nothing: a directory with one bad file loads nothing, and
+the TableError lists every problem with its file and key path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import catalog
+from .errors import Problem, TableError, UsageError
+from .expand import expand_lineage
+from .mode import Abi, Capabilities, Mode
+from .registry import Lineage, Registry
+
+#: a host directory may hold this file next to its tables; it is not a table
+CAPABILITIES_FILE = "capabilities.toml"
+#: the system-wide tables directory, searched after --tables and $VUCOMPAT_TABLES
+SYSTEM_TABLES_DIR = Path("/etc/vucompat/compat_tables.d")
+#: the prefix of lineages that only vucompat's shipped tables may define
+UPSTREAM_PREFIX = "upstream."
+
+_SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+
+def shipped_tables_dir() -> Path:
+    """Return the directory of the tables shipped with the package."""
+    return Path(__file__).parent / "compat_tables"
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """One valid table file, expanded."""
+
+    path: Path
+    lineage: str
+    summary: str
+    #: oldest first, as written
+    modes: tuple[Mode, ...]
+    warnings: tuple[Problem, ...]
+
+
+def search_path(tables: Sequence[Path] = (), environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Return the directories to load, first wins per lineage: each `tables` dir,
+    then $VUCOMPAT_TABLES (colon-separated), /etc/vucompat/compat_tables.d/ when it
+    exists, then the shipped tables.
+
+    Raises UsageError for a named directory that does not exist.
+    """
+    environ = os.environ if environ is None else environ
+    named = list(tables) + [Path(p) for p in environ.get("VUCOMPAT_TABLES", "").split(":") if p]
+    for directory in named:
+        if not directory.is_dir():
+            raise UsageError(message=f"tables directory {directory} does not exist: "
+                             "check --tables and $VUCOMPAT_TABLES")
+    dirs = named + ([SYSTEM_TABLES_DIR] if SYSTEM_TABLES_DIR.is_dir() else []) + [shipped_tables_dir()]
+    unique: list[Path] = []
+    for directory in dirs:
+        if directory.resolve() not in [d.resolve() for d in unique]:
+            unique.append(directory)
+    return unique
+
+
+def load_registry(dirs: Sequence[Path], where: str | None = None) -> Registry:
+    """Load every table file of `dirs`; for each lineage the first directory wins.
+
+    Raises TableError listing every problem (nothing is loaded) when any file is
+    invalid, when a shadowed file gives a mode name another meaning, or when a file
+    outside the shipped tables defines `upstream.*` modes that vucompat does not ship.
+    """
+    files, problems = _read_dirs(dirs)
+    winners: dict[str, TableFile] = {}
+    shadowed: dict[str, list[TableFile]] = {}
+    for table in files:
+        if table.lineage in winners:
+            shadowed.setdefault(table.lineage, []).append(table)
+        else:
+            winners[table.lineage] = table
+    for lineage, losers in shadowed.items():
+        problems += _same_meaning(winners[lineage], losers)
+    if problems:
+        raise TableError(problems=problems)
+    modes = {m.name: m for t in winners.values() for m in t.modes}
+    lineages = {
+        name: Lineage(name, t.summary, str(t.path), tuple(str(x.path) for x in shadowed.get(name, [])))
+        for name, t in winners.items()
+    }
+    warnings = tuple(w for t in files for w in t.warnings)
+    return Registry(modes=modes, lineages=lineages, warnings=warnings,
+                    where=where or ", ".join(str(d) for d in dirs))
+
+
+def read_table(path: Path) -> TableFile:
+    """Read, validate and expand one table file; raise TableError with every problem."""
+    data, problems = _load_toml(path)
+    if data is None:
+        raise TableError(problems=problems)
+    problems = _schema_problems(data, "table", path)
+    if problems:
+        raise TableError(problems=problems)
+    lineage = data["lineage"]
+    if path.name != f"{lineage}.toml":
+        raise TableError(problems=[Problem(path, "lineage", f"lineage {lineage} does not match the file "
+                                           f"name: name the file {lineage}.toml or fix the lineage")])
+    expansion = expand_lineage(lineage, data["mode"], path)
+    if expansion.errors:
+        raise TableError(problems=expansion.errors)
+    problems = _upstream_problems(path, lineage, expansion.modes)
+    if problems:
+        raise TableError(problems=problems)
+    return TableFile(path, lineage, data["summary"], tuple(expansion.modes), tuple(expansion.warnings))
+
+
+def read_capabilities(path: Path) -> Capabilities:
+    """Read a capabilities file (what a host's backend offers).
+
+    Raises TableError naming the file and key of every problem.
+    """
+    data, problems = _load_toml(path)
+    if data is None:
+        raise TableError(problems=problems)
+    problems = _schema_problems(data, "capabilities", path)
+    masks = {"virtio": 0, "protocol": 0}
+    if not problems:
+        for key, kind in (("virtio_features", "virtio"), ("protocol_features", "protocol")):
+            for i, name in enumerate(data[key]):
+                feature = catalog.find(name)
+                if feature is None or feature.mask != kind:
+                    try:
+                        catalog.names_to_mask([name], kind)  # type: ignore[arg-type]
+                    except Exception as err:  # UnknownFeatureError: its message says what to do
+                        problems.append(Problem(path, f"{key}[{i}]", str(err)))
+                    continue
+                masks[kind] |= feature.value
+    if problems:
+        raise TableError(problems=problems)
+    abi = Abi(virtio=masks["virtio"], protocol=masks["protocol"], max_queue_pairs=data["max_queue_pairs"],
+              max_rx_queue_size=data["max_rx_queue_size"], max_tx_queue_size=data["max_tx_queue_size"])
+    return Capabilities(abi=abi, source=str(path))
+
+
+def table_files(directory: Path) -> list[Path]:
+    """Return the table files of `directory`, sorted by name."""
+    return sorted(p for p in directory.glob("*.toml") if p.name != CAPABILITIES_FILE)
+
+
+def _read_dirs(dirs: Iterable[Path]) -> tuple[list[TableFile], list[Problem]]:
+    files: list[TableFile] = []
+    problems: list[Problem] = []
+    for directory in dirs:
+        for path in table_files(directory):
+            try:
+                files.append(read_table(path))
+            except TableError as err:
+                problems.extend(err.problems)
+    return files, problems
+
+
+def _same_meaning(winner: TableFile, losers: Sequence[TableFile]) -> list[Problem]:
+    """A name means the same thing everywhere: a shadowed file may not redefine it."""
+    mine = {m.name: m for m in winner.modes}
+    problems = []
+    for loser in losers:
+        for mode in loser.modes:
+            other = mine.get(mode.name)
+            if other is not None and other.digest != mode.digest:
+                problems.append(Problem(loser.path, f"mode[{loser.modes.index(mode)}]",
+                                        f"{mode.name} is also defined in {winner.path} with other contents "
+                                        f"({_difference_text(other, mode)}): a name means the same thing "
+                                        "everywhere; give the new contents a new version"))
+    return problems
+
+
+def _difference_text(a: Mode, b: Mode) -> str:
+    from .compare import compare
+
+    return ", ".join(d.describe() for d in compare(a.abi, b.abi).responsible)
+
+
+def _upstream_problems(path: Path, lineage: str, modes: Sequence[Mode]) -> list[Problem]:
+    """Only the shipped tables define upstream.* modes; elsewhere a file may hold a
+    copy of shipped upstream modes (e.g. a host that stops at an older release)."""
+    if not lineage.startswith(UPSTREAM_PREFIX):
+        return []
+    shipped_dir = shipped_tables_dir()
+    if path.parent.resolve() == shipped_dir.resolve():
+        return []
+    shipped = _shipped_modes(str(shipped_dir))
+    problems = []
+    for i, mode in enumerate(modes):
+        original = shipped.get(mode.name)
+        if original is None or original.digest != mode.digest:
+            what = "is not shipped with vucompat" if original is None else \
+                f"differs from the shipped one ({_difference_text(original, mode)})"
+            problems.append(Problem(path, f"mode[{i}].version",
+                                    f"{mode.name} {what}: {UPSTREAM_PREFIX}* belongs to the upstream tables; "
+                                    "use your own lineage, <vendor>.<product>"))
+    return problems
+
+
+@lru_cache(maxsize=4)
+def _shipped_modes(shipped_dir: str) -> dict[str, Mode]:
+    return {m.name: m for path in table_files(Path(shipped_dir)) for m in read_table(path).modes}
+
+
+def _load_toml(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle), []
+    except tomllib.TOMLDecodeError as err:
+        return None, [Problem(path, "", f"not valid TOML: {err}")]
+    except OSError as err:
+        return None, [Problem(path, "", f"cannot read: {err.strerror}")]
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str) -> Any:
+    import jsonschema  # lazy: the import costs ~90 ms
+
+    schema = json.loads((_SCHEMA_DIR / f"{name}.schema.json").read_text())
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "date", lambda _checker, value: isinstance(value, date) and not isinstance(value, datetime)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)(schema)
+
+
+def _schema_problems(data: Any, schema: str, path: Path) -> list[Problem]:
+    validator = _validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        problems.extend(_describe(error, path, validator.schema))
+    return problems
+
+
+def key_path(parts: Iterable[Any]) -> str:
+    """Return a key path such as mode[2].enable[0]."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(error: Any, path: Path, root_schema: Mapping[str, Any]) -> list[Problem]:
+    """Turn one jsonschema error into problems a packager can act on."""
+    from .errors import suggestions_hint
+    import difflib
+
+    key = key_path(error.absolute_path)
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        out = []
+        for extra in sorted(set(error.instance) - set(allowed)):
+            hint = suggestions_hint(difflib.get_close_matches(extra, allowed, n=1))
+            out.append(Problem(path, key_path([*error.absolute_path, extra]),
+                               f"unknown key{hint}; allowed keys: {', '.join(allowed)}"))
+        return out
+    if kind == "required":
+        missing = error.message.split("'")[1]
+        return [Problem(path, key_path([*error.absolute_path, missing]), "required key is missing: add it")]
+    if kind == "type":
+        expected = error.validator_value
+        if expected == "date":
+            message = "must be a TOML date written without quotes, e.g. 2020-02-14"
+        else:
+            message = f"must be of type {expected}, not {type(error.instance).__name__}"
+        return [Problem(path, key, message)]
+    if kind == "enum":
+        return [Problem(path, key, f"{error.instance!r} is out of range: a queue size is a power of two "
+                                   "from 1 to 32768")]
+    if kind in ("minimum", "maximum"):
+        return [Problem(path, key, f"{error.instance} is out of range: allowed "
+                                   f"{error.schema.get('minimum')}..{error.schema.get('maximum')}")]
+    if kind == "pattern":
+        what = error.schema.get("description") or f"the pattern {error.validator_value}"
+        if "items" in str(error.schema_path) or key.endswith("]"):
+            what = "a feature's full spec name in upper case, e.g. VIRTIO_NET_F_MRG_RXBUF"
+        return [Problem(path, key, f"{error.instance!r} is not valid: expected {what}")]
+    if kind == "uniqueItems":
+        return [Problem(path, key, "lists a name twice: give each name once")]
+    if kind == "minItems":
+        return [Problem(path, key, "is empty: define at least one [[mode]]")]
+    if kind == "minLength":
+        return [Problem(path, key, "is empty: write a one-line description")]
+    return [Problem(path, key, error.message)]
