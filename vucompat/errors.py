@@ -71,7 +71,10 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.path}: {self.key}" if self.key else str(self.path)
+        shown = self.path
+        if shown.is_absolute() and shown.is_relative_to(Path.cwd()):
+            shown = shown.relative_to(Path.cwd())
+        where = f"{shown}: {self.key}" if self.key else str(shown)
         return f"{where}: {self.message}"
 
     def as_dict(self) -> dict[str, str]:

@@ -35,7 +35,7 @@ _SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 def shipped_tables_dir() -> Path:
     """Return the directory of the tables shipped with the package."""
-    return Path(__file__).parent / "compat_tables"
+    return (Path(__file__).parent / "compat_tables").resolve()
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def load_registry(dirs: Sequence[Path], where: str | None = None) -> Registry:
     invalid, when a shadowed file gives a mode name another meaning, or when a file
     outside the shipped tables defines `upstream.*` modes that vucompat does not ship.
     """
-    files, problems = _read_dirs(dirs)
+    files, problems = read_dirs(dirs)
     winners: dict[str, TableFile] = {}
     shadowed: dict[str, list[TableFile]] = {}
     for table in files:
@@ -154,7 +154,7 @@ def table_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.toml") if p.name != CAPABILITIES_FILE)
 
 
-def _read_dirs(dirs: Iterable[Path]) -> tuple[list[TableFile], list[Problem]]:
+def read_dirs(dirs: Iterable[Path]) -> tuple[list[TableFile], list[Problem]]:
     files: list[TableFile] = []
     problems: list[Problem] = []
     for directory in dirs:
