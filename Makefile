@@ -1,0 +1,27 @@
+# vucompat: `make demo` runs the main job, `make test` runs the tests.
+# Both install what they need first (scripts/setup.sh, idempotent).
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help setup demo test bench lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+setup: ## install Debian packages and the venv (.venv), only what is missing
+	@scripts/setup.sh
+
+demo: setup ## the main job: the offline core on the shipped tables, two hosts
+	@scripts/demo.sh
+
+test: setup ## run the test suite (unit, property, CLI)
+	$(PY) -m pytest -q
+
+bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
+	$(PY) bench/core.py
+
+lint: setup ## lint the shipped compat tables and their released.lock
+	$(VENV)/bin/vucompat lint compat_tables
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

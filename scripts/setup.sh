@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent set-up for `make demo` and `make test` on a fresh Debian machine:
+# the Debian packages that are missing (installed once, after one apt-get update),
+# then the project's venv in .venv (re-installed only when pyproject.toml changes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the project needs. python3 (>= 3.11) and its venv module.
+APT_PACKAGES=(python3 python3-venv)
+
+python_ok() {
+    python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    case "$pkg" in
+        python3|python3-venv) python_ok && continue ;;
+    esac
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp=.venv/.vucompat-stamp
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "setup: creating the venv in .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -c 'import vucompat, click, jsonschema, pytest, hypothesis' 
+    echo "$want" > "$stamp"
+fi
