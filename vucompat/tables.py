@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -31,6 +32,7 @@ SYSTEM_TABLES_DIR = Path("/etc/vucompat/compat_tables.d")
 UPSTREAM_PREFIX = "upstream."
 
 _SCHEMA_DIR = Path(__file__).parent / "schemas"
+_UNKNOWN_KEY_HINT = re.compile(r"unknown key \(did you mean (\w+)\?\)")
 
 
 def shipped_tables_dir() -> Path:
@@ -239,8 +241,15 @@ def _schema_problems(data: Any, schema: str, path: Path) -> list[Problem]:
     validator = _validator(schema)
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        problems.extend(_describe(error, path, validator.schema))
-    return problems
+        problems.extend(_describe(error, path))
+    # a misspelt key ("relased") is one problem, not also a missing "released"
+    suggested = set()
+    for problem in problems:
+        match = _UNKNOWN_KEY_HINT.match(problem.message)
+        if match:
+            parent = problem.key.rsplit(".", 1)[0] if "." in problem.key else ""
+            suggested.add(f"{parent}.{match.group(1)}" if parent else match.group(1))
+    return [p for p in problems if not (p.message.startswith("required key") and p.key in suggested)]
 
 
 def key_path(parts: Iterable[Any]) -> str:
@@ -251,7 +260,7 @@ def key_path(parts: Iterable[Any]) -> str:
     return out
 
 
-def _describe(error: Any, path: Path, root_schema: Mapping[str, Any]) -> list[Problem]:
+def _describe(error: Any, path: Path) -> list[Problem]:
     """Turn one jsonschema error into problems a packager can act on."""
     from .errors import suggestions_hint
     import difflib

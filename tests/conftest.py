@@ -1,0 +1,67 @@
+"""Shared fixtures: the shipped tables, and builders for table/host directories."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from vucompat.tables import shipped_tables_dir
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def shipped() -> Path:
+    return shipped_tables_dir()
+
+
+@pytest.fixture(autouse=True)
+def _no_environment_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never pick up tables from the machine's environment."""
+    monkeypatch.delenv("VUCOMPAT_TABLES", raising=False)
+
+
+def truncated_upstream(text: str, keep_until: str) -> str:
+    """The shipped upstream table cut after version `keep_until` (an older install)."""
+    chunks = text.split("\n[[mode]]\n")
+    out = [chunks[0]]
+    for chunk in chunks[1:]:
+        out.append(chunk)
+        if chunk.lstrip().startswith(f'version = "{keep_until}"'):
+            break
+    return "\n[[mode]]\n".join(out)
+
+
+@pytest.fixture
+def make_host(tmp_path: Path, shipped: Path) -> Callable[..., Path]:
+    """make_host(name, upstream_until=None, capabilities=None, extra={file: text}) -> dir."""
+
+    def build(name: str, upstream_until: str | None = None, capabilities: str | None = None,
+              extra: dict[str, str] | None = None, distro: bool = True) -> Path:
+        host = tmp_path / name
+        host.mkdir()
+        text = (shipped / "upstream.ovs-dpdk.toml").read_text()
+        if upstream_until:
+            text = truncated_upstream(text, upstream_until)
+        (host / "upstream.ovs-dpdk.toml").write_text(text)
+        if distro:
+            shutil.copy(shipped / "fc26.ovs-dpdk.toml", host)
+        if capabilities is not None:
+            (host / "capabilities.toml").write_text(capabilities)
+        for file, content in (extra or {}).items():
+            (host / file).write_text(content)
+        return host
+
+    return build
+
+
+def capabilities_toml(virtio: list[str], protocol: list[str], queue_pairs: int = 128,
+                      rx: int = 1024, tx: int = 1024) -> str:
+    def names(values: list[str]) -> str:
+        return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+
+    return (f"virtio_features = {names(virtio)}\nprotocol_features = {names(protocol)}\n"
+            f"max_queue_pairs = {queue_pairs}\nmax_rx_queue_size = {rx}\nmax_tx_queue_size = {tx}\n")
