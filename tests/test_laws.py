@@ -1,0 +1,92 @@
+"""Property-based tests (hypothesis) for the laws of the core."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from hypothesis import given, settings, strategies as st
+
+from vucompat import catalog
+from vucompat.compare import baseline, compare, runnable
+from vucompat.mode import Abi, Capabilities, Mode
+from vucompat.negotiate import negotiate
+from vucompat.registry import Host, Registry
+
+VIRTIO_BITS = [f.bit for f in catalog.FEATURES if f.mask == "virtio"]
+PROTOCOL_BITS = [f.bit for f in catalog.FEATURES if f.mask == "protocol"]
+POWERS = [2 ** i for i in range(16)]
+
+
+def mask(bits: list[int]):
+    return st.lists(st.sampled_from(bits), unique=True).map(lambda bs: sum(1 << b for b in bs))
+
+
+abis = st.builds(Abi, virtio=mask(VIRTIO_BITS), protocol=mask(PROTOCOL_BITS),
+                 max_queue_pairs=st.integers(1, 256), max_rx_queue_size=st.sampled_from(POWERS),
+                 max_tx_queue_size=st.sampled_from(POWERS))
+
+MIRROR = {"identical": "identical", "superset": "subset", "subset": "superset", "incompatible": "incompatible"}
+
+
+@given(abis, abis)
+def test_compare_is_antisymmetric(a: Abi, b: Abi):
+    ab, ba = compare(a, b), compare(b, a)
+    assert ba.result == MIRROR[ab.result]
+    assert sorted((d.name, d.a, d.b) for d in ab.responsible) == sorted((d.name, d.b, d.a) for d in ba.responsible)
+    assert (ab.result == "identical") == (a.digest == b.digest)
+
+
+@given(st.lists(abis, min_size=1, max_size=5))
+def test_baseline_runs_everywhere_and_is_a_subset_of_each(inputs: list[Abi]):
+    result = baseline(inputs).abi
+    for abi in inputs:
+        assert runnable(result, abi).runnable
+        assert compare(result, abi).result in ("subset", "identical")
+    assert result.deprecated_features == []
+    assert not [f for f, _ in catalog.unmet_requirements(result.virtio, result.protocol)
+                if f.requirement_breaks_guest]
+
+
+@st.composite
+def host_pair(draw):
+    pool = draw(st.lists(st.tuples(abis, st.integers(0, 3000)), min_size=1, max_size=12))
+    modes = [Mode(name=f"acme.vswitch.v{i}", lineage="acme.vswitch", version=str(i),
+                  released=date(2015, 1, 1) + timedelta(days=days), abi=abi)
+             for i, (abi, days) in enumerate(pool)]
+
+    def side(name: str) -> Host:
+        chosen = draw(st.lists(st.sampled_from(modes), unique_by=lambda m: m.name))
+        # sometimes a host's table gives a name other contents (digest differs)
+        altered = [m if not draw(st.booleans()) or draw(st.integers(0, 4)) else
+                   Mode(m.name, m.lineage, m.version, m.released, draw(abis)) for m in chosen]
+        caps = draw(st.one_of(st.none(), abis.map(lambda a: Capabilities(a))))
+        return Host(name, Registry({m.name: m for m in altered}), caps)
+
+    return side("source"), side("destination")
+
+
+def _qualifies(name: str, source: Host, dest: Host) -> bool:
+    s, d = source.registry.modes.get(name), dest.registry.modes.get(name)
+    if s is None or d is None or s.digest != d.digest:
+        return False
+    return all(runnable(m.abi, h.capabilities.abi if h.capabilities else None).runnable
+               for m, h in ((s, source), (d, dest)))
+
+
+@settings(max_examples=300)
+@given(host_pair())
+def test_negotiate_answer_runs_on_both_and_nothing_newer_qualifies(hosts):
+    source, dest = hosts
+    result = negotiate(source, dest)
+    qualifying = [n for n in set(source.registry.modes) | set(dest.registry.modes) if _qualifies(n, source, dest)]
+    if result.mode is None:
+        assert qualifying == []
+        assert len(result.candidates) == len(set(source.registry.modes) | set(dest.registry.modes))
+        return
+    name = result.mode.name
+    assert _qualifies(name, source, dest)
+    assert source.registry.modes[name].digest == dest.registry.modes[name].digest
+    for other in qualifying:
+        assert source.registry.modes[other].order_key <= source.registry.modes[name].order_key
+    # every candidate listed before the answer was refused with a reason
+    assert all(c.reasons for c in result.candidates[:-1]) and result.candidates[-1].name == name
