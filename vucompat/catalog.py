@@ -177,6 +177,10 @@ for _f in FEATURES:
     for _alias in _f.aliases:
         _BY_NAME[_alias] = _f
 _BY_BIT: dict[tuple[str, int], Feature] = {(f.mask, f.bit): f for f in FEATURES}
+_NAME_AT_BIT: dict[str, list[str]] = {
+    kind: [_BY_BIT[(kind, b)].name if (kind, b) in _BY_BIT else f"{kind.upper()}_BIT_{b}" for b in range(64)]
+    for kind in MASK_KINDS
+}
 
 #: virtio bits that are not guest ABI: ignored by digest, compare and runnable
 NON_ABI_VIRTIO_MASK: int = sum(f.value for f in FEATURES if f.mask == "virtio" and not f.guest_abi)
@@ -220,7 +224,17 @@ def by_bit(mask: MaskKind, bit: int) -> Feature | None:
 
 def bits_of(value: int) -> list[int]:
     """Return the set bit numbers of `value`, lowest first."""
-    return [b for b in range(value.bit_length()) if value >> b & 1]
+    out = []
+    while value:
+        low = value & -value
+        out.append(low.bit_length() - 1)
+        value ^= low
+    return out
+
+
+def bit_name(mask: MaskKind, bit: int) -> str:
+    """Return the name of `bit` of `mask` (`<MASK>_BIT_<n>` when the catalog has none)."""
+    return _NAME_AT_BIT[mask][bit]
 
 
 def names_to_mask(names: Iterable[str], mask: MaskKind) -> int:
@@ -238,11 +252,8 @@ def names_to_mask(names: Iterable[str], mask: MaskKind) -> int:
 def mask_to_names(value: int, mask: MaskKind) -> list[str]:
     """Return the names of the bits of `value`, lowest bit first; a bit the catalog
     does not name is shown as `<MASK>_BIT_<n>`."""
-    out = []
-    for bit in bits_of(value):
-        feature = by_bit(mask, bit)
-        out.append(feature.name if feature else f"{mask.upper()}_BIT_{bit}")
-    return out
+    names = _NAME_AT_BIT[mask]
+    return [names[bit] for bit in bits_of(value)]
 
 
 def to_hex(value: int) -> str:

@@ -70,7 +70,7 @@ def compare(a: Abi, b: Abi) -> Comparison:
             in_a = bool(ma >> bit & 1)
             a_more |= in_a
             b_more |= not in_a
-            diffs.append(Difference(_KIND[kind], catalog.mask_to_names(1 << bit, kind)[0], in_a, not in_a))
+            diffs.append(Difference(_KIND[kind], catalog.bit_name(kind, bit), in_a, not in_a))
     for name in LIMITS:
         va, vb = a.limit(name), b.limit(name)
         if va != vb:
@@ -123,15 +123,23 @@ class Runnability:
 RUNNABLE = Runnability()
 
 
+def fits(mode: Abi, host: Abi | None) -> bool:
+    """Return whether a host offering `host` can run `mode`: runnable() without the
+    explanation, for hot paths."""
+    if host is None:
+        return True
+    return not (_abi_mask(mode, "virtio") & ~host.virtio or mode.protocol & ~host.protocol) and \
+        mode.max_queue_pairs <= host.max_queue_pairs and mode.max_rx_queue_size <= host.max_rx_queue_size and \
+        mode.max_tx_queue_size <= host.max_tx_queue_size
+
+
 def runnable(mode: Abi, host: Abi | None) -> Runnability:
     """Return whether a host offering `host` can run `mode` (None: the host offers
     everything), with the unavailable features and limits by name."""
-    if host is None:
+    if host is None or fits(mode, host):
         return RUNNABLE
     missing_virtio = _abi_mask(mode, "virtio") & ~host.virtio
     missing_protocol = mode.protocol & ~host.protocol
-    if not (missing_virtio or missing_protocol) and all(mode.limit(n) <= host.limit(n) for n in LIMITS):
-        return RUNNABLE  # the common case, without building names
     gaps = [Gap(_KIND[kind], name, True, False)
             for kind, missing in (("virtio", missing_virtio), ("protocol", missing_protocol))
             for name in catalog.mask_to_names(missing, kind)]  # type: ignore[arg-type]

@@ -4,11 +4,12 @@ the same digest and can run. Pure: hosts in, a Negotiation out."""
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Iterator
 
-from .compare import Difference, Gap, compare, runnable
-from .mode import RECOMMENDED_SUFFIX, Mode, recommended
+from .compare import Difference, Gap, compare, fits, runnable
+from .mode import RECOMMENDED_SUFFIX, Abi, Mode, recommended
 from .registry import Host
 
 POLICIES = ("latest", "recommended")
@@ -64,31 +65,48 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Negotiation:
-    """The answer of negotiate()."""
+    """The answer of negotiate(). `candidates` is worked out when first read, so a
+    caller that only needs the decision does not pay for the explanation."""
 
     policy: str
-    source: str
-    destination: str
+    source: Host = field(repr=False)
+    destination: Host = field(repr=False)
     #: the chosen mode (derived <name>+recommended for that policy), None when none qualifies
     mode: Mode | None
-    #: the modes considered, newest first, down to the chosen one (all of them when none qualifies)
-    candidates: tuple[Candidate, ...]
+
+    @cached_property
+    def candidates(self) -> tuple[Candidate, ...]:
+        """The modes considered, newest first, down to the chosen one (all of them
+        when none qualifies), each with the reasons it was refused."""
+        out = []
+        for name in self._names():
+            candidate = _explain(name, self.source, self.destination, _derivation(self.policy))
+            out.append(candidate)
+            if candidate.qualifies:
+                break
+        return tuple(out)
+
+    def _names(self) -> Iterator[str]:
+        if self.policy not in POLICIES:
+            return iter([self.policy.removesuffix(RECOMMENDED_SUFFIX)])
+        return _newest_first_names(self.source, self.destination)
 
     def explain(self) -> str:
         """One sentence for people."""
+        src, dst = self.source.name, self.destination.name
         if self.mode is None:
-            return (f"no common mode between {self.source} and {self.destination} "
-                    f"(policy {self.policy}): {len(self.candidates)} candidate(s) refused, see the reasons")
+            return (f"no common mode between {src} and {dst} (policy {self.policy}): "
+                    f"{len(self.candidates)} candidate(s) refused, see the reasons")
         skipped = len(self.candidates) - 1
         why = f"; {skipped} newer candidate(s) refused" if skipped else ""
-        return (f"{self.mode.name}: the newest mode both {self.source} and {self.destination} "
+        return (f"{self.mode.name}: the newest mode both {src} and {dst} "
                 f"define with the same digest and can run (policy {self.policy}){why}")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
-            "source": self.source,
-            "destination": self.destination,
+            "source": self.source.name,
+            "destination": self.destination.name,
             "mode": self.mode.name if self.mode else None,
             "digest": self.mode.digest if self.mode else None,
             "explanation": self.explain(),
@@ -103,24 +121,40 @@ def negotiate(source: Host, destination: Host, policy: str = "latest") -> Negoti
     `policy` is `latest` (default), `recommended` (the same, minus deprecated
     features: the answer is `<mode>+recommended`) or a mode name (the admin's
     override; only that mode is considered). Candidates are tried newest first
-    (released date, then name); the answer lists each one tried and why it was
-    refused.
+    (released date, then name); `candidates` of the answer lists each one tried
+    and why it was refused.
     """
-    derive: Callable[[Mode], Mode] = recommended if (
-        policy == "recommended" or policy.endswith(RECOMMENDED_SUFFIX)) else (lambda m: m)
+    derive = _derivation(policy)
     if policy in POLICIES:
-        names: Iterator[str] = _newest_first_names(source, destination)
+        in_dest = destination.registry.modes
+        common: Iterator[Mode] = (m for m in source.registry.newest_first if m.name in in_dest)
     else:
-        names = iter([policy.removesuffix(RECOMMENDED_SUFFIX)])
-    candidates = []
-    chosen: Mode | None = None
-    for name in names:
-        candidate, mode = _evaluate(name, source, destination, derive)
-        candidates.append(candidate)
-        if mode is not None:
-            chosen = mode
+        found = source.registry.modes.get(policy.removesuffix(RECOMMENDED_SUFFIX))
+        common = iter([found] if found else [])
+    chosen = None
+    for mode in common:
+        other = destination.registry.modes.get(mode.name)
+        if other is None or other.digest != mode.digest:
+            continue
+        derived = derive(mode)
+        if fits(derived.abi, _offer(source)) and fits(derive(other).abi, _offer(destination)):
+            chosen = derived
             break
-    return Negotiation(policy, source.name, destination.name, chosen, tuple(candidates))
+    return Negotiation(policy, source, destination, chosen)
+
+
+def _derivation(policy: str) -> Callable[[Mode], Mode]:
+    if policy == "recommended" or policy.endswith(RECOMMENDED_SUFFIX):
+        return recommended
+    return _same
+
+
+def _same(mode: Mode) -> Mode:
+    return mode
+
+
+def _offer(host: Host) -> Abi | None:
+    return host.capabilities.abi if host.capabilities else None
 
 
 def _newest_first_names(source: Host, destination: Host) -> Iterator[str]:
@@ -133,8 +167,7 @@ def _newest_first_names(source: Host, destination: Host) -> Iterator[str]:
             yield mode.name
 
 
-def _evaluate(name: str, source: Host, destination: Host,
-              derive: Callable[[Mode], Mode]) -> tuple[Candidate, Mode | None]:
+def _explain(name: str, source: Host, destination: Host, derive: Callable[[Mode], Mode]) -> Candidate:
     on_source = source.registry.modes.get(name)
     on_dest = destination.registry.modes.get(name)
     reasons = [Reason("missing", side) for side, m in zip(SIDES, (on_source, on_dest)) if m is None]
@@ -142,10 +175,9 @@ def _evaluate(name: str, source: Host, destination: Host,
         reasons.append(Reason("digest_mismatch", "both", differences=compare(on_source.abi, on_dest.abi).responsible))
     for side, host, mode in (("source", source, on_source), ("destination", destination, on_dest)):
         if mode is not None:
-            verdict = runnable(derive(mode).abi, host.capabilities.abi if host.capabilities else None)
+            verdict = runnable(derive(mode).abi, _offer(host))
             if not verdict.runnable:
                 reasons.append(Reason("unavailable", side, unavailable=verdict.unavailable))
     known = on_source or on_dest
     released = known.released.isoformat() if known and known.released else None
-    candidate = Candidate(name, released, tuple(reasons))
-    return candidate, (derive(on_source) if candidate.qualifies and on_source else None)
+    return Candidate(name, released, tuple(reasons))
