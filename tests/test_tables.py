@@ -138,3 +138,22 @@ def test_a_copy_of_shipped_upstream_modes_is_accepted(tmp_path: Path, shipped: P
 def test_missing_named_directory_is_a_usage_error(tmp_path: Path):
     with pytest.raises(UsageError, match="does not exist"):
         search_path([tmp_path / "nope"], {})
+
+
+def test_a_bad_capabilities_file_names_each_problem(tmp_path: Path):
+    from vucompat.tables import read_capabilities
+
+    path = tmp_path / "capabilities.toml"
+    path.write_text('virtio_features = ["VIRTIO_NET_F_MQQ", "VHOST_USER_PROTOCOL_F_MQ"]\nprotocol_features = []\n'
+                    "max_queue_pairs = 1\nmax_rx_queue_size = 100\nmax_tx_queue_size = 256\n")
+    with pytest.raises(TableError) as err:
+        read_capabilities(path)
+    assert [(p.key, p.message.split(":")[0]) for p in err.value.problems] == [
+        ("max_rx_queue_size", "100 is out of range")]
+    path.write_text(path.read_text().replace("= 100", "= 128"))
+    with pytest.raises(TableError) as err:
+        read_capabilities(path)
+    assert str(err.value).startswith("invalid capabilities file (2 problems)")
+    assert [p.key for p in err.value.problems] == ["virtio_features[0]", "virtio_features[1]"]
+    assert "did you mean VIRTIO_NET_F_MQ" in err.value.problems[0].message
+    assert "is a protocol feature" in err.value.problems[1].message

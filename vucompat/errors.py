@@ -82,11 +82,14 @@ class Problem:
 
 
 class TableError(VucompatError):
-    """One or more table files are invalid: nothing was loaded."""
+    """One or more table (or capabilities) files are invalid: nothing was loaded.
+
+    Fields: problems (a list of Problem), what (optional: what was being read)."""
 
     def render(self) -> str:
         problems: Sequence[Problem] = self.fields["problems"]
-        head = f"invalid compat tables ({len(problems)} problem{'s' if len(problems) != 1 else ''}); nothing was loaded:"
+        what = self.fields.get("what", "compat tables")
+        head = f"invalid {what} ({len(problems)} problem{'s' if len(problems) != 1 else ''}); nothing was loaded:"
         return "\n".join([head] + [f"  {p}" for p in problems])
 
 

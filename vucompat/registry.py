@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Mapping
@@ -41,8 +42,6 @@ class Registry:
         base_name = name.removesuffix(RECOMMENDED_SUFFIX)
         mode = self.modes.get(base_name)
         if mode is None:
-            import difflib
-
             close = difflib.get_close_matches(base_name, list(self.modes), n=3, cutoff=0.6)
             raise UnknownModeError(name=name, suggestions=close, where=self.where)
         return recommended(mode) if name.endswith(RECOMMENDED_SUFFIX) else mode

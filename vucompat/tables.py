@@ -8,6 +8,7 @@ the TableError lists every problem with its file and key path.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import catalog
-from .errors import Problem, TableError, UsageError
+from .errors import Problem, TableError, UnknownFeatureError, UsageError, suggestions_hint
 from .expand import expand_lineage
 from .mode import Abi, Capabilities, Mode
 from .registry import Lineage, Registry
@@ -130,22 +131,18 @@ def read_capabilities(path: Path) -> Capabilities:
     """
     data, problems = _load_toml(path)
     if data is None:
-        raise TableError(problems=problems)
+        raise TableError(problems=problems, what="capabilities file")
     problems = _schema_problems(data, "capabilities", path)
     masks = {"virtio": 0, "protocol": 0}
     if not problems:
         for key, kind in (("virtio_features", "virtio"), ("protocol_features", "protocol")):
             for i, name in enumerate(data[key]):
-                feature = catalog.find(name)
-                if feature is None or feature.mask != kind:
-                    try:
-                        catalog.names_to_mask([name], kind)  # type: ignore[arg-type]
-                    except Exception as err:  # UnknownFeatureError: its message says what to do
-                        problems.append(Problem(path, f"{key}[{i}]", str(err)))
-                    continue
-                masks[kind] |= feature.value
+                try:
+                    masks[kind] |= catalog.names_to_mask([name], kind)  # type: ignore[arg-type]
+                except UnknownFeatureError as err:
+                    problems.append(Problem(path, f"{key}[{i}]", str(err)))
     if problems:
-        raise TableError(problems=problems)
+        raise TableError(problems=problems, what="capabilities file")
     abi = Abi(virtio=masks["virtio"], protocol=masks["protocol"], max_queue_pairs=data["max_queue_pairs"],
               max_rx_queue_size=data["max_rx_queue_size"], max_tx_queue_size=data["max_tx_queue_size"])
     return Capabilities(abi=abi, source=str(path))
@@ -262,9 +259,6 @@ def key_path(parts: Iterable[Any]) -> str:
 
 def _describe(error: Any, path: Path) -> list[Problem]:
     """Turn one jsonschema error into problems a packager can act on."""
-    from .errors import suggestions_hint
-    import difflib
-
     key = key_path(error.absolute_path)
     kind = error.validator
     if kind == "additionalProperties":
