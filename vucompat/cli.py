@@ -41,7 +41,44 @@ def _emit(fmt: str, data: Any, text: Callable[[], str]) -> None:
         click.echo(text())
 
 
-def _registry(tables: tuple[Path, ...]):  # -> Registry
+_DB = click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB",
+                   help="Read the modes from this registry database (unix:PATH, tcp:IP:PORT, ssl:IP:PORT) "
+                        "instead of table files. Env: VUCOMPAT_DB.")
+
+
+def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--timeout and the SSL files, for every command that may talk to ovsdb-server."""
+    for option in reversed([
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+                     help="Seconds to wait for an ovsdb-server before giving up (exit 2)."),
+        click.option("--ssl-key", type=click.Path(exists=True), help="Private key for ssl: remotes."),
+        click.option("--ssl-cert", type=click.Path(exists=True), help="Certificate for ssl: remotes."),
+        click.option("--ssl-ca", type=click.Path(exists=True), help="CA certificate for ssl: remotes."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _conn(kw: dict[str, Any]) -> dict[str, Any]:
+    """{timeout, ssl} from the connection options; removes them from `kw`."""
+    key, cert, ca = kw.pop("ssl_key"), kw.pop("ssl_cert"), kw.pop("ssl_ca")
+    ssl = None
+    if key or cert or ca:
+        if not (key and cert and ca):
+            raise UsageError(message="ssl: remotes need all of --ssl-key, --ssl-cert and --ssl-ca")
+        from .ovsdb.rpc import SslOptions
+
+        ssl = SslOptions(key, cert, ca)
+    return {"timeout": kw.pop("timeout"), "ssl": ssl}
+
+
+def _registry(tables: tuple[Path, ...], db: str | None = None, conn: dict[str, Any] | None = None):  # -> Registry
+    if db:
+        from .hosts import REMOTE_PREFIXES, open_host
+
+        if not db.startswith(REMOTE_PREFIXES):
+            raise UsageError(message=f"--db {db}: give an OVSDB remote, e.g. unix:/run/vucompat/db.sock")
+        return open_host(db, **(conn or {})).registry
     from .tables import load_registry, search_path
 
     return load_registry(search_path(tables, os.environ))
@@ -80,17 +117,21 @@ def features(decode: str | None, mask: str, fmt: str) -> None:
 
 @main.command("list")
 @_TABLES
-@click.option("--host", type=click.Path(path_type=Path),
-              help="List this host directory's modes, with whether its backend can run each.")
+@_DB
+@click.option("--host", metavar="HOST",
+              help="List this host's modes, with whether its backend can run each: a host directory "
+                   "or the OVSDB remote of its registry.")
+@_connection_options
 @_FORMAT
-def list_(tables: tuple[Path, ...], host: Path | None, fmt: str) -> None:
+def list_(tables: tuple[Path, ...], db: str | None, host: str | None, fmt: str, **kw: Any) -> None:
     """List the modes, newest first."""
     from . import render
     from .compare import runnable
-    from .hosts import load_host
+    from .hosts import open_host
 
-    loaded = load_host(host) if host else None
-    registry = loaded.registry if loaded else _registry(tables)
+    conn = _conn(kw)
+    loaded = open_host(host, **conn) if host else None
+    registry = loaded.registry if loaded else _registry(tables, db, conn)
     caps = loaded.capabilities.abi if loaded and loaded.capabilities else None
     rows, data = [], []
     for mode in registry.newest_first:
@@ -110,13 +151,15 @@ def list_(tables: tuple[Path, ...], host: Path | None, fmt: str) -> None:
 @main.command()
 @click.argument("mode")
 @_TABLES
+@_DB
 @click.option("--hex", "hex_masks", is_flag=True, help="Also print the masks in hex.")
+@_connection_options
 @_FORMAT
-def show(mode: str, tables: tuple[Path, ...], hex_masks: bool, fmt: str) -> None:
+def show(mode: str, tables: tuple[Path, ...], db: str | None, hex_masks: bool, fmt: str, **kw: Any) -> None:
     """Show one mode, expanded (MODE+recommended: without deprecated features)."""
     from . import catalog, render
 
-    expanded = _registry(tables).expand(mode)
+    expanded = _registry(tables, db, _conn(kw)).expand(mode)
     data = expanded.as_dict()
     if hex_masks:
         data.update(virtio_mask=catalog.to_hex(expanded.abi.virtio), protocol_mask=catalog.to_hex(expanded.abi.protocol))
@@ -127,15 +170,17 @@ def show(mode: str, tables: tuple[Path, ...], hex_masks: bool, fmt: str) -> None
 @click.argument("a")
 @click.argument("b")
 @_TABLES
+@_DB
+@_connection_options
 @_FORMAT
-def compare(a: str, b: str, tables: tuple[Path, ...], fmt: str) -> None:
+def compare(a: str, b: str, tables: tuple[Path, ...], db: str | None, fmt: str, **kw: Any) -> None:
     """Compare mode A with mode B: identical, superset, subset or incompatible.
 
     Exit 1 when incompatible."""
     from . import render
     from .compare import compare as compare_abis
 
-    registry = _registry(tables)
+    registry = _registry(tables, db, _conn(kw))
     result = compare_abis(registry.expand(a).abi, registry.expand(b).abi)
     _emit(fmt, {"a": a, "b": b, **result.as_dict()}, lambda: render.comparison_text(a, b, result))
     if result.result == "incompatible":
@@ -145,8 +190,10 @@ def compare(a: str, b: str, tables: tuple[Path, ...], fmt: str) -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @_TABLES
+@_DB
+@_connection_options
 @_FORMAT
-def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], fmt: str) -> None:
+def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], db: str | None, fmt: str, **kw: Any) -> None:
     """The greatest configuration that every input can run.
 
     Each input is a mode name or a capabilities file (a path ending in .toml).
@@ -155,34 +202,38 @@ def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], fmt: str) -> Non
     from .compare import baseline as baseline_of
     from .tables import read_capabilities
 
+    conn = _conn(kw)
     registry = None
     abis = []
     for item in inputs:
         if item.endswith(".toml"):
             abis.append(read_capabilities(Path(item)).abi)
         else:
-            registry = registry or _registry(tables)
+            registry = registry or _registry(tables, db, conn)
             abis.append(registry.expand(item).abi)
     result = baseline_of(abis, inputs)
     _emit(fmt, result.as_dict(), lambda: render.mode_text(result))
 
 
 @main.command()
-@click.option("--source", required=True, type=click.Path(path_type=Path),
-              help="The source host: a directory of table files (+ optional capabilities.toml).")
-@click.option("--dest", required=True, type=click.Path(path_type=Path), help="The destination host, likewise.")
+@click.option("--source", required=True, metavar="HOST",
+              help="The source host: the OVSDB remote of its registry, or a directory of table files "
+                   "(+ optional capabilities.toml).")
+@click.option("--dest", required=True, metavar="HOST", help="The destination host, likewise.")
 @click.option("--policy", default="latest", show_default=True,
               help="latest, recommended (latest minus deprecated features) or a mode name.")
+@_connection_options
 @_FORMAT
-def negotiate(source: Path, dest: Path, policy: str, fmt: str) -> None:
+def negotiate(source: str, dest: str, policy: str, fmt: str, **kw: Any) -> None:
     """The newest mode both hosts define with the same digest and can run.
 
     Exit 1 when there is none; the candidates say why."""
     from . import render
-    from .hosts import load_host
+    from .hosts import open_host
     from .negotiate import negotiate as negotiate_hosts
 
-    result = negotiate_hosts(load_host(source), load_host(dest), policy)
+    conn = _conn(kw)
+    result = negotiate_hosts(open_host(source, **conn), open_host(dest, **conn), policy)
     _emit(fmt, result.as_dict(), lambda: render.negotiation_text(result))
     if result.mode is None:
         raise SystemExit(1)
@@ -218,3 +269,84 @@ def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_
     _emit(fmt, {"ok": not report.failed(strict), **report.as_dict()}, lambda: render.lint_text(report, strict))
     if report.failed(strict):
         raise SystemExit(1)
+
+
+@main.command()
+@_TABLES
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The registry database to load into (unix:PATH, tcp:IP:PORT, ssl:IP:PORT).")
+@click.option("--prune", is_flag=True, help="Remove modes the tables no longer define, unless a port uses them.")
+@click.option("--capabilities", type=click.Path(path_type=Path),
+              help="Declare what this host's backend offers (a capabilities file) in the Host row.")
+@click.option("--host-name", help="Name of the Host row (default: this machine's hostname).")
+@click.option("--ovs-db", metavar="REMOTE",
+              help="Where the Open_vSwitch database is served, for the OVS/DPDK versions (default: --db).")
+@_connection_options
+@_FORMAT
+def load(tables: tuple[Path, ...], db: str, prune: bool, capabilities: Path | None, host_name: str | None,
+         ovs_db: str | None, fmt: str, **kw: Any) -> None:
+    """Validate the tables, then load them into a registry database in one transaction.
+
+    New modes are added, identical ones left alone; a loaded name whose contents
+    differ is refused and nothing is written."""
+    from .ovsdb.connection import Connection
+    from .ovsdb.load import load as load_tables
+    from .tables import read_capabilities
+
+    registry = _registry(tables)
+    caps = read_capabilities(capabilities) if capabilities else None
+    conn = _conn(kw)
+    with Connection(db, **conn) as connection:
+        result = load_tables(connection, registry, prune=prune, capabilities=caps, host_name=host_name,
+                             ovs_remote=ovs_db or db)
+    def text() -> str:
+        lines = [result.summary()]
+        lines += [f"kept {name}: still used by port(s) {', '.join(ports)}"
+                  for name, ports in result.plan.kept_in_use.items()]
+        return "\n".join(lines)
+
+    _emit(fmt, result.as_dict(), text)
+
+
+@main.group()
+def db() -> None:
+    """Create, attach and upgrade the registry database."""
+
+
+@db.command("create")
+@click.argument("file", type=click.Path(path_type=Path))
+def db_create(file: Path) -> None:
+    """Create an empty registry database FILE (ovsdb-tool create)."""
+    from .ovsdb.admin import create
+
+    click.echo(f"created {file} (schema {create(file)})")
+
+
+@db.command("attach")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--ctl", required=True, type=click.Path(path_type=Path),
+              help="The control socket of the running ovsdb-server (its --unixctl).")
+def db_attach(file: Path, ctl: Path) -> None:
+    """Serve FILE from a running ovsdb-server, next to Open_vSwitch (ovsdb-server/add-db)."""
+    from .ovsdb.admin import attach
+
+    attach(file, ctl)
+    click.echo(f"{ctl}: now serving {file}")
+
+
+@db.command("upgrade")
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--db", "remote", metavar="REMOTE", help="Convert the database a running server holds, online.")
+@_connection_options
+def db_upgrade(file: Path | None, remote: str | None, **kw: Any) -> None:
+    """Convert a registry database to this vucompat's schema, keeping its rows.
+
+    Give FILE for a database no server holds, or --db REMOTE for a served one."""
+    from .ovsdb.admin import upgrade
+
+    conn = _conn(kw)
+    if conn["ssl"] is not None:
+        from .ovsdb.rpc import configure_ssl
+
+        configure_ssl(conn["ssl"])
+    click.echo(upgrade(file=file, remote=remote, timeout=conn["timeout"]).summary())

@@ -1,15 +1,32 @@
-"""Offline hosts: a directory of table files plus an optional capabilities.toml.
-
-A later layer adds OVSDB remotes as hosts; both produce the same registry.Host.
+"""Hosts: a directory of table files plus an optional capabilities.toml (offline),
+or the OVSDB remote of a host's registry database. Both give the same registry.Host.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from .errors import UsageError
 from .registry import Host
 from .tables import CAPABILITIES_FILE, load_registry, read_capabilities, table_files
+
+if TYPE_CHECKING:
+    from .ovsdb.rpc import SslOptions
+
+REMOTE_PREFIXES = ("unix:", "tcp:", "ssl:")
+
+
+def open_host(spec: str, timeout: float = 5.0, ssl: "SslOptions | None" = None) -> Host:
+    """Return the host `spec` names: an OVSDB remote (unix:, tcp:, ssl:) of its
+    registry database, or a host directory. Raises UsageError, TableError or
+    OvsdbError (within `timeout`)."""
+    if spec.startswith(REMOTE_PREFIXES):
+        from .ovsdb.registry import load_remote_host  # lazy: the ovs library costs start-up time
+
+        return load_remote_host(spec, timeout, ssl)
+    return load_host(Path(spec))
 
 
 def load_host(path: Path) -> Host:

@@ -1,0 +1,316 @@
+"""Functional tests of the registry against real ovsdb-servers (Debian's
+openvswitch-switch) on private sockets, stopped by pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import FIXTURES, select, truncated_upstream
+from vucompat.cli import main
+from vucompat.ovsdb import rpc
+from vucompat.ovsdb.rows import mask_to_bits
+
+VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
+SHIPPED_COUNT = 9
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout + result.stderr
+
+
+def names(remote: str) -> list[str]:
+    return sorted(r["name"] for r in select(remote, "Compat_Mode", ["name"]))
+
+
+def older_tables(tmp_path: Path, shipped: Path, until: str = "2.13") -> Path:
+    """A tables directory whose upstream lineage stops at `until` (it shadows the shipped one)."""
+    directory = tmp_path / f"until-{until}"
+    directory.mkdir()
+    (directory / "upstream.ovs-dpdk.toml").write_text(
+        truncated_upstream((shipped / "upstream.ovs-dpdk.toml").read_text(), until))
+    return directory
+
+
+def test_load_then_reload_is_a_no_op(ovsdb_servers):
+    server = ovsdb_servers("host")
+    code, out = run("load", "--db", server.unix_remote, "--host-name", "compute-1")
+    assert code == 0 and f"added {SHIPPED_COUNT}" in out
+    rows = select(server.unix_remote, "Compat_Mode")
+    assert len(rows) == SHIPPED_COUNT
+    v213 = next(r for r in rows if r["name"] == "upstream.ovs-dpdk.v2.13")
+    assert sorted(v213["virtio_features"][1]) == mask_to_bits(0xD7C66A7CA)
+    assert v213["digest"].startswith("sha256:629a7cee226d")
+    (host,) = select(server.unix_remote, "Host")
+    assert host["name"] == "compute-1" and host["capabilities_source"] == "none"
+    code, out = run("load", "--db", server.unix_remote, "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["written"] is False and data["added"] == [] and len(data["unchanged"]) == SHIPPED_COUNT
+    code, out = run("load", "--db", server.unix_remote)
+    assert "nothing to do" in out
+    assert len(select(server.unix_remote, "Compat_Mode")) == SHIPPED_COUNT
+
+
+def test_reading_commands_work_against_a_database(ovsdb_servers):
+    server = ovsdb_servers("host", tcp=True)
+    run("load", "--db", server.unix_remote)
+    code, out = run("list", "--db", server.tcp_remote, "--format", "json")
+    assert code == 0 and [m["name"] for m in json.loads(out)][0] == "upstream.ovs-dpdk.v3.2"
+    code, out = run("show", "upstream.ovs-dpdk.v2.13", "--db", server.tcp_remote, "--format", "json")
+    assert code == 0 and json.loads(out)["digest"].startswith("sha256:629a7cee226d")
+    code, out = run("compare", "upstream.ovs-dpdk.v3.2", "upstream.ovs-dpdk.v2.13", "--db", server.unix_remote)
+    assert code == 0 and "+ VIRTIO_NET_F_CSUM" in out
+
+
+ACME = """lineage = "acme.vswitch"
+summary = "test lineage"
+
+[[mode]]
+version = "1.0"
+released = 2020-01-01
+virtio_features = ["VIRTIO_NET_F_CTRL_VQ", "VIRTIO_NET_F_MQ", "VHOST_USER_F_PROTOCOL_FEATURES", "VIRTIO_F_VERSION_1"]
+protocol_features = ["VHOST_USER_PROTOCOL_F_MQ"]
+max_queue_pairs = 8
+max_rx_queue_size = 1024
+max_tx_queue_size = 1024
+"""
+
+
+def tables_dir(tmp_path: Path, name: str, text: str) -> Path:
+    directory = tmp_path / name
+    directory.mkdir()
+    (directory / "acme.vswitch.toml").write_text(text)
+    return directory
+
+
+def test_a_redefinition_is_refused_and_nothing_is_written(ovsdb_servers, tmp_path: Path):
+    server = ovsdb_servers("host")
+    assert run("load", "--db", server.unix_remote, "--tables", str(tables_dir(tmp_path, "a", ACME)))[0] == 0
+    before = select(server.unix_remote, "Compat_Mode")
+    hosts_before = select(server.unix_remote, "Host")
+    other = ACME.replace('"VIRTIO_NET_F_MQ", ', "").replace("max_queue_pairs = 8", "max_queue_pairs = 4") + \
+        '\n[[mode]]\nversion = "1.1"\nreleased = 2021-01-01\nenable = ["VIRTIO_NET_F_MTU"]\n'
+    code, out = run("load", "--db", server.unix_remote, "--tables", str(tables_dir(tmp_path, "b", other)),
+                    "--capabilities", str(FIXTURES / "capabilities-ovs-2.13.toml"))
+    assert code == 2
+    assert "refusing to load" in out and "Nothing was written" in out
+    assert "acme.vswitch.v1.0 (-VIRTIO_NET_F_MQ, max_queue_pairs 8 -> 4)" in out
+    assert select(server.unix_remote, "Compat_Mode") == before  # not even the new v1.1
+    assert select(server.unix_remote, "Host") == hosts_before
+
+
+def test_prune_removes_unused_modes_and_keeps_those_in_use(ovsdb_servers, tmp_path: Path, shipped: Path):
+    server = ovsdb_servers("host")
+    run("load", "--db", server.unix_remote)
+    (v32,) = [r for r in select(server.unix_remote, "Compat_Mode", ["_uuid", "name"])
+              if r["name"] == "upstream.ovs-dpdk.v3.2"]
+    rpc.transact(server.unix_remote, "VuCompat", [{"op": "insert", "table": "Port", "row": {
+        "interface_name": "vhu0", "interface_uuid": ["uuid", "6f1a3e5c-6d8e-4d5b-9c1e-0a4b8e1d2c3f"],
+        "requested": "latest", "mode": v32["_uuid"], "state": "active"}}])
+    older = older_tables(tmp_path, shipped, "2.13")
+    code, out = run("load", "--db", server.unix_remote, "--tables", str(older), "--prune", "--format", "json")
+    data = json.loads(out)
+    assert code == 0
+    assert data["pruned"] == ["fc26.ovs-dpdk.v2.7", "fc26.ovs-dpdk.v2.8", "upstream.ovs-dpdk.v2.15"] or \
+        data["pruned"] == ["upstream.ovs-dpdk.v2.15"]
+    assert data["kept_in_use"] == {"upstream.ovs-dpdk.v3.2": ["vhu0"]}
+    assert "upstream.ovs-dpdk.v3.2" in names(server.unix_remote)
+    assert "upstream.ovs-dpdk.v2.15" not in names(server.unix_remote)
+    code, out = run("load", "--db", server.unix_remote, "--tables", str(older), "--prune")
+    assert "kept upstream.ovs-dpdk.v3.2: still used by port(s) vhu0" in out
+    # the schema's strong reference holds even for a client that bypasses vucompat
+    with pytest.raises(rpc.OvsdbError, match="referential integrity"):
+        rpc.transact(server.unix_remote, "VuCompat", [
+            {"op": "delete", "table": "Compat_Mode", "where": [["name", "==", "upstream.ovs-dpdk.v3.2"]]}])
+
+
+def test_schema_constraints_refuse_nonsense_from_any_client(ovsdb_servers):
+    server = ovsdb_servers("host")
+    row = {"name": "x.y.v1", "lineage": "x.y", "version": "1", "digest": "sha256:" + "0" * 64,
+           "max_queue_pairs": 1, "max_rx_queue_size": 1000, "max_tx_queue_size": 256}
+    with pytest.raises(rpc.OvsdbError, match="constraint violation"):
+        rpc.transact(server.unix_remote, "VuCompat", [{"op": "insert", "table": "Compat_Mode", "row": row}])
+    row.update(max_rx_queue_size=256, virtio_features=64)
+    with pytest.raises(rpc.OvsdbError, match="constraint violation"):
+        rpc.transact(server.unix_remote, "VuCompat", [{"op": "insert", "table": "Compat_Mode", "row": row}])
+    assert select(server.unix_remote, "Compat_Mode") == []
+
+
+def test_a_row_written_outside_vucompat_is_called_out(ovsdb_servers):
+    server = ovsdb_servers("host")
+    run("load", "--db", server.unix_remote)
+    rpc.transact(server.unix_remote, "VuCompat", [{"op": "update", "table": "Compat_Mode",
+                                                   "where": [["name", "==", "upstream.ovs-dpdk.v2.6"]],
+                                                   "row": {"max_queue_pairs": 4}}])
+    code, out = run("list", "--db", server.unix_remote)
+    assert code == 2 and "upstream.ovs-dpdk.v2.6 holds a digest that does not match" in out
+
+
+def test_two_concurrent_loaders_never_duplicate(ovsdb_servers):
+    env = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
+    for _round in range(3):
+        server = ovsdb_servers("race")
+        procs = [subprocess.Popen([VUCOMPAT, "load", "--db", server.unix_remote, "--format", "json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(2)]
+        results = [p.communicate(timeout=60) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], results
+        added = sorted(len(json.loads(out)["added"]) for out, _err in results)
+        assert added in ([0, SHIPPED_COUNT],), results  # one loader wrote them all, the other none
+        rows = names(server.unix_remote)
+        assert len(rows) == len(set(rows)) == SHIPPED_COUNT
+        assert len(select(server.unix_remote, "Host")) == 1
+        server.stop()
+
+
+def test_upgrade_converts_offline_and_online_keeping_rows(ovsdb_servers, tmp_path: Path):
+    old_schema = FIXTURES / "vucompat-0.9.0.ovsschema"
+    server = ovsdb_servers("old", schema=old_schema)
+    code, out = run("load", "--db", server.unix_remote)
+    assert code == 2 and "lacks Compat_Mode columns derived_from" in out and "vucompat db upgrade" in out
+    rpc.transact(server.unix_remote, "VuCompat", [{"op": "insert", "table": "Compat_Mode", "row": {
+        "name": "acme.vswitch.v1.0", "lineage": "acme.vswitch", "version": "1.0", "digest": "sha256:" + "a" * 64,
+        "max_queue_pairs": 8, "max_rx_queue_size": 256, "max_tx_queue_size": 256, "note": "kept"}}])
+    # online, through the running server
+    code, out = run("db", "upgrade", "--db", server.unix_remote)
+    assert code == 0 and "converted from schema 0.9.0 to 1.0.0" in out
+    (row,) = select(server.unix_remote, "Compat_Mode")
+    assert row["name"] == "acme.vswitch.v1.0" and row["note"] == "kept"
+    assert "already at schema 1.0.0" in run("db", "upgrade", "--db", server.unix_remote)[1]
+    server.stop()
+    # offline, a file no server holds
+    old_file = tmp_path / "old.db"
+    subprocess.run(["ovsdb-tool", "create", str(old_file), str(old_schema)], check=True)
+    subprocess.run(["ovsdb-tool", "transact", str(old_file), json.dumps(["VuCompat", {
+        "op": "insert", "table": "Host", "row": {"name": "compute-9", "capabilities_source": "none",
+                                                  "default_policy": "latest"}}])], check=True, capture_output=True)
+    code, out = run("db", "upgrade", str(old_file))
+    assert code == 0 and "converted from schema 0.9.0 to 1.0.0" in out
+    dump = subprocess.run(["ovsdb-tool", "query", str(old_file), json.dumps(
+        ["VuCompat", {"op": "select", "table": "Host", "where": []}])], capture_output=True, text=True, check=True)
+    assert json.loads(dump.stdout)[0]["rows"][0]["name"] == "compute-9"
+
+
+def test_db_create_and_attach_to_a_running_server(ovsdb_servers, tmp_path: Path):
+    server = ovsdb_servers("plain")
+    fresh = tmp_path / "registry.db"
+    code, out = run("db", "create", str(fresh))
+    assert code == 0 and "schema 1.0.0" in out
+    code, out = run("db", "create", str(fresh))
+    assert code == 2 and "already exists" in out
+    # a server that serves only Open_vSwitch: the error says how to add the registry
+    vswitch_only = ovsdb_servers("vsonly")
+    subprocess.run(["ovs-appctl", "-t", str(vswitch_only.ctl), "ovsdb-server/remove-db", "VuCompat"], check=True)
+    code, out = run("list", "--db", vswitch_only.unix_remote)
+    assert code == 2 and "does not serve the VuCompat database" in out and "vucompat db attach" in out
+    code, out = run("db", "attach", str(fresh), "--ctl", str(vswitch_only.ctl))
+    assert code == 0
+    assert run("load", "--db", vswitch_only.unix_remote)[0] == 0
+    assert len(names(vswitch_only.unix_remote)) == SHIPPED_COUNT
+
+
+def test_unreachable_servers_fail_fast_with_exit_2(tmp_path: Path):
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts connections (backlog) but never answers
+    port = silent.getsockname()[1]
+    try:
+        for remote, reason in [(f"unix:{tmp_path}/none.sock", "No such file or directory"),
+                               ("tcp:127.0.0.1:1", "Connection refused"),
+                               (f"tcp:127.0.0.1:{port}", "no answer to get_schema")]:
+            start = time.monotonic()
+            code, out = run("list", "--db", remote, "--timeout", "1")
+            assert code == 2 and reason in out and "cannot reach ovsdb-server within 1s" in out, out
+            assert time.monotonic() - start < 3
+    finally:
+        silent.close()
+
+
+def test_a_server_killed_mid_load_holds_the_old_or_the_new_set(ovsdb_servers, tmp_path: Path):
+    big = tmp_path / "big"
+    big.mkdir()
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    from core import lineage_toml  # noqa: E402  (the benchmark's generator of valid lineages)
+
+    (big / "bench.vswitch.toml").write_text(lineage_toml(1500))
+    env = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
+    server = ovsdb_servers("crash")
+    run("load", "--db", server.unix_remote)
+    old = set(names(server.unix_remote))
+    seen = set()
+    rng = random.Random(7)
+    for attempt in range(6):
+        loader = subprocess.Popen([VUCOMPAT, "load", "--db", server.unix_remote, "--tables", str(big),
+                                   "--timeout", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        time.sleep(rng.uniform(0.15, 0.6))
+        server.kill(signal.SIGKILL)
+        loader.communicate(timeout=30)
+        server.stop()
+        server.start()
+        now = set(names(server.unix_remote))
+        assert now == old or (old < now and len(now) == len(old) + 1500), (attempt, len(now))
+        seen.add(len(now))
+        if now != old:  # the load made it: start again from the old set
+            rpc.transact(server.unix_remote, "VuCompat", [
+                {"op": "delete", "table": "Compat_Mode", "where": [["lineage", "==", "bench.vswitch"]]}])
+    assert seen, "the loop ran"
+
+
+def test_negotiate_between_two_real_servers(ovsdb_servers, tmp_path: Path, shipped: Path):
+    new = ovsdb_servers("compute-new", tcp=True)
+    old = ovsdb_servers("compute-old", tcp=True)
+    run("load", "--db", new.unix_remote, "--host-name", "compute-new")
+    run("load", "--db", old.unix_remote, "--host-name", "compute-old", "--tables", str(older_tables(tmp_path, shipped)),
+        "--capabilities", str(FIXTURES / "capabilities-ovs-2.13.toml"))
+    code, out = run("negotiate", "--source", new.tcp_remote, "--dest", old.tcp_remote, "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["mode"] == "upstream.ovs-dpdk.v2.13"
+    assert data["source"] == "compute-new" and data["destination"] == "compute-old"
+    assert [c["reasons"] for c in data["candidates"][:2]] == [[{"kind": "missing", "side": "destination"}]] * 2
+    code, out = run("list", "--host", old.unix_remote)
+    assert "upstream.ovs-dpdk.v2.11" in out and "no: missing VIRTIO_NET_F_HOST_UFO" in out
+    # a directory on one side and a database on the other work together too
+    code, out = run("negotiate", "--source", str(shipped), "--dest", old.tcp_remote)
+    assert code == 0 and "mode: upstream.ovs-dpdk.v2.13" in out
+
+
+def test_host_row_records_the_ovs_and_dpdk_versions(ovsdb_servers):
+    server = ovsdb_servers("versions")
+    subprocess.run(["ovs-vsctl", f"--db={server.unix_remote}", "--no-wait", "init", "--", "set", "Open_vSwitch",
+                    ".", "ovs_version=2.13.0", 'dpdk_version="DPDK 19.11.0"'], check=True)
+    run("load", "--db", server.unix_remote)
+    (host,) = select(server.unix_remote, "Host")
+    assert host["ovs_version"] == "2.13.0" and host["dpdk_version"] == "DPDK 19.11.0"
+
+
+def test_a_loader_with_stale_contents_retries_instead_of_duplicating(ovsdb_servers, shipped: Path):
+    """Deterministic version of the race: the second loader built its plan before it
+    saw the first one's rows; the unique name index refuses its inserts, it fetches
+    the new contents, plans again and writes nothing."""
+    from vucompat.ovsdb.connection import Connection
+    from vucompat.ovsdb.load import load
+    from vucompat.tables import load_registry
+
+    server = ovsdb_servers("stale")
+    tables = load_registry([shipped])
+    with Connection(server.unix_remote) as first, Connection(server.unix_remote) as second:
+        assert load(first, tables).written
+        assert second.rows("Compat_Mode") == []  # has not seen the first load yet
+        result = load(second, tables)
+        assert not result.written and result.plan.insert == () and len(result.plan.unchanged) == SHIPPED_COUNT
+    rows = names(server.unix_remote)
+    assert len(rows) == len(set(rows)) == SHIPPED_COUNT

@@ -1,0 +1,10 @@
+"""The OVSDB layer: every byte vucompat sends to an ovsdb-server goes through here.
+
+- schema.py: the registry database's name, schema file and the columns vucompat uses
+- rpc.py: one JSON-RPC call with a deadline (schema fetch, raw reads), clear errors
+- connection.py: an IDL connection with deadlines and one-transaction-per-action
+- rows.py: Compat_Mode/Host rows <-> core values
+- registry.py: read a host from its database; a warm client for long-lived callers
+- load.py: `vucompat load` as one checked transaction
+- admin.py: create, attach and upgrade the database (ovsdb-tool, ovsdb-client, ovs-appctl)
+"""

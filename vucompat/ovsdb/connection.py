@@ -1,0 +1,143 @@
+"""An IDL connection to the VuCompat database, with deadlines everywhere.
+
+The schema is fetched from the server first (rpc.get_schema), so a server that does
+not serve the database, or an older schema without a column vucompat needs, is a
+clear error rather than an IDL that reconnects forever. Every wait has a deadline:
+the IDL's own loop (`poller.block()`) is always given a timer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, TypeVar
+
+import ovs.db.idl
+import ovs.poller
+import ovs.vlog
+
+from . import rpc
+from .rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
+from .schema import COLUMNS, DB_NAME
+
+T = TypeVar("T")
+
+# the ovs library logs through vlog to stderr at WARN by default: our errors say it better
+ovs.vlog.Vlog.set_levels_from_string("any:any:off") if hasattr(ovs.vlog.Vlog, "set_levels_from_string") else None
+
+
+class TransactionConflict(Exception):
+    """Raised inside a transaction builder to ask for a retry on fresh data."""
+
+
+class Connection:
+    """One monitored connection to the VuCompat database of one ovsdb-server.
+
+    Not thread-safe: use one Connection per thread (the ovs IDL is not thread-safe).
+    """
+
+    def __init__(self, remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None,
+                 tables: dict[str, tuple[str, ...]] = COLUMNS) -> None:
+        self.remote = remote
+        self.timeout = timeout
+        rpc.configure_ssl(ssl)
+        schema = rpc.get_schema(remote, DB_NAME, timeout)
+        self.schema_version: str = schema.get("version", "0")
+        helper = ovs.db.idl.SchemaHelper(schema_json=schema)
+        for table, columns in tables.items():
+            have = schema["tables"].get(table, {}).get("columns", {})
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise OvsdbError(remote=remote, reason=f"the {DB_NAME} database (schema {self.schema_version}) "
+                                 f"lacks {table} columns {', '.join(missing)}: upgrade it with `vucompat db upgrade`")
+            helper.register_columns(table, list(columns))
+        self.idl = ovs.db.idl.Idl(remote, helper, leader_only=False)
+        self._wait_until(lambda: self.idl.state == self.idl.IDL_S_MONITORING, "the database contents")
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.idl.close()
+
+    def rows(self, table: str) -> list[Any]:
+        """Return the rows of `table` as the IDL sees them now."""
+        return list(self.idl.tables[table].rows.values())
+
+    def refresh(self) -> bool:
+        """Process what the server sent, without blocking; return whether anything changed."""
+        return bool(self.idl.run())
+
+    def transact(self, build: Callable[[ovs.db.idl.Transaction], T], attempts: int = 5) -> tuple[T, bool]:
+        """Run one transaction: `build(txn)` stages the changes from the current
+        contents (and may verify what it read); then commit.
+
+        When the server refuses because a concurrent writer changed what was read
+        (TRY_AGAIN, a violated wait/verify, or a unique index clash), wait for the new
+        contents and build again, up to `attempts` times. Returns (what build
+        returned, whether anything was written). Raises OvsdbError on failure or
+        timeout; nothing is written then.
+        """
+        deadline = time.monotonic() + self.timeout
+        for _attempt in range(attempts):
+            seqno = self.idl.change_seqno
+            txn = ovs.db.idl.Transaction(self.idl)
+            try:
+                result = build(txn)
+            except TransactionConflict:
+                txn.abort()
+                self._wait_for_change(seqno, deadline)
+                continue
+            except BaseException:
+                txn.abort()
+                raise
+            status = self._commit(txn, deadline)
+            if status in (txn.SUCCESS, txn.UNCHANGED):
+                return result, status == txn.SUCCESS
+            if status == txn.TRY_AGAIN or (status == txn.ERROR and _is_conflict(txn.get_error())):
+                self._wait_for_change(seqno, deadline)
+                continue
+            raise OvsdbError(remote=self.remote, reason=f"transaction failed ({txn.status_to_string(status)}): "
+                             f"{txn.get_error() or 'no detail'}; nothing was written")
+        raise OvsdbError(remote=self.remote, reason=f"gave up after {attempts} attempts: other clients keep "
+                         "changing the same rows; nothing was written")
+
+    def _commit(self, txn: ovs.db.idl.Transaction, deadline: float) -> int:
+        while True:
+            status = txn.commit()
+            if status != txn.INCOMPLETE:
+                return status
+            if time.monotonic() >= deadline:
+                txn.abort()
+                raise OvsdbError(remote=self.remote, reason=f"no answer to the transaction within "
+                                 f"{self.timeout:g}s; the server may or may not have applied it")
+            self.idl.run()
+            poller = ovs.poller.Poller()
+            self.idl.wait(poller)
+            txn.wait(poller)
+            poller.timer_wait(max(1, int((deadline - time.monotonic()) * 1000)))
+            poller.block()
+
+    def _wait_for_change(self, seqno: int, deadline: float) -> None:
+        self._wait_until(lambda: self.idl.change_seqno != seqno, "fresh contents after a conflict", deadline)
+
+    def _wait_until(self, done: Callable[[], bool], what: str, deadline: float | None = None) -> None:
+        deadline = deadline or time.monotonic() + self.timeout
+        while True:
+            self.idl.run()
+            if done():
+                return
+            if time.monotonic() >= deadline:
+                raise OvsdbError(remote=self.remote, reason=f"timed out after {self.timeout:g}s waiting for {what}")
+            poller = ovs.poller.Poller()
+            self.idl.wait(poller)
+            poller.timer_wait(max(1, int((deadline - time.monotonic()) * 1000)))
+            poller.block()
+
+
+def _is_conflict(error: str | None) -> bool:
+    """A refused precondition or a unique-index clash: another writer got there first."""
+    text = error or ""
+    return any(word in text for word in ("constraint violation", "referential integrity", "timed out", "not met"))

@@ -1,0 +1,87 @@
+"""Rows <-> core values. Masks are stored as sets of bit numbers (0..63): OVSDB
+integers are signed 64-bit and virtio uses bit 63."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from .. import catalog
+from ..errors import VucompatError
+from ..mode import LIMITS, Abi, Capabilities, Mode
+
+
+class CorruptRowError(VucompatError):
+    """A row whose stored digest does not match its contents."""
+
+    template = ("{remote}: Compat_Mode {name} holds a digest that does not match its features "
+                "(stored {stored}, contents give {computed}): it was written outside vucompat; "
+                "delete the row and load the tables again")
+
+
+def mask_to_bits(value: int) -> list[int]:
+    return catalog.bits_of(value)
+
+
+def bits_to_mask(bits: Any) -> int:
+    return sum(1 << int(b) for b in bits)
+
+
+def _optional(value: Any) -> Any:
+    """The IDL shows an optional column (min 0, max 1) as a list."""
+    return value[0] if value else None
+
+
+def mode_columns(mode: Mode) -> dict[str, Any]:
+    """Return the Compat_Mode columns of `mode`, as the IDL takes them."""
+    return {
+        "name": mode.name,
+        "lineage": mode.lineage,
+        "version": mode.version,
+        "released": [mode.released.isoformat()] if mode.released else [],
+        "digest": mode.digest,
+        "virtio_features": mask_to_bits(mode.abi.virtio),
+        "protocol_features": mask_to_bits(mode.abi.protocol),
+        **{name: mode.abi.limit(name) for name in LIMITS},
+        "deprecated_features": mode.abi.deprecated_features,
+        "derived_from": list(mode.derived_from),
+        "provenance": dict(mode.provenance),
+        "note": mode.note,
+    }
+
+
+def row_to_mode(row: Any, remote: str) -> Mode:
+    """Return the Mode a Compat_Mode row holds; raise CorruptRowError when its
+    digest does not match its contents."""
+    abi = Abi(virtio=bits_to_mask(row.virtio_features), protocol=bits_to_mask(row.protocol_features),
+              **{name: int(getattr(row, name)) for name in LIMITS})
+    if abi.digest != row.digest:
+        raise CorruptRowError(remote=remote, name=row.name, stored=row.digest, computed=abi.digest)
+    released = _optional(row.released)
+    return Mode(name=row.name, lineage=row.lineage, version=row.version,
+                released=date.fromisoformat(released) if released else None, abi=abi,
+                provenance=dict(row.provenance), note=row.note, source=remote,
+                derived_from=tuple(row.derived_from))
+
+
+def host_capabilities(row: Any, remote: str) -> Capabilities | None:
+    """Return what a Host row says its backend offers; None when nothing is declared
+    (the host then runs every mode it defines)."""
+    if row is None or row.capabilities_source == "none":
+        return None
+    limits = {name: _optional(getattr(row, name)) for name in LIMITS}
+    if any(v is None for v in limits.values()):
+        return None
+    abi = Abi(virtio=bits_to_mask(row.virtio_features), protocol=bits_to_mask(row.protocol_features),
+              **{k: int(v) for k, v in limits.items()})
+    return Capabilities(abi=abi, source=f"{remote} Host {row.name} ({row.capabilities_source})")
+
+
+def capabilities_columns(capabilities: Capabilities | None, source: str) -> dict[str, Any]:
+    """Return the Host columns that declare `capabilities` (None: clear them)."""
+    if capabilities is None:
+        return {"capabilities_source": "none", "virtio_features": [], "protocol_features": [],
+                **{name: [] for name in LIMITS}}
+    abi = capabilities.abi
+    return {"capabilities_source": source, "virtio_features": mask_to_bits(abi.virtio),
+            "protocol_features": mask_to_bits(abi.protocol), **{name: [abi.limit(name)] for name in LIMITS}}
