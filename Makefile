@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup demo test bench lint clean
+.PHONY: help setup demo demo-stop test bench lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -11,8 +11,11 @@ help: ## list the targets
 setup: ## install Debian packages and the venv (.venv), only what is missing
 	@scripts/setup.sh
 
-demo: setup ## the main job: the offline core on the shipped tables, two hosts
-	@scripts/demo.sh
+demo: setup ## the main job: two hosts as real ovsdb-servers (KEEP=1 leaves them running)
+	@KEEP=$(KEEP) $(PY) scripts/demo.py
+
+demo-stop: ## stop the servers `make demo KEEP=1` left running (by pid)
+	@for p in run/demo/*/ovsdb-server.pid; do [ -f "$$p" ] && kill "$$(cat $$p)" 2>/dev/null && echo "stopped $$p"; done; rm -rf run/demo
 
 test: setup ## run the test suite (unit, property, CLI)
 	$(PY) -m pytest -q
@@ -24,4 +27,4 @@ lint: setup ## lint the shipped compat tables and their released.lock
 	$(VENV)/bin/vucompat lint compat_tables
 
 clean: ## remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info run

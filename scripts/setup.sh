@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the project needs. python3 (>= 3.11) and its venv module.
-APT_PACKAGES=(python3 python3-venv)
+# Debian packages the project needs: python3 (>= 3.11) and its venv module;
+# openvswitch-switch for ovsdb-server, ovsdb-tool, ovsdb-client, ovs-vsctl, ovs-appctl.
+APT_PACKAGES=(python3 python3-venv openvswitch-switch)
 
 python_ok() {
     python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
@@ -22,6 +23,14 @@ done
 if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # never let a package start the system's OVS services: vucompat runs its own
+    # servers on private sockets. policy-rc.d answers "denied" while we install.
+    policy=/usr/sbin/policy-rc.d
+    made_policy=
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
+    fi
+    trap 'if [[ -n "$made_policy" ]]; then rm -f "$policy"; fi' EXIT
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

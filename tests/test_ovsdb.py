@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from conftest import FIXTURES, select, truncated_upstream
 from vucompat.cli import main
 from vucompat.ovsdb import rpc
-from vucompat.ovsdb.rows import mask_to_bits
+from vucompat.catalog import bits_of
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 SHIPPED_COUNT = 9
@@ -53,7 +53,7 @@ def test_load_then_reload_is_a_no_op(ovsdb_servers):
     rows = select(server.unix_remote, "Compat_Mode")
     assert len(rows) == SHIPPED_COUNT
     v213 = next(r for r in rows if r["name"] == "upstream.ovs-dpdk.v2.13")
-    assert sorted(v213["virtio_features"][1]) == mask_to_bits(0xD7C66A7CA)
+    assert sorted(v213["virtio_features"][1]) == bits_of(0xD7C66A7CA)
     assert v213["digest"].startswith("sha256:629a7cee226d")
     (host,) = select(server.unix_remote, "Host")
     assert host["name"] == "compute-1" and host["capabilities_source"] == "none"
@@ -297,20 +297,34 @@ def test_host_row_records_the_ovs_and_dpdk_versions(ovsdb_servers):
     assert host["ovs_version"] == "2.13.0" and host["dpdk_version"] == "DPDK 19.11.0"
 
 
-def test_a_loader_with_stale_contents_retries_instead_of_duplicating(ovsdb_servers, shipped: Path):
-    """Deterministic version of the race: the second loader built its plan before it
-    saw the first one's rows; the unique name index refuses its inserts, it fetches
-    the new contents, plans again and writes nothing."""
+def test_a_loader_whose_reads_went_stale_retries_instead_of_duplicating(ovsdb_servers, shipped: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """Deterministic version of the race: loader B reads the table, then loader A
+    commits all the modes before B does. B's `wait` precondition fails on the server,
+    B reads again, plans again and writes nothing."""
+    from vucompat.ovsdb import load as load_module
     from vucompat.ovsdb.connection import Connection
-    from vucompat.ovsdb.load import load
     from vucompat.tables import load_registry
 
     server = ovsdb_servers("stale")
     tables = load_registry([shipped])
-    with Connection(server.unix_remote) as first, Connection(server.unix_remote) as second:
-        assert load(first, tables).written
-        assert second.rows("Compat_Mode") == []  # has not seen the first load yet
-        result = load(second, tables)
-        assert not result.written and result.plan.insert == () and len(result.plan.unchanged) == SHIPPED_COUNT
+    real_read = load_module.read_modes_and_ports
+    reads: list[int] = []
+
+    def read_then_lose_the_race(conn):
+        digests, ports = real_read(conn)
+        if conn is not second:
+            return digests, ports
+        reads.append(len(digests))
+        if len(reads) == 1:  # A commits between B's read and B's commit
+            with Connection(server.unix_remote, tables=load_module.LOAD_COLUMNS) as first:
+                assert load_module.load(first, tables).written
+        return digests, ports
+
+    with Connection(server.unix_remote, tables=load_module.LOAD_COLUMNS) as second:
+        monkeypatch.setattr(load_module, "read_modes_and_ports", read_then_lose_the_race)
+        result = load_module.load(second, tables)
+    assert reads == [0, SHIPPED_COUNT]  # planned on an empty table, refused, planned again
+    assert not result.written and result.plan.insert == () and len(result.plan.unchanged) == SHIPPED_COUNT
     rows = names(server.unix_remote)
     assert len(rows) == len(set(rows)) == SHIPPED_COUNT

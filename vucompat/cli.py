@@ -290,13 +290,13 @@ def load(tables: tuple[Path, ...], db: str, prune: bool, capabilities: Path | No
     New modes are added, identical ones left alone; a loaded name whose contents
     differ is refused and nothing is written."""
     from .ovsdb.connection import Connection
-    from .ovsdb.load import load as load_tables
+    from .ovsdb.load import LOAD_COLUMNS, load as load_tables
     from .tables import read_capabilities
 
     registry = _registry(tables)
     caps = read_capabilities(capabilities) if capabilities else None
     conn = _conn(kw)
-    with Connection(db, **conn) as connection:
+    with Connection(db, tables=LOAD_COLUMNS, **conn) as connection:
         result = load_tables(connection, registry, prune=prune, capabilities=caps, host_name=host_name,
                              ovs_remote=ovs_db or db)
     def text() -> str:

@@ -41,7 +41,8 @@ class LoadPlan:
 
     insert: tuple[Mode, ...] = ()
     unchanged: tuple[str, ...] = ()
-    redefinitions: tuple[Redefinition, ...] = ()
+    #: names the database holds with another digest (the load must be refused)
+    redefined: tuple[str, ...] = ()
     prune: tuple[str, ...] = ()
     #: modes --prune would remove but ports still use: name -> port names
     kept_in_use: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -51,26 +52,32 @@ class LoadPlan:
                 "pruned": list(self.prune), "kept_in_use": {k: list(v) for k, v in self.kept_in_use.items()}}
 
 
-def plan_load(tables: Mapping[str, Mode], database: Mapping[str, Mode],
+def plan_load(tables: Mapping[str, Mode], database: Mapping[str, str],
               ports_by_mode: Mapping[str, Sequence[str]], prune: bool) -> LoadPlan:
-    """Return the plan for loading `tables` into a database holding `database`.
+    """Return the plan for loading `tables` into a database holding `database`
+    (mode name -> digest).
 
     New names are inserted, identical ones (same digest) left alone, a name with
-    other contents is a redefinition (the caller refuses the whole load). With
-    `prune`, database modes the tables no longer define are removed unless a port
-    uses them (`ports_by_mode`: mode name -> port names).
+    another digest is `redefined` (the caller refuses the whole load). With `prune`,
+    database modes the tables no longer define are removed unless a port uses them
+    (`ports_by_mode`: mode name -> port names).
     """
-    insert, unchanged, redefinitions = [], [], []
+    insert, unchanged, redefined = [], [], []
     for name in sorted(tables):
-        mode = tables[name]
-        loaded = database.get(name)
-        if loaded is None:
-            insert.append(mode)
-        elif loaded.digest == mode.digest:
+        digest = database.get(name)
+        if digest is None:
+            insert.append(tables[name])
+        elif digest == tables[name].digest:
             unchanged.append(name)
         else:
-            redefinitions.append(Redefinition(name, compare(loaded.abi, mode.abi).responsible))
+            redefined.append(name)
     gone = sorted(set(database) - set(tables)) if prune else []
     kept = {name: tuple(sorted(ports_by_mode[name])) for name in gone if ports_by_mode.get(name)}
-    return LoadPlan(tuple(insert), tuple(unchanged), tuple(redefinitions),
+    return LoadPlan(tuple(insert), tuple(unchanged), tuple(redefined),
                     tuple(name for name in gone if name not in kept), kept)
+
+
+def redefinitions(tables: Mapping[str, Mode], loaded: Mapping[str, Mode]) -> tuple[Redefinition, ...]:
+    """Describe, by feature name, how the tables change each loaded mode (database as a)."""
+    return tuple(Redefinition(name, compare(mode.abi, tables[name].abi).responsible)
+                 for name, mode in sorted(loaded.items()))

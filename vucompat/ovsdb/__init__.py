@@ -8,3 +8,7 @@
 - load.py: `vucompat load` as one checked transaction
 - admin.py: create, attach and upgrade the database (ovsdb-tool, ovsdb-client, ovs-appctl)
 """
+
+from . import fastjson
+
+fastjson.install()

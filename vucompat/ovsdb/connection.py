@@ -37,18 +37,22 @@ class Connection:
 
     def __init__(self, remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None,
                  tables: dict[str, tuple[str, ...]] = COLUMNS) -> None:
+        """Connect and wait for the contents of `tables` (table -> columns to
+        monitor). Every column of schema.COLUMNS must exist in the server's schema,
+        monitored or not: vucompat writes them. Raises OvsdbError within `timeout`."""
         self.remote = remote
         self.timeout = timeout
         rpc.configure_ssl(ssl)
         schema = rpc.get_schema(remote, DB_NAME, timeout)
         self.schema_version: str = schema.get("version", "0")
         helper = ovs.db.idl.SchemaHelper(schema_json=schema)
-        for table, columns in tables.items():
+        for table, columns in COLUMNS.items():
             have = schema["tables"].get(table, {}).get("columns", {})
             missing = [c for c in columns if c not in have]
             if missing:
                 raise OvsdbError(remote=remote, reason=f"the {DB_NAME} database (schema {self.schema_version}) "
                                  f"lacks {table} columns {', '.join(missing)}: upgrade it with `vucompat db upgrade`")
+        for table, columns in tables.items():
             helper.register_columns(table, list(columns))
         self.idl = ovs.db.idl.Idl(remote, helper, leader_only=False)
         self._wait_until(lambda: self.idl.state == self.idl.IDL_S_MONITORING, "the database contents")
@@ -70,13 +74,16 @@ class Connection:
         """Process what the server sent, without blocking; return whether anything changed."""
         return bool(self.idl.run())
 
-    def transact(self, build: Callable[[ovs.db.idl.Transaction], T], attempts: int = 5) -> tuple[T, bool]:
+    def transact(self, build: Callable[[ovs.db.idl.Transaction], T], attempts: int = 5,
+                 reads_fresh: bool = False) -> tuple[T, bool]:
         """Run one transaction: `build(txn)` stages the changes from the current
-        contents (and may verify what it read); then commit.
+        contents (and may verify what it read, or add `wait` operations); then commit.
 
         When the server refuses because a concurrent writer changed what was read
-        (TRY_AGAIN, a violated wait/verify, or a unique index clash), wait for the new
-        contents and build again, up to `attempts` times. Returns (what build
+        (TRY_AGAIN, a failed wait/verify, a unique index clash), wait for the IDL to
+        see new contents and build again, up to `attempts` times. With `reads_fresh`
+        (`build` reads what it checks straight from the server), the wait for the IDL
+        is short. Returns (what build
         returned, whether anything was written). Raises OvsdbError on failure or
         timeout; nothing is written then.
         """
@@ -88,7 +95,7 @@ class Connection:
                 result = build(txn)
             except TransactionConflict:
                 txn.abort()
-                self._wait_for_change(seqno, deadline)
+                self._wait_for_change(seqno, deadline, reads_fresh)
                 continue
             except BaseException:
                 txn.abort()
@@ -97,7 +104,7 @@ class Connection:
             if status in (txn.SUCCESS, txn.UNCHANGED):
                 return result, status == txn.SUCCESS
             if status == txn.TRY_AGAIN or (status == txn.ERROR and _is_conflict(txn.get_error())):
-                self._wait_for_change(seqno, deadline)
+                self._wait_for_change(seqno, deadline, reads_fresh)
                 continue
             raise OvsdbError(remote=self.remote, reason=f"transaction failed ({txn.status_to_string(status)}): "
                              f"{txn.get_error() or 'no detail'}; nothing was written")
@@ -120,7 +127,13 @@ class Connection:
             poller.timer_wait(max(1, int((deadline - time.monotonic()) * 1000)))
             poller.block()
 
-    def _wait_for_change(self, seqno: int, deadline: float) -> None:
+    def _wait_for_change(self, seqno: int, deadline: float, briefly: bool = False) -> None:
+        if briefly:  # the builder reads fresh data itself; give the IDL a moment for the rest
+            try:
+                self._wait_until(lambda: self.idl.change_seqno != seqno, "", min(deadline, time.monotonic() + 0.1))
+            except OvsdbError:
+                pass
+            return
         self._wait_until(lambda: self.idl.change_seqno != seqno, "fresh contents after a conflict", deadline)
 
     def _wait_until(self, done: Callable[[], bool], what: str, deadline: float | None = None) -> None:

@@ -1,11 +1,11 @@
 """`vucompat load`: validated tables into the registry database, in one transaction.
 
-Concurrency comes from OVSDB itself: the rows left alone are verified (a concurrent
-change of their digest makes the server answer "try again"), inserts clash on the
-unique name index if another loader got there first, and a Port's strong reference
-makes the server refuse to prune a mode in use. On any such refusal the IDL gets the
-new contents and the plan is made again, so two loaders never duplicate a mode and a
-load is applied whole or not at all.
+Concurrency comes from OVSDB itself: the transaction starts with a `wait` that the
+Compat_Mode table still holds exactly the names and digests the plan was made from
+(any concurrent load or edit fails it), inserts would clash on the unique name index
+anyway, the Host row is verified, and a Port's strong reference makes the server
+refuse to prune a mode in use. On any such refusal the plan is made again from fresh
+reads, so two loaders never duplicate a mode and a load is applied whole or not at all.
 """
 
 from __future__ import annotations
@@ -14,16 +14,20 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from ..loadplan import LoadPlan, RedefinitionError, plan_load
+from ..loadplan import LoadPlan, RedefinitionError, plan_load, redefinitions
 from ..mode import Capabilities
 from ..registry import Registry
 from . import rpc
 from .connection import Connection
-from .rows import capabilities_columns, mode_columns, row_to_mode
-from .schema import OPEN_VSWITCH_COLUMNS
+from .rows import capabilities_columns, mode_row
+from .schema import COLUMNS, DB_NAME, OPEN_VSWITCH_COLUMNS
 
 #: capabilities_source when the capabilities come from a file
 DECLARED = "declared"
+#: what a load monitors: the Host row only. Modes and ports are read with one select
+#: (so its own 1,000 inserts do not come back as 1,000 row updates to parse) and
+#: guarded by a `wait` in the transaction.
+LOAD_COLUMNS: dict[str, tuple[str, ...]] = {"Host": COLUMNS["Host"]}
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ class LoadResult:
 
 def load(conn: Connection, tables: Registry, prune: bool = False, capabilities: Capabilities | None = None,
          host_name: str | None = None, ovs_remote: str | None = None) -> LoadResult:
-    """Load `tables` (already validated) through `conn` in one transaction.
+    """Load `tables` (already validated) through `conn` in one transaction. `conn`
+    needs only LOAD_COLUMNS: a load compares digests, not features.
 
     Also makes sure the Host row exists: named `host_name` (default: this machine's
     hostname), with the capabilities of a file when given, and the OVS/DPDK versions
@@ -59,35 +64,56 @@ def load(conn: Connection, tables: Registry, prune: bool = False, capabilities: 
     versions = read_ovs_versions(ovs_remote, conn.timeout) if ovs_remote else {}
 
     def build(txn: Any) -> LoadPlan:
-        rows = {row.name: row for row in conn.rows("Compat_Mode")}
-        loaded = {name: row_to_mode(row, conn.remote) for name, row in rows.items()}
-        by_uuid = {row.uuid: row.name for row in rows.values()}
-        ports: dict[str, list[str]] = {}
-        for port in conn.rows("Port"):
-            for mode_row in port.mode:
-                ports.setdefault(by_uuid.get(mode_row.uuid, ""), []).append(port.interface_name)
-        plan = plan_load(tables.modes, loaded, ports, prune)
-        if plan.redefinitions:
-            raise RedefinitionError(remote=conn.remote, redefinitions=plan.redefinitions)
-        for name in plan.unchanged:
-            rows[name].verify("digest")
-        for mode in plan.insert:
-            row = txn.insert(conn.idl.tables["Compat_Mode"])
-            for column, value in mode_columns(mode).items():
-                setattr(row, column, value)
+        digests, ports = read_modes_and_ports(conn)
+        plan = plan_load(tables.modes, digests, ports, prune)
+        if plan.redefined:
+            loaded = _read_modes(conn, plan.redefined)
+            raise RedefinitionError(remote=conn.remote, redefinitions=redefinitions(tables.modes, loaded))
+        host_changed = _stage_host(conn, txn, capabilities, host_name, versions)
+        if not (plan.insert or plan.prune or host_changed):
+            return plan  # nothing to write: the transaction stays empty
+        # the precondition: the table still holds exactly the names and digests read above
+        txn.add_op({"op": "wait", "table": "Compat_Mode", "timeout": 0, "where": [], "columns": ["name", "digest"],
+                    "until": "==", "rows": [{"name": n, "digest": d} for n, d in digests.items()]})
         for name in plan.prune:
-            rows[name].delete()
-        _stage_host(conn, txn, capabilities, host_name, versions)
+            txn.add_op({"op": "delete", "table": "Compat_Mode", "where": [["name", "==", name]]})
+        for mode in plan.insert:  # raw inserts: the IDL's per-column checks cost 10x more
+            txn.add_op({"op": "insert", "table": "Compat_Mode", "row": mode_row(mode)})
         return plan
 
-    plan, written = conn.transact(build)
+    plan, written = conn.transact(build, reads_fresh=True)
     return LoadResult(conn.remote, plan, written)
 
 
+def read_modes_and_ports(conn: Connection) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Return ({mode name: digest}, {mode name: names of the ports using it}) as the
+    database holds them now, in one read."""
+    modes, ports = rpc.transact(conn.remote, DB_NAME, [
+        {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", "name", "digest"]},
+        {"op": "select", "table": "Port", "where": [], "columns": ["interface_name", "mode"]},
+    ], conn.timeout)
+    names = {row["_uuid"][1]: row["name"] for row in modes["rows"]}
+    users: dict[str, list[str]] = {}
+    for port in ports["rows"]:
+        mode = port["mode"]  # ["uuid", U] or ["set", []]
+        if mode[0] == "uuid" and mode[1] in names:
+            users.setdefault(names[mode[1]], []).append(port["interface_name"])
+    return {row["name"]: row["digest"] for row in modes["rows"]}, users
+
+
+def _read_modes(conn: Connection, names: tuple[str, ...]) -> dict[str, Any]:
+    """The full modes `names` as the database holds them (to describe a refusal)."""
+    from .registry import read_host
+
+    with Connection(conn.remote, conn.timeout) as full:
+        modes = read_host(full).registry.modes
+    return {name: modes[name] for name in names if name in modes}
+
+
 def _stage_host(conn: Connection, txn: Any, capabilities: Capabilities | None, host_name: str | None,
-                versions: dict[str, str]) -> None:
+                versions: dict[str, str]) -> bool:
     """Stage the Host row: created when missing, updated only where it differs
-    (so a load that changes nothing writes nothing)."""
+    (so a load that changes nothing writes nothing). Returns whether it changed."""
     hosts = conn.rows("Host")
     fresh = not hosts
     if fresh:
@@ -101,9 +127,12 @@ def _stage_host(conn: Connection, txn: Any, capabilities: Capabilities | None, h
     if capabilities is not None:
         changes.update(capabilities_columns(capabilities, DECLARED))
     changes.update({column: [value] for column, value in versions.items()})
+    changed = fresh
     for column, value in changes.items():
         if fresh or getattr(row, column) != value:
             setattr(row, column, value)
+            changed = True
+    return changed
 
 
 def read_ovs_versions(remote: str, timeout: float) -> dict[str, str]:

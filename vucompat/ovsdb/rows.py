@@ -19,10 +19,6 @@ class CorruptRowError(VucompatError):
                 "delete the row and load the tables again")
 
 
-def mask_to_bits(value: int) -> list[int]:
-    return catalog.bits_of(value)
-
-
 def bits_to_mask(bits: Any) -> int:
     return sum(1 << int(b) for b in bits)
 
@@ -32,20 +28,24 @@ def _optional(value: Any) -> Any:
     return value[0] if value else None
 
 
-def mode_columns(mode: Mode) -> dict[str, Any]:
-    """Return the Compat_Mode columns of `mode`, as the IDL takes them."""
+def mode_row(mode: Mode) -> dict[str, Any]:
+    """Return `mode` as a Compat_Mode row in OVSDB JSON (sets as ["set", [...]],
+    maps as ["map", [[k, v], ...]]), ready for an insert operation."""
+    abi = mode.abi
     return {
         "name": mode.name,
         "lineage": mode.lineage,
         "version": mode.version,
-        "released": [mode.released.isoformat()] if mode.released else [],
+        "released": ["set", [mode.released.isoformat()] if mode.released else []],
         "digest": mode.digest,
-        "virtio_features": mask_to_bits(mode.abi.virtio),
-        "protocol_features": mask_to_bits(mode.abi.protocol),
-        **{name: mode.abi.limit(name) for name in LIMITS},
-        "deprecated_features": mode.abi.deprecated_features,
-        "derived_from": list(mode.derived_from),
-        "provenance": dict(mode.provenance),
+        "virtio_features": ["set", catalog.bits_of(abi.virtio)],
+        "protocol_features": ["set", catalog.bits_of(abi.protocol)],
+        "max_queue_pairs": abi.max_queue_pairs,
+        "max_rx_queue_size": abi.max_rx_queue_size,
+        "max_tx_queue_size": abi.max_tx_queue_size,
+        "deprecated_features": ["set", abi.deprecated_features],
+        "derived_from": ["set", list(mode.derived_from)],
+        "provenance": ["map", [[k, v] for k, v in mode.provenance.items()]],
         "note": mode.note,
     }
 
@@ -83,5 +83,5 @@ def capabilities_columns(capabilities: Capabilities | None, source: str) -> dict
         return {"capabilities_source": "none", "virtio_features": [], "protocol_features": [],
                 **{name: [] for name in LIMITS}}
     abi = capabilities.abi
-    return {"capabilities_source": source, "virtio_features": mask_to_bits(abi.virtio),
-            "protocol_features": mask_to_bits(abi.protocol), **{name: [abi.limit(name)] for name in LIMITS}}
+    return {"capabilities_source": source, "virtio_features": catalog.bits_of(abi.virtio),
+            "protocol_features": catalog.bits_of(abi.protocol), **{name: [abi.limit(name)] for name in LIMITS}}

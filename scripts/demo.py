@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""The main job (`make demo`): two hosts as two real ovsdb-servers, loaded with the
+shipped tables, then negotiate, compare and a refused load, as a person would run
+them. Everything runs under run/demo/ on private unix sockets and loopback TCP.
+
+KEEP=1 leaves the servers running and says how to stop them; a second run first
+stops what an earlier one left.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RUN = REPO / "run" / "demo"
+sys.path.insert(0, str(REPO))
+
+from vucompat.ovsdb.sandbox import OvsdbSandbox  # noqa: E402
+
+BOLD, DIM, PLAIN = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
+ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
+
+
+def screen(title: str) -> None:
+    print(f"\n{BOLD}{'=' * 78}\n{title}\n{'=' * 78}{PLAIN}")
+
+
+def say(text: str) -> None:
+    print(f"{DIM}{text}{PLAIN}")
+
+
+def vucompat(*args: str, expect: int = 0) -> None:
+    shown = " ".join(shlex.quote(a).replace(str(RUN) + "/", "") for a in args)
+    print(f"\n$ vucompat {shown}")
+    done = subprocess.run([VUCOMPAT, *args], capture_output=True, text=True, env=ENV, cwd=RUN)
+    print((done.stdout + done.stderr).rstrip().replace(str(RUN) + "/", ""))
+    if done.returncode != expect:
+        raise SystemExit(f"demo: expected exit code {expect}, got {done.returncode}")
+    if expect:
+        say(f"(exit code {done.returncode})")
+
+
+def stop_leftovers() -> None:
+    """Stop the servers an earlier `make demo KEEP=1` left, by their pid files."""
+    for pidfile in RUN.glob("*/ovsdb-server.pid"):
+        server = OvsdbSandbox(pidfile.parent)
+        try:
+            server.pid = int(pidfile.read_text())
+        except ValueError:
+            continue
+        server.stop()
+        say(f"stopped the ovsdb-server an earlier run left in {pidfile.parent.name}/")
+    shutil.rmtree(RUN, ignore_errors=True)
+
+
+def older_upstream(until: str) -> str:
+    text = (REPO / "compat_tables" / "upstream.ovs-dpdk.toml").read_text()
+    chunks = text.split("\n[[mode]]\n")
+    keep = [chunks[0]]
+    for chunk in chunks[1:]:
+        keep.append(chunk)
+        if chunk.lstrip().startswith(f'version = "{until}"'):
+            break
+    return "\n[[mode]]\n".join(keep)
+
+
+SITE = """lineage = "acme.ovs-dpdk"
+summary = "ACME's own OVS-DPDK build (a site table)"
+
+[[mode]]
+version = "1.0"
+released = 2024-05-01
+virtio_features = ["VIRTIO_NET_F_GUEST_CSUM", "VIRTIO_NET_F_MRG_RXBUF", "VIRTIO_NET_F_CTRL_VQ",
+  "VIRTIO_NET_F_MQ", "VIRTIO_RING_F_INDIRECT_DESC", "VHOST_USER_F_PROTOCOL_FEATURES", "VIRTIO_F_VERSION_1"]
+protocol_features = ["VHOST_USER_PROTOCOL_F_MQ", "VHOST_USER_PROTOCOL_F_REPLY_ACK"]
+max_queue_pairs = 16
+max_rx_queue_size = 1024
+max_tx_queue_size = 1024
+"""
+
+
+def main() -> None:
+    stop_leftovers()
+    RUN.mkdir(parents=True)
+    new = OvsdbSandbox(RUN / "compute-new", tcp=True)
+    old = OvsdbSandbox(RUN / "compute-old", tcp=True)
+    keep = os.environ.get("KEEP") == "1"
+    try:
+        for server in (new, old):
+            server.start()
+        tables_old = RUN / "tables-compute-old"
+        tables_old.mkdir()
+        (tables_old / "upstream.ovs-dpdk.toml").write_text(older_upstream("2.13"))
+        caps_old = REPO / "tests" / "fixtures" / "capabilities-ovs-2.13.toml"
+        subprocess.run(["ovs-vsctl", f"--db={old.unix_remote}", "--no-wait", "init", "--", "set", "Open_vSwitch",
+                        ".", "ovs_version=2.13.0", 'dpdk_version="DPDK 19.11.0"'], check=True)
+
+        screen("1. Two hosts: two ovsdb-servers, each serving Open_vSwitch and the VuCompat registry")
+        say(f"run directory: {RUN}")
+        say(f"compute-new: {new.tcp_remote} and unix:compute-new/db.sock")
+        say(f"compute-old: {old.tcp_remote} and unix:compute-old/db.sock   (an older install: OVS 2.13)")
+        vucompat("load", "--db", new.unix_remote, "--host-name", "compute-new")
+        say("compute-old's upstream table stops at OVS 2.13, and it declares what its backend offers:")
+        vucompat("load", "--db", old.unix_remote, "--host-name", "compute-old", "--tables", str(tables_old),
+                 "--capabilities", str(caps_old))
+        say("A second load is a no-op, and says so:")
+        vucompat("load", "--db", old.unix_remote, "--tables", str(tables_old))
+
+        screen("2. The modes on each host, and which its backend can run")
+        vucompat("list", "--host", new.tcp_remote)
+        vucompat("list", "--host", old.tcp_remote)
+
+        screen("3. Before a live migration: the newest mode both hosts share")
+        vucompat("negotiate", "--source", new.tcp_remote, "--dest", old.tcp_remote)
+        say("Policy recommended: the same, without deprecated features (UFO, GSO, ANY_LAYOUT):")
+        vucompat("negotiate", "--source", new.tcp_remote, "--dest", old.tcp_remote, "--policy", "recommended")
+        say("The answer for Nova, as JSON:")
+        vucompat("negotiate", "--source", new.tcp_remote, "--dest", old.tcp_remote, "--format", "json")
+
+        screen("4. Why the newest mode cannot go to compute-old: compare, by feature name")
+        vucompat("compare", "upstream.ovs-dpdk.v3.2", "upstream.ovs-dpdk.v2.13", "--db", new.tcp_remote)
+
+        screen("5. A redefined mode is refused, and nothing is written")
+        site = RUN / "site-tables"
+        site.mkdir()
+        (site / "acme.ovs-dpdk.toml").write_text(SITE)
+        say("The site table acme.ovs-dpdk v1.0 is loaded on compute-new ...")
+        vucompat("load", "--db", new.unix_remote, "--tables", str(site))
+        say("... then someone edits v1.0 in place (16 -> 8 queue pairs, REPLY_ACK dropped) and adds v1.1:")
+        (site / "acme.ovs-dpdk.toml").write_text(
+            SITE.replace("max_queue_pairs = 16", "max_queue_pairs = 8")
+            .replace(', "VHOST_USER_PROTOCOL_F_REPLY_ACK"', "")
+            + '\n[[mode]]\nversion = "1.1"\nreleased = 2024-09-01\nenable = ["VIRTIO_NET_F_MTU"]\n')
+        vucompat("load", "--db", new.unix_remote, "--tables", str(site), expect=2)
+        say("v1.1 was not written either: the load is one transaction.")
+        vucompat("show", "acme.ovs-dpdk.v1.1", "--db", new.unix_remote, expect=2)
+    finally:
+        if keep:
+            screen("KEEP=1: the servers keep running")
+            for server in (new, old):
+                print(f"  {server.directory.name}: pid {server.pid}, {server.tcp_remote}, {server.unix_remote}")
+            print("Stop them with: make demo-stop")
+        else:
+            for server in (new, old):
+                server.stop()
+            say("\nstopped both ovsdb-servers (by pid); `make demo KEEP=1` leaves them running.")
+
+
+if __name__ == "__main__":
+    main()

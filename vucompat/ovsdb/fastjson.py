@@ -1,0 +1,77 @@
+"""A JSON parser for the ovs library's JSON-RPC, built on the stdlib's C json.
+
+The PyPI `ovs` package parses incoming JSON in pure Python when its C extension is
+not built (it needs OVS's C library headers, which Debian bookworm does not package).
+That parser dominates every read of a few hundred rows. This class has the same
+interface (`feed`, `is_done`, `finish`) and finds the end of a message with a regex
+scan of brackets and strings, then decodes it in one `json.loads`.
+
+`install()` puts it in place only when the ovs library would use its Python parser.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import ovs.json
+
+#: outside a string, the characters that matter
+_SPECIAL = re.compile(r'["{}\[\]]')
+#: the rest of a string after its opening quote, up to and including the closing one
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+class StdlibJsonParser:
+    """Incremental parser of one JSON object or array, as ovs.json.Parser."""
+
+    def __init__(self, check_trailer: bool = False) -> None:
+        self._buffer = ""
+        self._scanned = 0  # everything before this index is scanned, and not inside a string
+        self._depth = 0
+        self._text: str | None = None
+
+    def feed(self, data: str) -> int:
+        """Take `data`; return how many of its characters belong to this value."""
+        if self._text is not None:
+            return 0
+        offset = len(self._buffer)
+        buffer = self._buffer = self._buffer + data
+        position = self._scanned
+        while True:
+            match = _SPECIAL.search(buffer, position)
+            if match is None:
+                self._scanned = len(buffer)
+                return len(data)
+            char = match.group()
+            if char == '"':
+                rest = _STRING_REST.match(buffer, match.end())
+                if rest is None:  # the string goes on in the next chunk: rescan it then
+                    self._scanned = match.start()
+                    return len(data)
+                position = rest.end()
+                continue
+            self._depth += 1 if char in "{[" else -1
+            position = match.end()
+            if self._depth == 0:
+                self._text = buffer[:position]
+                return position - offset
+
+    def is_done(self) -> bool:
+        return self._text is not None
+
+    def finish(self) -> Any:
+        """Return the value, or an error message (a str), as ovs.json.Parser does."""
+        if self._text is None:
+            return "unexpected end of input"
+        try:
+            return json.loads(self._text)
+        except ValueError as err:
+            return f"syntax error: {err}"
+
+
+def install() -> None:
+    """Use StdlibJsonParser in the ovs library when it would parse in pure Python."""
+    if ovs.json.PARSER == ovs.json.PARSER_PY and ovs.json.Parser is not StdlibJsonParser:
+        ovs.json.Parser = StdlibJsonParser  # type: ignore[misc, assignment]
