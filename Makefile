@@ -22,6 +22,7 @@ test: setup ## run the test suite (unit, property, CLI)
 
 bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
 	$(PY) bench/core.py
+	$(PY) bench/registry.py
 
 lint: setup ## lint the shipped compat tables and their released.lock
 	$(VENV)/bin/vucompat lint compat_tables

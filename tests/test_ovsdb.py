@@ -231,7 +231,7 @@ def test_unreachable_servers_fail_fast_with_exit_2(tmp_path: Path):
     try:
         for remote, reason in [(f"unix:{tmp_path}/none.sock", "No such file or directory"),
                                ("tcp:127.0.0.1:1", "Connection refused"),
-                               (f"tcp:127.0.0.1:{port}", "no answer to get_schema")]:
+                               (f"tcp:127.0.0.1:{port}", "no answer to transact")]:
             start = time.monotonic()
             code, out = run("list", "--db", remote, "--timeout", "1")
             assert code == 2 and reason in out and "cannot reach ovsdb-server within 1s" in out, out
@@ -328,3 +328,25 @@ def test_a_loader_whose_reads_went_stale_retries_instead_of_duplicating(ovsdb_se
     assert not result.written and result.plan.insert == () and len(result.plan.unchanged) == SHIPPED_COUNT
     rows = names(server.unix_remote)
     assert len(rows) == len(set(rows)) == SHIPPED_COUNT
+
+
+def test_the_one_shot_reader_and_the_monitoring_client_agree(ovsdb_servers):
+    from vucompat.ovsdb.registry import RemoteHost, load_remote_host
+
+    server = ovsdb_servers("agree")
+    run("load", "--db", server.unix_remote, "--capabilities", str(FIXTURES / "capabilities-ovs-2.13.toml"))
+    once = load_remote_host(server.unix_remote)
+    client = RemoteHost(server.unix_remote)
+    try:
+        warm = client.host()
+        assert once.name == warm.name and once.capabilities == warm.capabilities is not None
+        assert {n: m.as_dict() for n, m in once.registry.modes.items()} == \
+            {n: m.as_dict() for n, m in warm.registry.modes.items()}
+        assert client.host() is warm  # nothing changed: the value is reused
+        run("load", "--db", server.unix_remote, "--tables", str(tables_dir(Path(server.directory), "more", ACME)))
+        deadline = time.monotonic() + 5
+        while "acme.vswitch.v1.0" not in client.host().registry.modes:
+            assert time.monotonic() < deadline, "the monitoring client never saw the new mode"
+            time.sleep(0.01)
+    finally:
+        client.close()

@@ -13,16 +13,12 @@ from typing import Any, Callable, TypeVar
 
 import ovs.db.idl
 import ovs.poller
-import ovs.vlog
 
 from . import rpc
 from .rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
 from .schema import COLUMNS, DB_NAME
 
 T = TypeVar("T")
-
-# the ovs library logs through vlog to stderr at WARN by default: our errors say it better
-ovs.vlog.Vlog.set_levels_from_string("any:any:off") if hasattr(ovs.vlog.Vlog, "set_levels_from_string") else None
 
 
 class TransactionConflict(Exception):

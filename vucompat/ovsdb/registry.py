@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from . import rpc
 from .connection import Connection
-from .rows import host_capabilities, row_to_mode
-from .rpc import DEFAULT_TIMEOUT, SslOptions
+from .rows import host_capabilities, json_row, row_to_mode
+from .rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
+from .schema import COLUMNS, DB_NAME
 from ..registry import Host, Registry
 
 
@@ -12,18 +16,37 @@ def read_host(conn: Connection) -> Host:
     """Return the host a connection's database describes: its modes, and what its
     Host row declares its backend offers. Raises CorruptRowError for a row written
     outside vucompat."""
-    modes = {row.name: row_to_mode(row, conn.remote) for row in conn.rows("Compat_Mode")}
     host_rows = conn.rows("Host")
-    host_row = host_rows[0] if host_rows else None
-    name = host_row.name if host_row else conn.remote
-    return Host(name=name, registry=Registry(modes=modes, where=f"the {conn.remote} database"),
-                capabilities=host_capabilities(host_row, conn.remote))
+    return _host(conn.remote, conn.rows("Compat_Mode"), host_rows[0] if host_rows else None)
+
+
+def _host(remote: str, mode_rows: Any, host_row: Any) -> Host:
+    modes = {row.name: row_to_mode(row, remote) for row in mode_rows}
+    return Host(name=host_row.name if host_row else remote,
+                registry=Registry(modes=modes, where=f"the {remote} database"),
+                capabilities=host_capabilities(host_row, remote))
 
 
 def load_remote_host(remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None) -> Host:
-    """Connect, read the host, disconnect. Raises OvsdbError within `timeout`."""
-    with Connection(remote, timeout, ssl) as conn:
-        return read_host(conn)
+    """Read the host once: one `select` of Compat_Mode and Host in one transaction
+    (no monitor: a one-shot reader needs no IDL). Gives the same value as
+    read_host(). Raises OvsdbError within `timeout`, CorruptRowError."""
+    rpc.configure_ssl(ssl)
+    try:
+        modes, hosts = rpc.transact(remote, DB_NAME, [
+            {"op": "select", "table": "Compat_Mode", "where": [], "columns": list(COLUMNS["Compat_Mode"])},
+            {"op": "select", "table": "Host", "where": [], "columns": list(COLUMNS["Host"])},
+        ], timeout)
+    except OvsdbError as err:
+        if "unknown database" in err.reason:
+            rpc.get_schema(remote, DB_NAME, timeout)  # raises the message that says how to add it
+        if "column" in err.reason:
+            raise OvsdbError(remote=remote, reason=f"{err.reason}; the {DB_NAME} database has an older schema: "
+                             "upgrade it with `vucompat db upgrade`") from None
+        raise
+    rows = [json_row(r, "Compat_Mode") for r in modes["rows"]]
+    host_rows = [json_row(r, "Host") for r in hosts["rows"]]
+    return _host(remote, rows, host_rows[0] if host_rows else None)
 
 
 class RemoteHost:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from types import SimpleNamespace
+
 from .. import catalog
 from ..errors import VucompatError
 from ..mode import LIMITS, Abi, Capabilities, Mode
@@ -85,3 +87,33 @@ def capabilities_columns(capabilities: Capabilities | None, source: str) -> dict
     abi = capabilities.abi
     return {"capabilities_source": source, "virtio_features": catalog.bits_of(abi.virtio),
             "protocol_features": catalog.bits_of(abi.protocol), **{name: [abi.limit(name)] for name in LIMITS}}
+
+
+def json_row(row: dict[str, Any], table: str) -> SimpleNamespace:
+    """Return a row from a raw `select` reply with values shaped as the IDL shows
+    them (sets and optional columns as lists, maps as dicts, uuids as strings), so
+    row_to_mode and host_capabilities read both alike."""
+    kinds = _column_kinds()[table]
+    out = {}
+    for column, value in row.items():
+        if isinstance(value, list) and value and value[0] in ("set", "map", "uuid"):
+            tag, payload = value
+            value = {"set": lambda p: list(p), "map": lambda p: dict(p), "uuid": lambda p: p}[tag](payload)
+        if kinds.get(column) == "set" and not isinstance(value, list):
+            value = [value]  # a one-element set is sent bare
+        out[column] = value
+    return SimpleNamespace(**out)
+
+
+def _column_kinds() -> dict[str, dict[str, str]]:
+    """table -> column -> "set" (a set or optional column) or "scalar", from the shipped schema."""
+    from .schema import shipped_schema
+
+    kinds: dict[str, dict[str, str]] = {}
+    for table, spec in shipped_schema()["tables"].items():
+        for column, col in spec["columns"].items():
+            ctype = col["type"]
+            is_set = isinstance(ctype, dict) and (ctype.get("min", 1) != 1 or ctype.get("max", 1) != 1) \
+                and "value" not in ctype
+            kinds.setdefault(table, {})[column] = "set" if is_set else "scalar"
+    return kinds
