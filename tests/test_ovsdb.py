@@ -350,3 +350,35 @@ def test_the_one_shot_reader_and_the_monitoring_client_agree(ovsdb_servers):
             time.sleep(0.01)
     finally:
         client.close()
+
+
+def test_ssl_remotes_with_ovs_pki_certificates(ovsdb_servers, tmp_path: Path):
+    from vucompat.ovsdb.rpc import SslOptions
+
+    pki = tmp_path / "pki"
+    for args in (["init"], ["req+sign", "server", "switch"], ["req+sign", "client", "switch"]):
+        subprocess.run(["ovs-pki", f"--dir={pki}", *args], cwd=tmp_path, check=True, capture_output=True)
+    ca = str(pki / "switchca" / "cacert.pem")
+    server_files = SslOptions(str(tmp_path / "server-privkey.pem"), str(tmp_path / "server-cert.pem"), ca)
+    import tempfile
+
+    from vucompat.ovsdb.sandbox import OvsdbSandbox
+
+    server = OvsdbSandbox(Path(tempfile.mkdtemp(prefix="vuc-ssl-", dir="/tmp")), tcp=True, ssl=server_files)
+    server.start()
+    try:
+        assert server.tcp_remote.startswith("ssl:127.0.0.1:")
+        client = ["--ssl-key", str(tmp_path / "client-privkey.pem"), "--ssl-cert", str(tmp_path / "client-cert.pem"),
+                  "--ssl-ca", ca]
+        done = subprocess.run([VUCOMPAT, "load", "--db", server.tcp_remote, *client], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        done = subprocess.run([VUCOMPAT, "list", "--db", server.tcp_remote, "--format", "json", *client],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and len(json.loads(done.stdout)) == SHIPPED_COUNT
+        # without the client files: a clear error, not a traceback
+        done = subprocess.run([VUCOMPAT, "list", "--db", server.tcp_remote], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "needs --ssl-key, --ssl-cert and --ssl-ca" in done.stderr
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)

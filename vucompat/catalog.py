@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Literal
 
 from .errors import UnknownFeatureError
@@ -224,12 +225,18 @@ def by_bit(mask: MaskKind, bit: int) -> Feature | None:
 
 def bits_of(value: int) -> list[int]:
     """Return the set bit numbers of `value`, lowest first."""
+    return list(_bits(value))
+
+
+@lru_cache(maxsize=4096)
+def _bits(value: int) -> tuple[int, ...]:
+    # masks repeat across the modes of a lineage: cache them
     out = []
     while value:
         low = value & -value
         out.append(low.bit_length() - 1)
         value ^= low
-    return out
+    return tuple(out)
 
 
 def bit_name(mask: MaskKind, bit: int) -> str:
@@ -252,8 +259,13 @@ def names_to_mask(names: Iterable[str], mask: MaskKind) -> int:
 def mask_to_names(value: int, mask: MaskKind) -> list[str]:
     """Return the names of the bits of `value`, lowest bit first; a bit the catalog
     does not name is shown as `<MASK>_BIT_<n>`."""
+    return list(_names(value, mask))
+
+
+@lru_cache(maxsize=4096)
+def _names(value: int, mask: MaskKind) -> tuple[str, ...]:
     names = _NAME_AT_BIT[mask]
-    return [names[bit] for bit in bits_of(value)]
+    return tuple(names[bit] for bit in _bits(value))
 
 
 def to_hex(value: int) -> str:

@@ -39,7 +39,7 @@ class Connection:
         self.remote = remote
         self.timeout = timeout
         rpc.configure_ssl(ssl)
-        schema = rpc.get_schema(remote, DB_NAME, timeout)
+        schema = rpc.get_schema(remote, DB_NAME, timeout)  # checks SSL files, reachability, the database
         self.schema_version: str = schema.get("version", "0")
         helper = ovs.db.idl.SchemaHelper(schema_json=schema)
         for table, columns in COLUMNS.items():

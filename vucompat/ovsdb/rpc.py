@@ -38,12 +38,24 @@ class SslOptions:
     ca_cert: str
 
 
+_ssl_configured = False
+
+
 def configure_ssl(ssl: SslOptions | None) -> None:
     """Set the process-wide SSL files of the ovs library (it has no per-stream ones)."""
+    global _ssl_configured
     if ssl is not None:
+        _ssl_configured = True
         ovs.stream.Stream.ssl_set_private_key_file(ssl.private_key)
         ovs.stream.Stream.ssl_set_certificate_file(ssl.certificate)
         ovs.stream.Stream.ssl_set_ca_cert_file(ssl.ca_cert)
+
+
+def require_ssl_files(remote: str) -> None:
+    """Raise OvsdbError for an ssl: remote before any SSL files were given."""
+    if remote.startswith("ssl:") and not _ssl_configured:
+        raise OvsdbError(remote=remote, reason="an ssl: remote needs --ssl-key, --ssl-cert and --ssl-ca "
+                         "(files made by ovs-pki)")
 
 
 def _describe(code: int) -> str:
@@ -66,6 +78,7 @@ def call(remote: str, method: str, params: list[Any], deadline: float, timeout: 
         return OvsdbError(remote=remote, reason=f"cannot reach ovsdb-server within {timeout:g}s: {reason}; "
                                                "check that it runs and listens there (--db, --timeout)")
 
+    require_ssl_files(remote)
     error, stream = ovs.stream.Stream.open(remote)
     if error:
         raise unreachable(_describe(error))

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .rpc import SslOptions
 from .schema import SCHEMA_FILE
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
@@ -28,6 +29,8 @@ class OvsdbSandbox:
     directory: Path
     vswitch: bool = True
     tcp: bool = False
+    #: with tcp: listen with SSL (pssl:) using these files instead of plain TCP
+    ssl: SslOptions | None = None
     pid: int | None = field(default=None, init=False)
     tcp_port: int | None = field(default=None, init=False)
 
@@ -45,9 +48,10 @@ class OvsdbSandbox:
 
     @property
     def tcp_remote(self) -> str:
+        """tcp:127.0.0.1:PORT, or ssl:127.0.0.1:PORT when the sandbox has SSL files."""
         if self.tcp_port is None:
             raise RuntimeError("this sandbox does not listen on TCP")
-        return f"tcp:127.0.0.1:{self.tcp_port}"
+        return f"{'ssl' if self.ssl else 'tcp'}:127.0.0.1:{self.tcp_port}"
 
     @property
     def ctl(self) -> Path:
@@ -71,7 +75,12 @@ class OvsdbSandbox:
         self.create()
         self.log.unlink(missing_ok=True)
         dbs = ([str(self.conf_db)] if self.vswitch else []) + [str(self.registry_db)]
-        remotes = [f"--remote=p{self.unix_remote}"] + (["--remote=ptcp:0:127.0.0.1"] if self.tcp else [])
+        remotes = [f"--remote=p{self.unix_remote}"]
+        if self.tcp:
+            remotes.append(f"--remote={'pssl' if self.ssl else 'ptcp'}:0:127.0.0.1")
+        if self.ssl:
+            remotes += [f"--private-key={self.ssl.private_key}", f"--certificate={self.ssl.certificate}",
+                        f"--ca-cert={self.ssl.ca_cert}"]
         pidfile = self.directory / "ovsdb-server.pid"
         # stderr: before detaching it echoes its first log line to the console
         subprocess.run(["ovsdb-server", *dbs, *remotes, f"--unixctl={self.ctl}", f"--pidfile={pidfile}",
