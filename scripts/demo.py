@@ -21,6 +21,7 @@ RUN = REPO / "run" / "demo"
 sys.path.insert(0, str(REPO))
 
 from vucompat.ovsdb.sandbox import OvsdbSandbox  # noqa: E402
+from vucompat.tables import table_text_until  # noqa: E402
 
 BOLD, DIM, PLAIN = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
@@ -59,17 +60,6 @@ def stop_leftovers() -> None:
     shutil.rmtree(RUN, ignore_errors=True)
 
 
-def older_upstream(until: str) -> str:
-    text = (REPO / "compat_tables" / "upstream.ovs-dpdk.toml").read_text()
-    chunks = text.split("\n[[mode]]\n")
-    keep = [chunks[0]]
-    for chunk in chunks[1:]:
-        keep.append(chunk)
-        if chunk.lstrip().startswith(f'version = "{until}"'):
-            break
-    return "\n[[mode]]\n".join(keep)
-
-
 SITE = """lineage = "acme.ovs-dpdk"
 summary = "ACME's own OVS-DPDK build (a site table)"
 
@@ -96,7 +86,8 @@ def main() -> None:
             server.start()
         tables_old = RUN / "tables-compute-old"
         tables_old.mkdir()
-        (tables_old / "upstream.ovs-dpdk.toml").write_text(older_upstream("2.13"))
+        (tables_old / "upstream.ovs-dpdk.toml").write_text(
+            table_text_until((REPO / "compat_tables" / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
         caps_old = REPO / "tests" / "fixtures" / "capabilities-ovs-2.13.toml"
         subprocess.run(["ovs-vsctl", f"--db={old.unix_remote}", "--no-wait", "init", "--", "set", "Open_vSwitch",
                         ".", "ovs_version=2.13.0", 'dpdk_version="DPDK 19.11.0"'], check=True)

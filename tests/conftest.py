@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from vucompat.tables import shipped_tables_dir
+from vucompat.tables import shipped_tables_dir, table_text_until as truncated_upstream
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -22,17 +22,6 @@ def shipped() -> Path:
 def _no_environment_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never pick up tables from the machine's environment."""
     monkeypatch.delenv("VUCOMPAT_TABLES", raising=False)
-
-
-def truncated_upstream(text: str, keep_until: str) -> str:
-    """The shipped upstream table cut after version `keep_until` (an older install)."""
-    chunks = text.split("\n[[mode]]\n")
-    out = [chunks[0]]
-    for chunk in chunks[1:]:
-        out.append(chunk)
-        if chunk.lstrip().startswith(f'version = "{keep_until}"'):
-            break
-    return "\n[[mode]]\n".join(out)
 
 
 @pytest.fixture
