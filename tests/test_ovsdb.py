@@ -120,7 +120,8 @@ def test_prune_removes_unused_modes_and_keeps_those_in_use(ovsdb_servers, tmp_pa
               if r["name"] == "upstream.ovs-dpdk.v3.2"]
     rpc.transact(server.unix_remote, "VuCompat", [{"op": "insert", "table": "Port", "row": {
         "interface_name": "vhu0", "interface_uuid": ["uuid", "6f1a3e5c-6d8e-4d5b-9c1e-0a4b8e1d2c3f"],
-        "requested": "latest", "mode": v32["_uuid"], "state": "active"}}])
+        "interface_type": "dpdkvhostuserclient", "requested": "latest", "mode": v32["_uuid"],
+        "state": "applied"}}])
     older = older_tables(tmp_path, shipped, "2.13")
     code, out = run("load", "--db", server.unix_remote, "--tables", str(older), "--prune", "--format", "json")
     data = json.loads(out)
@@ -187,10 +188,10 @@ def test_upgrade_converts_offline_and_online_keeping_rows(ovsdb_servers, tmp_pat
         "max_queue_pairs": 8, "max_rx_queue_size": 256, "max_tx_queue_size": 256, "note": "kept"}}])
     # online, through the running server
     code, out = run("db", "upgrade", "--db", server.unix_remote)
-    assert code == 0 and "converted from schema 0.9.0 to 1.0.0" in out
+    assert code == 0 and "converted from schema 0.9.0 to 1.1.0" in out
     (row,) = select(server.unix_remote, "Compat_Mode")
     assert row["name"] == "acme.vswitch.v1.0" and row["note"] == "kept"
-    assert "already at schema 1.0.0" in run("db", "upgrade", "--db", server.unix_remote)[1]
+    assert "already at schema 1.1.0" in run("db", "upgrade", "--db", server.unix_remote)[1]
     server.stop()
     # offline, a file no server holds
     old_file = tmp_path / "old.db"
@@ -199,7 +200,7 @@ def test_upgrade_converts_offline_and_online_keeping_rows(ovsdb_servers, tmp_pat
         "op": "insert", "table": "Host", "row": {"name": "compute-9", "capabilities_source": "none",
                                                   "default_policy": "latest"}}])], check=True, capture_output=True)
     code, out = run("db", "upgrade", str(old_file))
-    assert code == 0 and "converted from schema 0.9.0 to 1.0.0" in out
+    assert code == 0 and "converted from schema 0.9.0 to 1.1.0" in out
     dump = subprocess.run(["ovsdb-tool", "query", str(old_file), json.dumps(
         ["VuCompat", {"op": "select", "table": "Host", "where": []}])], capture_output=True, text=True, check=True)
     assert json.loads(dump.stdout)[0]["rows"][0]["name"] == "compute-9"
@@ -209,7 +210,7 @@ def test_db_create_and_attach_to_a_running_server(ovsdb_servers, tmp_path: Path)
     server = ovsdb_servers("plain")
     fresh = tmp_path / "registry.db"
     code, out = run("db", "create", str(fresh))
-    assert code == 0 and "schema 1.0.0" in out
+    assert code == 0 and "schema 1.1.0" in out
     code, out = run("db", "create", str(fresh))
     assert code == 2 and "already exists" in out
     # a server that serves only Open_vSwitch: the error says how to add the registry

@@ -350,3 +350,77 @@ def db_upgrade(file: Path | None, remote: str | None, **kw: Any) -> None:
 
         configure_ssl(conn["ssl"])
     click.echo(upgrade(file=file, remote=remote, timeout=conn["timeout"]).summary())
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The registry database (usually the same server as Open_vSwitch).")
+@click.option("--ovs-db", metavar="REMOTE", help="Where the Open_vSwitch database is served (default: --db).")
+@click.option("--log-file", type=click.Path(path_type=Path), help="Log here instead of to stderr.")
+@click.option("-v", "--verbose", count=True, help="More detail in the log (-v: each mirror write).")
+@_connection_options
+def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, **kw: Any) -> None:
+    """Run the port agent in the foreground: resolve each vhost-user port's
+    options:vhost-compat once, record it (Port row, Interface external_ids) and
+    verify what its frontend negotiated. Stops on SIGTERM or SIGINT."""
+    import logging
+
+    from .agent import Agent
+
+    logging.basicConfig(filename=str(log_file) if log_file else None,
+                        level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Agent(db=db, ovs_db=ovs_db, **_conn(kw)).run()
+
+
+@main.group()
+def port() -> None:
+    """The ports the agent has resolved."""
+
+
+def _port_data(view: Any) -> dict[str, Any]:
+    from .reconcile import describe_negotiated
+    from .resolve import parse_status, verify
+
+    negotiated = parse_status(view.negotiated) if view.negotiated else None
+    verdict = verify(view.mode, negotiated) if negotiated and view.mode else None
+    return {"interface": view.name, "requested": view.requested, "resolved": view.resolved,
+            "digest": view.mode.digest if view.mode else None, "state": view.state, "error": view.error,
+            "negotiated_features": describe_negotiated(view.negotiated_features),
+            "negotiated": dict(view.negotiated), "verification": view.verification,
+            "offending": verdict.as_dict()["offending"] if verdict else []}
+
+
+@port.command("list")
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True, help="The registry database.")
+@_connection_options
+@_FORMAT
+def port_list(db: str, fmt: str, **kw: Any) -> None:
+    """Every port with a mode: requested, resolved, state."""
+    from . import render
+    from .ovsdb.ports import load_ports
+
+    ports = load_ports(db, **_conn(kw))
+    data = [_port_data(view) for _name, view in sorted(ports.items())]
+    rows = [[d["interface"], d["requested"], d["resolved"] or "-", render.state_cell(d["state"]),
+             (d["error"] or "")[:100]] for d in data]
+    _emit(fmt, data, lambda: render.table(rows, ["INTERFACE", "REQUESTED", "RESOLVED", "STATE", "ERROR"]))
+
+
+@port.command("show")
+@click.argument("interface")
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True, help="The registry database.")
+@_connection_options
+@_FORMAT
+def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
+    """One port: request, resolved mode, state, error, negotiated features and the
+    verdict of the last verification."""
+    from . import render
+    from .ovsdb.ports import load_ports
+
+    ports = load_ports(db, **_conn(kw))
+    if interface not in ports:
+        raise UsageError(message=f"no port {interface} in the registry at {db}: `vucompat port list` shows "
+                         f"the {len(ports)} there are (is the agent running?)")
+    data = _port_data(ports[interface])
+    _emit(fmt, data, lambda: render.port_text(data))

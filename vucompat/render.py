@@ -16,8 +16,11 @@ from .negotiate import Negotiation
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     """Return rows aligned in columns under a header."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    def width(cell: object) -> int:
+        return len(click.unstyle(str(cell)))
+
+    widths = [max(width(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c) + " " * (w - width(c)) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     lines[0] = click.style(lines[0], bold=True)
     return "\n".join(lines)
 
@@ -122,4 +125,28 @@ def lint_text(report: LintReport, strict: bool) -> str:
     verdict = "FAILED" if report.failed(strict) else "ok"
     lines.append(f"lint {verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s), "
                  f"{report.checked} released mode(s) checked against the lock")
+    return "\n".join(lines)
+
+
+def state_cell(state: str) -> str:
+    colour = {"applied": "green", "rejected": "red", "nonconformant": "red"}.get(state, "yellow")
+    return click.style(state, fg=colour, bold=state != "applied")
+
+
+def port_text(data: dict) -> str:
+    fields = [("interface", data["interface"]), ("requested", data["requested"]),
+              ("resolved", data["resolved"] or "-"), ("state", state_cell(data["state"]))]
+    if data["error"]:
+        fields.append(("error", data["error"]))
+    if data["verification"]:
+        fields.append(("verification", data["verification"]))
+    if data["negotiated"]:
+        fields.append(("negotiated", ", ".join(f"{k}={v}" for k, v in data["negotiated"].items())))
+    width = max(len(k) for k, _ in fields)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in fields]
+    offending = {o["name"] for o in data["offending"]}
+    if data["negotiated_features"]:
+        lines.append(f"negotiated features ({len(data['negotiated_features'])}):")
+        lines += [f"  {n}" + (click.style("  (beyond the mode)", fg="red") if n in offending else "")
+                  for n in data["negotiated_features"]]
     return "\n".join(lines)

@@ -26,28 +26,36 @@ class TransactionConflict(Exception):
 
 
 class Connection:
-    """One monitored connection to the VuCompat database of one ovsdb-server.
+    """One monitored connection to a database (by default the VuCompat registry)
+    of one ovsdb-server.
 
     Not thread-safe: use one Connection per thread (the ovs IDL is not thread-safe).
     """
 
     def __init__(self, remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None,
-                 tables: dict[str, tuple[str, ...]] = COLUMNS) -> None:
-        """Connect and wait for the contents of `tables` (table -> columns to
-        monitor). Every column of schema.COLUMNS must exist in the server's schema,
-        monitored or not: vucompat writes them. Raises OvsdbError within `timeout`."""
+                 tables: dict[str, tuple[str, ...]] = COLUMNS, database: str = DB_NAME,
+                 required: dict[str, tuple[str, ...]] | None = None) -> None:
+        """Connect to `database` and wait for the contents of `tables` (table ->
+        columns to monitor). Every column of `required` (default: for the registry,
+        schema.COLUMNS, which vucompat writes whether it monitors them or not;
+        otherwise `tables`) must exist in the server's schema. Raises OvsdbError
+        within `timeout`."""
         self.remote = remote
         self.timeout = timeout
+        self.database = database
         rpc.configure_ssl(ssl)
-        schema = rpc.get_schema(remote, DB_NAME, timeout)  # checks SSL files, reachability, the database
+        schema = rpc.get_schema(remote, database, timeout)  # checks SSL files, reachability, the database
         self.schema_version: str = schema.get("version", "0")
+        self.schema = schema
         helper = ovs.db.idl.SchemaHelper(schema_json=schema)
-        for table, columns in COLUMNS.items():
+        required = required if required is not None else (COLUMNS if database == DB_NAME else tables)
+        for table, columns in required.items():
             have = schema["tables"].get(table, {}).get("columns", {})
             missing = [c for c in columns if c not in have]
             if missing:
-                raise OvsdbError(remote=remote, reason=f"the {DB_NAME} database (schema {self.schema_version}) "
-                                 f"lacks {table} columns {', '.join(missing)}: upgrade it with `vucompat db upgrade`")
+                hint = "upgrade it with `vucompat db upgrade`" if database == DB_NAME else "upgrade Open vSwitch"
+                raise OvsdbError(remote=remote, reason=f"the {database} database (schema {self.schema_version}) "
+                                 f"lacks {table} columns {', '.join(missing)}: {hint}")
         for table, columns in tables.items():
             helper.register_columns(table, list(columns))
         self.idl = ovs.db.idl.Idl(remote, helper, leader_only=False)
@@ -65,6 +73,11 @@ class Connection:
     def rows(self, table: str) -> list[Any]:
         """Return the rows of `table` as the IDL sees them now."""
         return list(self.idl.tables[table].rows.values())
+
+    def ready(self) -> bool:
+        """Connected, with a full copy of the monitored contents (not mid-resync)."""
+        # the session is the ovs IDL's own; it has no public "is connected" of its own
+        return self.idl.state == self.idl.IDL_S_MONITORING and self.idl._session.is_connected()
 
     def refresh(self) -> bool:
         """Process what the server sent, without blocking; return whether anything changed."""

@@ -21,7 +21,9 @@ def read_host(conn: Connection) -> Host:
 
 
 def _host(remote: str, mode_rows: Any, host_row: Any) -> Host:
-    modes = {row.name: row_to_mode(row, remote) for row in mode_rows}
+    # rows with derived_from are materialized for ports (<mode>+recommended); they are
+    # not candidates of their own: expand() derives them from their base
+    modes = {row.name: row_to_mode(row, remote) for row in mode_rows if not row.derived_from}
     return Host(name=host_row.name if host_row else remote,
                 registry=Registry(modes=modes, where=f"the {remote} database"),
                 capabilities=host_capabilities(host_row, remote))

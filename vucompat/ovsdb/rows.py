@@ -52,6 +52,19 @@ def mode_row(mode: Mode) -> dict[str, Any]:
     }
 
 
+def idl_values(json_row: dict[str, Any]) -> dict[str, Any]:
+    """Return an OVSDB JSON row (mode_row) as the IDL takes values: lists for sets,
+    dicts for maps."""
+    def value(atom: Any) -> Any:
+        if isinstance(atom, list) and atom and atom[0] == "set":
+            return list(atom[1])
+        if isinstance(atom, list) and atom and atom[0] == "map":
+            return dict(atom[1])
+        return atom
+
+    return {column: value(atom) for column, atom in json_row.items()}
+
+
 def row_to_mode(row: Any, remote: str) -> Mode:
     """Return the Mode a Compat_Mode row holds; raise CorruptRowError when its
     digest does not match its contents."""

@@ -1,0 +1,122 @@
+"""resolve, verify and the reconcile planner: pure, on the shipped modes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES
+from vucompat import catalog
+from vucompat.reconcile import (CreatePort, InterfaceView, Mirror, PortView, RemovePort, UpdatePort, plan)
+from vucompat.registry import Host
+from vucompat.resolve import parse_status, resolve, verify
+from vucompat.tables import load_registry, read_capabilities
+
+
+@pytest.fixture
+def host(shipped: Path) -> Host:
+    # a host whose backend offers what OVS 2.13 offers
+    return Host("h", load_registry([shipped]), read_capabilities(FIXTURES / "capabilities-ovs-2.13.toml"))
+
+
+def test_resolve_specials_and_names(host: Host):
+    assert resolve(None, host).resolved == "upstream.ovs-dpdk.v2.13"
+    assert resolve("latest", host).resolved == "upstream.ovs-dpdk.v2.13"
+    rec = resolve("recommended", host)
+    assert rec.resolved == "upstream.ovs-dpdk.v2.13+recommended" and rec.mode.abi.deprecated_features == []
+    passthrough = resolve("passthrough", host)
+    assert passthrough.state == "applied" and passthrough.mode is None and passthrough.resolved == "passthrough"
+    assert resolve("upstream.ovs-dpdk.v2.8", host).resolved == "upstream.ovs-dpdk.v2.8"
+
+
+def test_resolve_rejects_with_reasons(host: Host):
+    unknown = resolve("upstream.ovs-dpdk.v9.9", host)
+    assert unknown.state == "rejected" and unknown.resolved is None
+    assert "unknown mode upstream.ovs-dpdk.v9.9; this host can run: upstream.ovs-dpdk.v2.13" in unknown.error
+    unrunnable = resolve("upstream.ovs-dpdk.v3.2", host)
+    assert unrunnable.state == "rejected"
+    assert "lacks VIRTIO_NET_F_CSUM, VHOST_USER_PROTOCOL_F_STATUS" in unrunnable.error
+
+
+STATUS = {"features": "0x0000000d50448000", "num_of_vrings": "4", "vring_0_size": "512", "vring_1_size": "256",
+          "vring_2_size": "512", "vring_3_size": "256", "status": "connected"}
+
+
+def test_parse_status_reads_what_ovs_reports():
+    negotiated = parse_status(STATUS)
+    assert negotiated.queue_pairs == 2 and negotiated.ring_sizes[1] == 256
+    assert "VIRTIO_F_RING_PACKED" in catalog.mask_to_names(negotiated.virtio, "virtio")
+    assert parse_status({"status": "disconnected"}) is None
+    assert parse_status({"features": "0x0000000000000000"}) is None
+
+
+def test_verify_names_what_goes_beyond_the_mode(host: Host):
+    v28 = host.registry.expand("upstream.ovs-dpdk.v2.8")
+    verdict = verify(v28, parse_status(STATUS))
+    assert [e.name for e in verdict.offending] == ["VIRTIO_F_RING_PACKED", "VIRTIO_F_IN_ORDER"]
+    assert verify(host.registry.expand("upstream.ovs-dpdk.v2.13"), parse_status(STATUS)).conformant
+    # VHOST_F_LOG_ALL (dirty logging during a migration) never counts
+    with_log = dict(STATUS, features=catalog.to_hex(parse_status(STATUS).virtio | 1 << 26))
+    assert verify(host.registry.expand("upstream.ovs-dpdk.v2.13"), parse_status(with_log)).conformant
+    # more queue pairs and larger rings than the mode allows
+    small = host.registry.expand("upstream.ovs-dpdk.v2.13")
+    big = dict(STATUS, num_of_vrings="600", vring_0_size="4096")
+    names = [e.name for e in verify(small, parse_status(big)).offending]
+    assert names == ["max_queue_pairs", "max_rx_queue_size (vring 0)"]
+
+
+def iface(name: str, request: str | None = None, uuid: str = "", **kw) -> InterfaceView:
+    return InterfaceView(uuid=uuid or f"00000000-0000-0000-0000-{abs(hash(name)) % 10**12:012d}", name=name,
+                         type=kw.pop("type", "dpdkvhostuserclient"), request=request, **kw)
+
+
+def port_from(create: CreatePort) -> PortView:
+    r = create.resolution
+    return PortView(create.interface.name, create.interface.uuid, r.requested, r.resolved,
+                    str(create.fields["state"]), create.fields["error"], r.mode)
+
+
+def test_plan_creates_once_then_is_stable(host: Host):
+    ifaces = [iface("vhu0", "upstream.ovs-dpdk.v2.8"), iface("vhu1"), iface("eth0", type="dpdk")]
+    actions = plan(ifaces, {}, host)
+    creates = [a for a in actions if isinstance(a, CreatePort)]
+    assert [c.interface.name for c in creates] == ["vhu0", "vhu1"]  # only vhost-user interfaces
+    assert [a.set["vhost-compat-mode"] for a in actions if isinstance(a, Mirror)] == [
+        "upstream.ovs-dpdk.v2.8", "upstream.ovs-dpdk.v2.13"]
+    ports = {c.interface.name: port_from(c) for c in creates}
+    mirrored = [InterfaceView(i.uuid, i.name, i.type, i.request, {"iface-id": "x", **a.set})
+                for i, a in zip(ifaces, [a for a in actions if isinstance(a, Mirror)])]
+    assert plan(mirrored, ports, host) == []  # nothing more to do: no second resolution
+
+
+def test_plan_refuses_a_live_edit_and_removes_gone_ports(host: Host):
+    first = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host)
+    port = port_from(first[0])
+    edited = plan([iface("vhu0", "latest")], {"vhu0": port}, host)
+    update = next(a for a in edited if isinstance(a, UpdatePort))
+    assert update.changes["state"] == "change-refused" and update.resolution is None
+    assert "upstream.ovs-dpdk.v2.8 stays in force" in update.changes["error"]
+    assert plan([], {"vhu0": port}, host) == [RemovePort("vhu0")]
+    # the same name, re-added (a new interface uuid): a new resolution
+    readded = plan([iface("vhu0", "latest", uuid="11111111-1111-1111-1111-111111111111")], {"vhu0": port}, host)
+    assert isinstance(readded[0], RemovePort) and isinstance(readded[1], CreatePort)
+
+
+def test_plan_resolves_a_rejected_port_again_when_its_request_is_fixed(host: Host):
+    rejected = port_from(plan([iface("vhu0", "upstream.ovs-dpdk.v9")], {}, host)[0])
+    assert rejected.state == "rejected"
+    fixed = plan([iface("vhu0", "upstream.ovs-dpdk.v2.9")], {"vhu0": rejected}, host)
+    update = next(a for a in fixed if isinstance(a, UpdatePort))
+    assert update.resolution.resolved == "upstream.ovs-dpdk.v2.9" and update.changes["state"] == "applied"
+
+
+def test_plan_verifies_what_the_frontend_negotiated(host: Host):
+    created = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host)[0]
+    port = port_from(created)
+    actions = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8", status=STATUS)], {"vhu0": port}, host)
+    update = next(a for a in actions if isinstance(a, UpdatePort))
+    assert update.changes["state"] == "nonconformant"
+    assert "VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER" in update.changes["error"]
+    mirror = next(a for a in actions if isinstance(a, Mirror))
+    assert mirror.set["vhost-compat-state"] == "nonconformant"

@@ -1,0 +1,164 @@
+"""`vucompat agent`: watches the vhost-user Interfaces of the Open_vSwitch database
+and the registry, and keeps every port's Port row and external_ids mirror right.
+
+The loop: run both IDLs; whenever either database changed (or a periodic timer
+fired), plan (reconcile.plan, pure) and apply (ovsdb.ports.apply); then block on
+both connections with a timer. A server that goes away is reconnected by the IDL's
+own backoff; a failed write is retried with backoff; the plan is always made from
+what both databases hold now, so nothing is resolved twice and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ovs.poller
+
+from .mode import Mode
+from .ovsdb.connection import Connection
+from .ovsdb.ports import INTERFACE_COLUMNS, OVS_DB, apply, read_interfaces, read_ports
+from .ovsdb.registry import read_host
+from .ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
+from .reconcile import CreatePort, Mirror, RemovePort, UpdatePort, plan
+from .registry import Host
+from .resolve import NONCONFORMANT, REJECTED
+
+log = logging.getLogger("vucompat.agent")
+
+#: reconcile at least this often even when nothing changed (ms)
+PERIODIC_MS = 10_000
+BACKOFF_MIN, BACKOFF_MAX = 0.25, 8.0
+
+
+@dataclass
+class Agent:
+    """One agent for one host. `db` serves the registry; `ovs_db` the
+    Open_vSwitch database (default: the same server)."""
+
+    db: str
+    ovs_db: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    ssl: SslOptions | None = None
+    registry: Connection | None = field(default=None, init=False)
+    ovs: Connection | None = field(default=None, init=False)
+    _stop: bool = field(default=False, init=False)
+    _host: tuple[int, Host] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        # stop() writes here so a blocked poll wakes up at once (a signal alone does not)
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+
+    def stop(self, *_args: Any) -> None:
+        self._stop = True
+        os.write(self._wake_write, b"x")
+
+    def run(self) -> None:
+        """Run until stop() (SIGTERM, SIGINT)."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        log.info("vucompat agent: registry %s, Open_vSwitch %s", self.db, self.ovs_db or self.db)
+        backoff = BACKOFF_MIN
+        seen: tuple[int, int] | None = None
+        next_periodic = 0.0
+        while not self._stop:
+            try:
+                self._connect()
+                assert self.registry is not None and self.ovs is not None
+                self.registry.refresh()
+                self.ovs.refresh()
+                now = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
+                if self._ready() and (now != seen or time.monotonic() >= next_periodic):
+                    self.reconcile()
+                    seen = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
+                    next_periodic = time.monotonic() + PERIODIC_MS / 1000
+                backoff = BACKOFF_MIN
+                self._block(PERIODIC_MS)
+            except OvsdbError as err:
+                log.warning("%s; retrying in %.2gs", err, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        self.close()
+        log.info("vucompat agent: stopped")
+
+    def reconcile(self) -> list[Any]:
+        """Plan from both databases as they are now and apply; return the actions."""
+        assert self.registry is not None and self.ovs is not None
+        registry, ovs_conn = self.registry, self.ovs
+        actions = apply(registry, ovs_conn,
+                        lambda: plan(read_interfaces(ovs_conn), read_ports(registry), self._current_host()))
+        for action in actions:
+            _log_action(action)
+        return actions
+
+    def close(self) -> None:
+        for conn in (self.registry, self.ovs):
+            if conn is not None:
+                conn.close()
+        self.registry = self.ovs = None
+
+    def _current_host(self) -> Host:
+        assert self.registry is not None
+        seqno = self.registry.idl.change_seqno
+        if self._host is None or self._host[0] != seqno:
+            self._host = (seqno, read_host(self.registry))
+        return self._host[1]
+
+    def _connect(self) -> None:
+        if self.registry is None:
+            self.registry = Connection(self.db, self.timeout, self.ssl)
+        if self.ovs is None:
+            self.ovs = Connection(self.ovs_db or self.db, self.timeout, self.ssl, tables=INTERFACE_COLUMNS,
+                                  database=OVS_DB)
+
+    def _ready(self) -> bool:
+        """Both IDLs connected and showing a full copy (not mid-resync)."""
+        return all(conn is not None and conn.ready() for conn in (self.registry, self.ovs))
+
+    def _block(self, ms: int) -> None:
+        poller = ovs.poller.Poller()
+        for conn in (self.registry, self.ovs):
+            if conn is not None:
+                conn.idl.wait(poller)
+        poller.fd_wait(self._wake_read, ovs.poller.POLLIN)
+        poller.timer_wait(ms)
+        poller.block()
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stop and time.monotonic() < end:
+            time.sleep(min(0.05, end - time.monotonic()))
+
+
+def _mode_name(mode: Mode | None) -> str:
+    return mode.name if mode else "passthrough"
+
+
+def _log_action(action: Any) -> None:
+    if isinstance(action, CreatePort):
+        r = action.resolution
+        if r.state == REJECTED:
+            log.warning("%s: requested %s: REJECTED: %s", action.interface.name, r.requested, r.error)
+        else:
+            log.info("%s: requested %s -> %s", action.interface.name, r.requested, _mode_name(r.mode))
+        if action.fields.get("state") == NONCONFORMANT:
+            log.error("%s: %s", action.interface.name, action.fields.get("error"))
+    elif isinstance(action, UpdatePort):
+        state = action.changes.get("state")
+        if state == NONCONFORMANT:
+            log.error("%s: %s", action.name, action.changes.get("error"))
+        elif action.resolution is not None:
+            log.info("%s: request changed on a rejected port: %s -> %s (%s)", action.name,
+                     action.resolution.requested, action.resolution.resolved, action.resolution.state)
+        elif state is not None or "error" in action.changes:
+            log.warning("%s: now %s%s", action.name, state or "unchanged state",
+                        f": {action.changes['error']}" if action.changes.get("error") else "")
+    elif isinstance(action, RemovePort):
+        log.info("%s: interface gone: Port row removed", action.name)
+    elif isinstance(action, Mirror):
+        log.debug("%s: external_ids %s", action.interface, dict(action.set))

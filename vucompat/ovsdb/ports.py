@@ -1,0 +1,138 @@
+"""The agent's reads and writes: vhost-user Interfaces of the Open_vSwitch database,
+Port rows of the registry, and the external_ids mirror.
+
+Each reconcile is two transactions: the registry first (Port rows, and a derived
+mode's row when a port needs one), then the mirror in the Interfaces' external_ids,
+written key by key (mutate): other tools (os-vif: iface-id, attached-mac, vm-uuid)
+share that map.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable, Sequence
+
+from ..catalog import bits_of
+from ..reconcile import Action, CreatePort, InterfaceView, Mirror, OPTION, PortView, RemovePort, UpdatePort
+from ..resolve import Resolution
+from .connection import Connection
+from .rows import bits_to_mask, idl_values, mode_row, row_to_mode
+
+OVS_DB = "Open_vSwitch"
+#: what the agent monitors in the Open_vSwitch database
+INTERFACE_COLUMNS: dict[str, tuple[str, ...]] = {"Interface": ("name", "type", "options", "external_ids", "status")}
+
+
+def read_interfaces(ovs: Connection) -> list[InterfaceView]:
+    """Every Interface, as the agent sees it (filtering by type is the planner's)."""
+    return [InterfaceView(uuid=str(row.uuid), name=row.name, type=row.type, request=row.options.get(OPTION),
+                          external_ids=dict(row.external_ids), status=dict(row.status))
+            for row in ovs.rows("Interface")]
+
+
+def read_ports(registry: Connection) -> dict[str, PortView]:
+    """Every Port row, with its mode expanded."""
+    return {row.interface_name: _port_view(row, row_to_mode(row.mode[0], registry.remote) if row.mode else None)
+            for row in registry.rows("Port")}
+
+
+def _port_view(row: Any, mode: Any) -> PortView:
+    """A PortView from a Port row (IDL or json_row shaped) and its expanded mode."""
+    return PortView(
+        name=row.interface_name, interface_uuid=str(row.interface_uuid), requested=row.requested,
+        resolved=row.resolved[0] if row.resolved else None, state=row.state,
+        error=row.error[0] if row.error else None, mode=mode,
+        negotiated_features=bits_to_mask(row.negotiated_features), negotiated=dict(row.negotiated),
+        verification=row.verification[0] if row.verification else None)
+
+
+def load_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortView]:
+    """Read every Port row once (one select, no monitor), with its mode expanded."""
+    from . import rpc
+    from .rows import json_row
+    from .schema import COLUMNS, DB_NAME
+
+    rpc.configure_ssl(ssl)
+    modes, ports = rpc.transact(remote, DB_NAME, [
+        {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", *COLUMNS["Compat_Mode"]]},
+        {"op": "select", "table": "Port", "where": [], "columns": list(COLUMNS["Port"])},
+    ], timeout)
+    by_uuid = {row["_uuid"][1]: row_to_mode(json_row(row, "Compat_Mode"), remote) for row in modes["rows"]}
+    rows = [json_row(raw, "Port") for raw in ports["rows"]]
+    return {row.interface_name: _port_view(row, by_uuid.get(row.mode[0]) if row.mode else None) for row in rows}
+
+
+def apply(registry: Connection, ovs: Connection, plan: Callable[[], list[Action]]) -> list[Action]:
+    """Make `plan()` (from the current contents) and carry it out: the registry in one
+    transaction (planned again if a concurrent writer interferes), then the mirror.
+    Returns the actions taken. Raises OvsdbError."""
+
+    def build(txn: Any) -> list[Action]:
+        actions = plan()
+        _stage_registry(registry, txn, actions)
+        return actions
+
+    actions, _written = registry.transact(build)
+    mirrors = [a for a in actions if isinstance(a, Mirror)]
+    if mirrors:
+        ovs.transact(lambda txn: _stage_mirrors(ovs, mirrors))
+    return actions
+
+
+def _stage_registry(registry: Connection, txn: Any, actions: Sequence[Action]) -> None:
+    ports = {row.interface_name: row for row in registry.rows("Port")}
+    modes = {row.name: row for row in registry.rows("Compat_Mode")}
+    for action in actions:
+        if isinstance(action, RemovePort) and action.name in ports:
+            ports.pop(action.name).delete()
+        elif isinstance(action, CreatePort):
+            row = txn.insert(registry.idl.tables["Port"])
+            row.interface_name = action.interface.name
+            row.interface_uuid = uuid.UUID(action.interface.uuid)
+            row.interface_type = action.interface.type
+            _set_resolution(row, action.resolution, modes, registry, txn)
+            _set_fields(row, action.fields)
+            ports[action.interface.name] = row
+        elif isinstance(action, UpdatePort) and action.name in ports:
+            row = ports[action.name]
+            if action.resolution is not None:
+                _set_resolution(row, action.resolution, modes, registry, txn)
+            _set_fields(row, action.changes)
+
+
+def _set_resolution(row: Any, resolution: Resolution, modes: dict[str, Any], registry: Connection,
+                    txn: Any) -> None:
+    row.requested = resolution.requested
+    row.resolved = [resolution.resolved] if resolution.resolved else []
+    mode = resolution.mode
+    if mode is None:
+        row.mode = []
+        return
+    if mode.name not in modes:  # a derived mode (<mode>+recommended): materialize it for the reference
+        mode_row_ = txn.insert(registry.idl.tables["Compat_Mode"])
+        for column, value in idl_values(mode_row(mode)).items():
+            setattr(mode_row_, column, value)
+        modes[mode.name] = mode_row_
+    row.mode = [modes[mode.name]]
+
+
+def _set_fields(row: Any, fields: Any) -> None:
+    """Set the state, error and verification columns (optional ones as lists)."""
+    for column, value in fields.items():
+        if column == "negotiated_features":
+            value = bits_of(int(value))
+        elif column in ("error", "verification"):
+            value = [value] if value else []
+        setattr(row, column, value)
+
+
+def _stage_mirrors(ovs: Connection, mirrors: Sequence[Mirror]) -> None:
+    rows = {str(row.uuid): row for row in ovs.rows("Interface")}
+    for mirror in mirrors:
+        row = rows.get(mirror.interface_uuid)
+        if row is None:
+            continue  # deleted meanwhile: the next reconcile removes its Port
+        for key, value in mirror.set.items():
+            row.setkey("external_ids", key, value)
+        for key in mirror.delete:
+            row.delkey("external_ids", key)
