@@ -11,11 +11,11 @@ help: ## list the targets
 setup: ## install Debian packages and the venv (.venv), only what is missing
 	@scripts/setup.sh
 
-demo: setup ## the main job: two hosts as real ovsdb-servers (KEEP=1 leaves them running)
+demo: setup ## the main job: two hosts, registry, negotiate, ports on ovs-vswitchd-dpdk (KEEP=1 keeps them)
 	@KEEP=$(KEEP) $(PY) scripts/demo.py
 
-demo-stop: ## stop the servers `make demo KEEP=1` left running (by pid)
-	@for p in run/demo/*/ovsdb-server.pid; do [ -f "$$p" ] && kill "$$(cat $$p)" 2>/dev/null && echo "stopped $$p"; done; rm -rf run/demo
+demo-stop: ## stop what `make demo KEEP=1` left running (by pid)
+	@$(PY) scripts/demo.py --stop
 
 test: setup ## run the test suite (unit, property, CLI)
 	$(PY) -m pytest -q

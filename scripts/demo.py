@@ -14,12 +14,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "run" / "demo"
 sys.path.insert(0, str(REPO))
 
+from vucompat.dpdk_sandbox import Testpmd, Vswitchd, stop_pid  # noqa: E402
 from vucompat.ovsdb.sandbox import OvsdbSandbox  # noqa: E402
 from vucompat.tables import table_text_until  # noqa: E402
 
@@ -48,15 +50,16 @@ def vucompat(*args: str, expect: int = 0) -> None:
 
 
 def stop_leftovers() -> None:
-    """Stop the servers an earlier `make demo KEEP=1` left, by their pid files."""
-    for pidfile in RUN.glob("*/ovsdb-server.pid"):
-        server = OvsdbSandbox(pidfile.parent)
+    """Stop what an earlier `make demo KEEP=1` left running, by its pid files: the
+    agent and the frontends first, then ovs-vswitchd, then the ovsdb-servers."""
+    order = {"agent.pid": 0, "testpmd": 1, "ovs-vswitchd.pid": 2, "ovsdb-server.pid": 3}
+    pidfiles = sorted(RUN.glob("*/*.pid"), key=lambda p: next((v for k, v in order.items() if k in p.name), 1))
+    for pidfile in pidfiles:
         try:
-            server.pid = int(pidfile.read_text())
+            stop_pid(int(pidfile.read_text()))
+            say(f"stopped {pidfile.stem} (pid file {pidfile.parent.name}/{pidfile.name})")
         except ValueError:
-            continue
-        server.stop()
-        say(f"stopped the ovsdb-server an earlier run left in {pidfile.parent.name}/")
+            pass
     shutil.rmtree(RUN, ignore_errors=True)
 
 
@@ -81,6 +84,7 @@ def main() -> None:
     new = OvsdbSandbox(RUN / "compute-new", tcp=True)
     old = OvsdbSandbox(RUN / "compute-old", tcp=True)
     keep = os.environ.get("KEEP") == "1"
+    started: list = []
     try:
         for server in (new, old):
             server.start()
@@ -131,17 +135,105 @@ def main() -> None:
         vucompat("load", "--db", new.unix_remote, "--tables", str(site), expect=2)
         say("v1.1 was not written either: the load is one transaction.")
         vucompat("show", "acme.ovs-dpdk.v1.1", "--db", new.unix_remote, expect=2)
+
+        ports_screens(old, started)
     finally:
         if keep:
             screen("KEEP=1: the servers keep running")
             for server in (new, old):
-                print(f"  {server.directory.name}: pid {server.pid}, {server.tcp_remote}, {server.unix_remote}")
-            print("Stop them with: make demo-stop")
+                print(f"  {server.directory.name}: ovsdb-server pid {server.pid}, {server.tcp_remote}, "
+                      f"{server.unix_remote}")
+            print(f"  compute-old also runs ovs-vswitchd-dpdk, the agent and two testpmd frontends; try:\n"
+                  f"    ovs-vsctl --db={old.unix_remote} list Interface\n"
+                  f"    .venv/bin/vucompat port list --db {old.unix_remote}")
+            print("Stop them all with: make demo-stop")
         else:
+            for thing in reversed(started):  # the agent and frontends, then ovs-vswitchd
+                thing.stop()
             for server in (new, old):
                 server.stop()
-            say("\nstopped both ovsdb-servers (by pid); `make demo KEEP=1` leaves them running.")
+            say("\nstopped everything the demo started, by pid; `make demo KEEP=1` leaves it running.")
+
+
+class AgentProcess:
+    """`vucompat agent` as the demo runs it: a process with a pid file and a log."""
+
+    def __init__(self, server: OvsdbSandbox) -> None:
+        self.log = server.directory / "agent.log"
+        self.process = subprocess.Popen([VUCOMPAT, "agent", "--db", server.unix_remote, "--log-file", str(self.log)],
+                                        env=ENV)
+        (server.directory / "agent.pid").write_text(str(self.process.pid))
+
+    def stop(self) -> None:
+        stop_pid(self.process.pid)
+
+
+def vsctl(server: OvsdbSandbox, *args: str) -> None:
+    shown = " ".join(shlex.quote(a).replace(str(RUN) + "/", "") for a in args)
+    print(f"\n$ ovs-vsctl {shown}")
+    done = subprocess.run(["ovs-vsctl", f"--db={server.unix_remote}", *args], capture_output=True, text=True)
+    print((done.stdout + done.stderr).rstrip().replace(str(RUN) + "/", ""))
+
+
+def wait_for(server: OvsdbSandbox, iface: str, key: str = "vhost-compat-state", timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = subprocess.run(["ovs-vsctl", f"--db={server.unix_remote}", "get", "Interface", iface,
+                               f"external_ids:{key}"], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"demo: the agent did not record {iface} within {timeout}s")
+
+
+def ports_screens(host: OvsdbSandbox, started: list) -> None:
+    screen("6. compute-old runs ovs-vswitchd-dpdk and the vucompat agent; a port is added as usual")
+    say("(DPDK without hugepages, a netdev bridge br0; dpdk-testpmd plays the guest's virtio driver)")
+    switch = Vswitchd(host.directory, host.unix_remote)
+    switch.start()
+    started.append(switch)
+    started.append(AgentProcess(host))
+    guest = Testpmd(host.directory / "vm1-vhu0.sock", host.directory / "testpmd-vm1.log", queues=2, queue_size=512)
+    guest.start()
+    started.append(guest)
+    (host.directory / "testpmd-vm1.pid").write_text(str(guest.process.pid))
+    vsctl(host, "add-port", "br0", "vhu0", "--", "set", "Interface", "vhu0", "type=dpdkvhostuserclient",
+          f"options:vhost-server-path={guest.socket}", "options:vhost-compat=upstream.ovs-dpdk.v2.13",
+          "external_ids:iface-id=port-of-vm1")
+    wait_for(host, "vhu0")
+    say("The agent resolved the request and mirrors it next to what os-vif wrote (iface-id stays):")
+    vsctl(host, "get", "Interface", "vhu0", "external_ids")
+    say("Once the frontend has connected, what it negotiated is verified against the mode:")
+    time.sleep(1.5)
+    vucompat("port", "show", "vhu0", "--db", host.unix_remote)
+
+    screen("7. A mode this host cannot run is refused, with the reason; nothing else changes")
+    say("upstream.ovs-dpdk.v2.11 offers HOST_UFO, which compute-old's backend (OVS 2.13) no longer has:")
+    vsctl(host, "add-port", "br0", "vhu1", "--", "set", "Interface", "vhu1", "type=dpdkvhostuserclient",
+          f"options:vhost-server-path={host.directory}/vm2-vhu1.sock", "options:vhost-compat=upstream.ovs-dpdk.v2.11")
+    wait_for(host, "vhu1")
+    vsctl(host, "get", "Interface", "vhu1", "external_ids")
+
+    screen("8. A frontend that negotiates beyond its port's mode is caught: nonconformant, by feature name")
+    say("testpmd with packed_vq=1 on a port in mode upstream.ovs-dpdk.v2.8, which has no packed rings:")
+    rogue = Testpmd(host.directory / "vm3-vhu2.sock", host.directory / "testpmd-vm3.log", queues=1,
+                    queue_size=256, packed=True)
+    rogue.start()
+    started.append(rogue)
+    (host.directory / "testpmd-vm3.pid").write_text(str(rogue.process.pid))
+    vsctl(host, "add-port", "br0", "vhu2", "--", "set", "Interface", "vhu2", "type=dpdkvhostuserclient",
+          f"options:vhost-server-path={rogue.socket}", "options:vhost-compat=upstream.ovs-dpdk.v2.8")
+    wait_for(host, "vhu2", "vhost-compat-error")
+    vucompat("port", "show", "vhu2", "--db", host.unix_remote)
+    say("Every port of the host:")
+    vucompat("port", "list", "--db", host.unix_remote)
+    say("The agent's log says the same, loudly:")
+    print("\n".join(line for line in (host.directory / "agent.log").read_text().splitlines()
+                    if " vhu" in line).replace(str(RUN) + "/", ""))
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--stop"]:
+        stop_leftovers()
+    else:
+        main()

@@ -31,7 +31,8 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def _stop_pid(pid: int | None, timeout: float = 10.0) -> None:
+def stop_pid(pid: int | None, timeout: float = 10.0) -> None:
+    """Stop a process by pid: SIGTERM, then SIGKILL; wait until it is gone."""
     if pid is None:
         return
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -101,7 +102,7 @@ class Vswitchd:
             return
         subprocess.run(["ovs-appctl", "-t", str(self.ctl), "exit", "--cleanup"], capture_output=True, timeout=30,
                        env=self.env)
-        _stop_pid(self.pid)
+        stop_pid(self.pid)
         self.pid = None
 
 
@@ -146,5 +147,5 @@ class Testpmd:
             self.process.wait(timeout=10)
         except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
             pass
-        _stop_pid(self.process.pid)
+        stop_pid(self.process.pid)
         self.process = None

@@ -31,8 +31,9 @@ def read_interfaces(ovs: Connection) -> list[InterfaceView]:
 
 
 def read_ports(registry: Connection) -> dict[str, PortView]:
-    """Every Port row, with its mode expanded."""
-    return {row.interface_name: _port_view(row, row_to_mode(row.mode[0], registry.remote) if row.mode else None)
+    """Every Port row, with its mode expanded (each mode once, however many ports use it)."""
+    modes = {row.uuid: row_to_mode(row, registry.remote) for row in registry.rows("Compat_Mode")}
+    return {row.interface_name: _port_view(row, modes[row.mode[0].uuid] if row.mode else None)
             for row in registry.rows("Port")}
 
 
