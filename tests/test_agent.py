@@ -174,9 +174,8 @@ def test_unknown_and_unrunnable_modes_are_rejected(switch: Switch):
     assert vs.vsctl("get", "Interface", "toonew", "options:vhost-compat").strip('"') == "upstream.ovs-dpdk.v3.2"
     # the operator fixes the typo: the rejected port is resolved again
     vs.vsctl("set", "Interface", "typo", "options:vhost-compat=upstream.ovs-dpdk.v2.11")
-    eventually(lambda: switch.external_ids("typo").get("vhost-compat-mode") == "upstream.ovs-dpdk.v2.11"
-               or switch.external_ids("typo"), what="typo resolved again")
-    ids = switch.external_ids("typo")
+    ids = eventually(lambda: "v2.31" not in (i := switch.external_ids("typo"))["vhost-compat-error"] and i,
+                     what="typo resolved again")
     # 2.11 needs HOST_UFO, which this backend lacks: rejected again, with that reason
     assert ids["vhost-compat-state"] == "rejected" and "lacks VIRTIO_NET_F_HOST_UFO" in ids["vhost-compat-error"]
     switch.delete("typo", "toonew")
@@ -239,7 +238,8 @@ def test_agent_killed_and_restarted_while_ports_are_added(switch: Switch):
     assert _port_uuids(switch, names) == first
     log = switch.agent.text()
     for name in names:
-        assert log.count(f"{name}: requested ") == 1, f"{name} resolved more than once"
+        # (a SIGKILL may land between the commit and the log line: at most once, never twice)
+        assert log.count(f"{name}: requested ") <= 1, f"{name} resolved more than once"
         assert switch.external_ids(name)["vhost-compat-mode"] == LATEST
     switch.delete(*names)
 
