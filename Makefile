@@ -17,12 +17,13 @@ demo: setup ## the main job: two hosts, registry, negotiate, ports on ovs-vswitc
 demo-stop: ## stop what `make demo KEEP=1` left running (by pid)
 	@$(PY) scripts/demo.py --stop
 
-test: setup ## run the test suite (unit, property, CLI)
+test: setup ## run the test suite (unit, property, CLI, functional on real ovsdb-server/vswitchd/testpmd)
 	$(PY) -m pytest -q
 
 bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
 	$(PY) bench/core.py
 	$(PY) bench/registry.py
+	$(PY) bench/agent.py
 
 lint: setup ## lint the shipped compat tables and their released.lock
 	$(VENV)/bin/vucompat lint compat_tables
