@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "run" / "demo"
 sys.path.insert(0, str(REPO))
 
-from vucompat.dpdk_sandbox import Testpmd, Vswitchd, stop_pid  # noqa: E402
+from vucompat.dpdk_sandbox import Testpmd, Vswitchd  # noqa: E402
+from vucompat.processes import stop_pid  # noqa: E402
 from vucompat.ovsdb.sandbox import OvsdbSandbox  # noqa: E402
 from vucompat.tables import table_text_until  # noqa: E402
 

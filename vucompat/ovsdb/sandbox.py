@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..processes import stop_pid
 from .rpc import SslOptions
 from .schema import SCHEMA_FILE
 
@@ -98,15 +99,7 @@ class OvsdbSandbox:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server by its pid (SIGTERM, then SIGKILL) and wait until it is gone."""
-        if self.pid is None:
-            return
-        self.kill(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(self.pid):
-            if time.monotonic() > deadline:
-                self.kill(signal.SIGKILL)
-                deadline = time.monotonic() + timeout
-            time.sleep(0.01)
+        stop_pid(self.pid, timeout)
         self.pid = None
         self.tcp_port = None
 
@@ -124,23 +117,3 @@ class OvsdbSandbox:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie of ours still answers kill(0): reap it if it is our child
-    try:
-        done, _status = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid)
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
-    except (OSError, IndexError):
-        return "zombie"
