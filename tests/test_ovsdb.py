@@ -20,9 +20,11 @@ from click.testing import CliRunner
 from conftest import FIXTURES, select, truncated_upstream
 from vucompat.cli import main
 from vucompat.ovsdb import rpc
+from vucompat.ovsdb.schema import shipped_schema
 from vucompat.catalog import bits_of
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
+CURRENT = shipped_schema()["version"]
 SHIPPED_COUNT = 9
 
 
@@ -188,10 +190,10 @@ def test_upgrade_converts_offline_and_online_keeping_rows(ovsdb_servers, tmp_pat
         "max_queue_pairs": 8, "max_rx_queue_size": 256, "max_tx_queue_size": 256, "note": "kept"}}])
     # online, through the running server
     code, out = run("db", "upgrade", "--db", server.unix_remote)
-    assert code == 0 and "converted from schema 0.9.0 to 1.1.0" in out
+    assert code == 0 and f"converted from schema 0.9.0 to {CURRENT}" in out
     (row,) = select(server.unix_remote, "Compat_Mode")
     assert row["name"] == "acme.vswitch.v1.0" and row["note"] == "kept"
-    assert "already at schema 1.1.0" in run("db", "upgrade", "--db", server.unix_remote)[1]
+    assert f"already at schema {CURRENT}" in run("db", "upgrade", "--db", server.unix_remote)[1]
     server.stop()
     # offline, a file no server holds
     old_file = tmp_path / "old.db"
@@ -200,7 +202,7 @@ def test_upgrade_converts_offline_and_online_keeping_rows(ovsdb_servers, tmp_pat
         "op": "insert", "table": "Host", "row": {"name": "compute-9", "capabilities_source": "none",
                                                   "default_policy": "latest"}}])], check=True, capture_output=True)
     code, out = run("db", "upgrade", str(old_file))
-    assert code == 0 and "converted from schema 0.9.0 to 1.1.0" in out
+    assert code == 0 and f"converted from schema 0.9.0 to {CURRENT}" in out
     dump = subprocess.run(["ovsdb-tool", "query", str(old_file), json.dumps(
         ["VuCompat", {"op": "select", "table": "Host", "where": []}])], capture_output=True, text=True, check=True)
     assert json.loads(dump.stdout)[0]["rows"][0]["name"] == "compute-9"
@@ -210,7 +212,7 @@ def test_db_create_and_attach_to_a_running_server(ovsdb_servers, tmp_path: Path)
     server = ovsdb_servers("plain")
     fresh = tmp_path / "registry.db"
     code, out = run("db", "create", str(fresh))
-    assert code == 0 and "schema 1.1.0" in out
+    assert code == 0 and f"schema {CURRENT}" in out
     code, out = run("db", "create", str(fresh))
     assert code == 2 and "already exists" in out
     # a server that serves only Open_vSwitch: the error says how to add the registry

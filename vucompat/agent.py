@@ -13,23 +13,28 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import ovs.poller
 
 from .mode import Mode
 from .ovsdb.connection import Connection
-from .ovsdb.ports import INTERFACE_COLUMNS, OVS_DB, apply, read_interfaces, read_ports
+from .ovsdb.ports import INTERFACE_COLUMNS, OVS_DB, apply, read_interfaces, read_ports, vhost_sock_dir
 from .ovsdb.registry import read_host
 from .ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
-from .reconcile import CreatePort, Mirror, RemovePort, UpdatePort, plan
+from .reconcile import CreatePort, Enforcement, Mirror, Redirect, RemovePort, UpdatePort, plan, relay_specs
+from .relay import RelayManager
 from .registry import Host
 from .resolve import NONCONFORMANT, REJECTED
 
 log = logging.getLogger("vucompat.agent")
 
+DEFAULT_RELAY_DIR = Path("/var/run/vucompat")
+DEFAULT_OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
 #: reconcile at least this often even when nothing changed (ms)
 PERIODIC_MS = 10_000
 BACKOFF_MIN, BACKOFF_MAX = 0.25, 8.0
@@ -44,15 +49,30 @@ class Agent:
     ovs_db: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     ssl: SslOptions | None = None
+    #: masking relays: on (the default) unless the host turns enforcement off
+    enforce: bool = True
+    #: where the relays listen
+    relay_dir: Path = DEFAULT_RELAY_DIR
+    #: ovs-vswitchd's run directory (its dpdkvhostuser sockets are under it)
+    ovs_rundir: Path = DEFAULT_OVS_RUNDIR
     registry: Connection | None = field(default=None, init=False)
     ovs: Connection | None = field(default=None, init=False)
     _stop: bool = field(default=False, init=False)
     _host: tuple[int, Host] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        # stop() writes here so a blocked poll wakes up at once (a signal alone does not)
+        # stop() and the relay thread write here so a blocked poll wakes up at once
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
+        self._violations: dict[str, str] = {}
+        self._violations_lock = threading.Lock()
+        self.relays = RelayManager(self._on_violation) if self.enforce else None
+
+    def _on_violation(self, port: str, reason: str) -> None:
+        """Called from the relay thread: recorded on the port by the next reconcile."""
+        with self._violations_lock:
+            self._violations[port] = reason
+        os.write(self._wake_write, b"x")
 
     def stop(self, *_args: Any) -> None:
         self._stop = True
@@ -62,7 +82,8 @@ class Agent:
         """Run until stop() (SIGTERM, SIGINT)."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        log.info("vucompat agent: registry %s, Open_vSwitch %s", self.db, self.ovs_db or self.db)
+        log.info("vucompat agent: registry %s, Open_vSwitch %s, enforcement %s", self.db, self.ovs_db or self.db,
+                 f"on (relays in {self.relay_dir})" if self.enforce else "off")
         backoff = BACKOFF_MIN
         seen: tuple[int, int] | None = None
         next_periodic = 0.0
@@ -73,7 +94,7 @@ class Agent:
                 self.registry.refresh()
                 self.ovs.refresh()
                 now = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
-                if self._ready() and (now != seen or time.monotonic() >= next_periodic):
+                if self._ready() and (now != seen or time.monotonic() >= next_periodic or self._violations):
                     self.reconcile()
                     seen = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
                     next_periodic = time.monotonic() + PERIODIC_MS / 1000
@@ -83,18 +104,41 @@ class Agent:
                 log.warning("%s; retrying in %.2gs", err, backoff)
                 self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+        if self.relays is not None:
+            self.relays.stop()
         self.close()
         log.info("vucompat agent: stopped")
 
     def reconcile(self) -> list[Any]:
-        """Plan from both databases as they are now and apply; return the actions."""
+        """Plan from both databases as they are now and apply; start and stop the
+        relays to match; return the actions."""
         assert self.registry is not None and self.ovs is not None
         registry, ovs_conn = self.registry, self.ovs
-        actions = apply(registry, ovs_conn,
-                        lambda: plan(read_interfaces(ovs_conn), read_ports(registry), self._current_host()))
+        enforcement = self._enforcement()
+        with self._violations_lock:
+            violations, self._violations = self._violations, {}
+
+        def make_plan() -> list[Any]:
+            ports = read_ports(registry)
+            recorded = [UpdatePort(name, {"violation": reason}) for name, reason in violations.items()
+                        if name in ports]
+            ports = {n: replace(p, violation=violations.get(n, p.violation)) for n, p in ports.items()}
+            return recorded + plan(read_interfaces(ovs_conn), ports, self._current_host(), enforcement)
+
+        def start_relays() -> None:  # before the Interfaces point at them
+            if self.relays is not None:
+                self.relays.ensure(relay_specs(read_ports(registry), read_interfaces(ovs_conn), enforcement))
+
+        actions = apply(registry, ovs_conn, make_plan, start_relays)
         for action in actions:
             _log_action(action)
+        start_relays()  # and again with what the Interfaces hold now
         return actions
+
+    def _enforcement(self) -> Enforcement | None:
+        if not self.enforce or self.ovs is None:
+            return None
+        return Enforcement(self.relay_dir, vhost_sock_dir(self.ovs, self.ovs_rundir))
 
     def close(self) -> None:
         for conn in (self.registry, self.ovs):
@@ -128,6 +172,10 @@ class Agent:
         poller.fd_wait(self._wake_read, ovs.poller.POLLIN)
         poller.timer_wait(ms)
         poller.block()
+        try:
+            os.read(self._wake_read, 4096)
+        except BlockingIOError:
+            pass
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -150,6 +198,9 @@ def _log_action(action: Any) -> None:
             log.error("%s: %s", action.interface.name, action.fields.get("error"))
     elif isinstance(action, UpdatePort):
         state = action.changes.get("state")
+        if "violation" in action.changes:
+            log.error("%s: %s", action.name, action.changes["violation"])
+            return
         if state == NONCONFORMANT:
             log.error("%s: %s", action.name, action.changes.get("error"))
         elif action.resolution is not None:
@@ -162,3 +213,5 @@ def _log_action(action: Any) -> None:
         log.info("%s: interface gone: Port row removed", action.name)
     elif isinstance(action, Mirror):
         log.debug("%s: external_ids %s", action.interface, dict(action.set))
+    elif isinstance(action, Redirect):
+        log.info("%s: options:vhost-server-path -> %s (the relay)", action.interface, action.path)

@@ -358,8 +358,17 @@ def db_upgrade(file: Path | None, remote: str | None, **kw: Any) -> None:
 @click.option("--ovs-db", metavar="REMOTE", help="Where the Open_vSwitch database is served (default: --db).")
 @click.option("--log-file", type=click.Path(path_type=Path), help="Log here instead of to stderr.")
 @click.option("-v", "--verbose", count=True, help="More detail in the log (-v: each mirror write).")
+@click.option("--enforcement", type=click.Choice(["relay", "off"]), default="relay", show_default=True,
+              envvar="VUCOMPAT_ENFORCEMENT",
+              help="relay: a masking relay on each port's vhost-user socket; off: record and verify only "
+                   "(for a backend that masks natively). Env: VUCOMPAT_ENFORCEMENT.")
+@click.option("--relay-dir", type=click.Path(path_type=Path), default="/var/run/vucompat", show_default=True,
+              help="Where the relays' sockets live.")
+@click.option("--ovs-rundir", type=click.Path(path_type=Path), envvar="OVS_RUNDIR", default="/var/run/openvswitch",
+              show_default=True, help="ovs-vswitchd's run directory (dpdkvhostuser sockets are under it).")
 @_connection_options
-def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, **kw: Any) -> None:
+def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enforcement: str, relay_dir: Path,
+          ovs_rundir: Path, **kw: Any) -> None:
     """Run the port agent in the foreground: resolve each vhost-user port's
     options:vhost-compat once, record it (Port row, Interface external_ids) and
     verify what its frontend negotiated. Stops on SIGTERM or SIGINT."""
@@ -370,7 +379,8 @@ def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, **kw
     logging.basicConfig(filename=str(log_file) if log_file else None,
                         level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    Agent(db=db, ovs_db=ovs_db, **_conn(kw)).run()
+    Agent(db=db, ovs_db=ovs_db, enforce=enforcement == "relay", relay_dir=relay_dir, ovs_rundir=ovs_rundir,
+          **_conn(kw)).run()
 
 
 @main.group()
@@ -388,7 +398,8 @@ def _port_data(view: Any) -> dict[str, Any]:
             "digest": view.mode.digest if view.mode else None, "state": view.state, "error": view.error,
             "negotiated_features": describe_negotiated(view.negotiated_features),
             "negotiated": dict(view.negotiated), "verification": view.verification,
-            "offending": verdict.as_dict()["offending"] if verdict else []}
+            "offending": verdict.as_dict()["offending"] if verdict else [],
+            "relay_socket": view.relay_socket, "frontend_socket": view.frontend_socket, "violation": view.violation}
 
 
 @port.command("list")

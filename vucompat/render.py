@@ -140,6 +140,11 @@ def port_text(data: dict) -> str:
         fields.append(("error", data["error"]))
     if data["verification"]:
         fields.append(("verification", data["verification"]))
+    if data.get("relay_socket"):
+        if data.get("frontend_socket"):  # dpdkvhostuserclient: OVS connects to the relay, the relay to the frontend
+            fields.append(("sockets", f"OVS -> relay {data['relay_socket']} -> frontend {data['frontend_socket']}"))
+        else:  # dpdkvhostuser: the frontend connects to the relay, the relay to OVS
+            fields.append(("sockets", f"frontend -> relay {data['relay_socket']} (use this path) -> OVS"))
     if data["negotiated"]:
         fields.append(("negotiated", ", ".join(f"{k}={v}" for k, v in data["negotiated"].items())))
     width = max(len(k) for k, _ in fields)

@@ -9,24 +9,32 @@ share that map.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any, Callable, Sequence
 
 from ..catalog import bits_of
-from ..reconcile import Action, CreatePort, InterfaceView, Mirror, OPTION, PortView, RemovePort, UpdatePort
+from ..reconcile import (OPTION, SERVER_PATH, Action, CreatePort, InterfaceView, Mirror, PortView, Redirect,
+                         RemovePort, UpdatePort)
 from ..resolve import Resolution
 from .connection import Connection
 from .rows import bits_to_mask, idl_values, mode_row, row_to_mode
 
+log = logging.getLogger("vucompat.agent")
+
 OVS_DB = "Open_vSwitch"
 #: what the agent monitors in the Open_vSwitch database
-INTERFACE_COLUMNS: dict[str, tuple[str, ...]] = {"Interface": ("name", "type", "options", "external_ids", "status")}
+INTERFACE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "Interface": ("name", "type", "options", "external_ids", "status"),
+    "Open_vSwitch": ("other_config", "ovs_version", "dpdk_version", "next_cfg", "cur_cfg"),
+}
 
 
 def read_interfaces(ovs: Connection) -> list[InterfaceView]:
     """Every Interface, as the agent sees it (filtering by type is the planner's)."""
     return [InterfaceView(uuid=str(row.uuid), name=row.name, type=row.type, request=row.options.get(OPTION),
-                          external_ids=dict(row.external_ids), status=dict(row.status))
+                          external_ids=dict(row.external_ids), status=dict(row.status),
+                          server_path=row.options.get(SERVER_PATH))
             for row in ovs.rows("Interface")]
 
 
@@ -44,7 +52,12 @@ def _port_view(row: Any, mode: Any) -> PortView:
         resolved=row.resolved[0] if row.resolved else None, state=row.state,
         error=row.error[0] if row.error else None, mode=mode,
         negotiated_features=bits_to_mask(row.negotiated_features), negotiated=dict(row.negotiated),
-        verification=row.verification[0] if row.verification else None)
+        verification=_optional(row.verification), frontend_socket=_optional(row.frontend_socket),
+        relay_socket=_optional(row.relay_socket), violation=_optional(row.violation))
+
+
+def _optional(value: Any) -> Any:
+    return value[0] if value else None
 
 
 def load_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortView]:
@@ -63,10 +76,12 @@ def load_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortVi
     return {row.interface_name: _port_view(row, by_uuid.get(row.mode[0]) if row.mode else None) for row in rows}
 
 
-def apply(registry: Connection, ovs: Connection, plan: Callable[[], list[Action]]) -> list[Action]:
+def apply(registry: Connection, ovs: Connection, plan: Callable[[], list[Action]],
+          before_interfaces: Callable[[], None] = lambda: None) -> list[Action]:
     """Make `plan()` (from the current contents) and carry it out: the registry in one
-    transaction (planned again if a concurrent writer interferes), then the mirror.
-    Returns the actions taken. Raises OvsdbError."""
+    transaction (planned again if a concurrent writer interferes), then
+    `before_interfaces()` (the agent starts relays there), then the Interfaces:
+    redirects and mirrors. Returns the actions taken. Raises OvsdbError."""
 
     def build(txn: Any) -> list[Action]:
         actions = plan()
@@ -74,10 +89,40 @@ def apply(registry: Connection, ovs: Connection, plan: Callable[[], list[Action]
         return actions
 
     actions, _written = registry.transact(build)
-    mirrors = [a for a in actions if isinstance(a, Mirror)]
-    if mirrors:
-        ovs.transact(lambda txn: _stage_mirrors(ovs, mirrors))
+    before_interfaces()
+    redirects = [a for a in actions if isinstance(a, Redirect)]
+    if redirects:
+        _flip_types(ovs, redirects)
+    interface_actions = [a for a in actions if isinstance(a, (Mirror, Redirect))]
+    if interface_actions:
+        ovs.transact(lambda txn: _stage_interfaces(ovs, interface_actions))
     return actions
+
+
+def _flip_types(ovs: Connection, redirects: Sequence[Redirect]) -> None:
+    """OVS registers a dpdkvhostuserclient socket path once: a changed
+    vhost-server-path alone is ignored until the netdev is created again. Changing
+    the type and back recreates it (same Interface row, same ofport). The first half
+    waits for ovs-vswitchd to apply it (cur_cfg), when one is running."""
+    def build(txn: Any) -> int | None:
+        rows = {str(row.uuid): row for row in ovs.rows("Interface")}
+        for redirect in redirects:
+            if redirect.interface_uuid in rows:
+                rows[redirect.interface_uuid].type = "dpdkvhostuser"
+        switch = ovs.rows("Open_vSwitch")
+        if switch and switch[0].cur_cfg > 0:  # a vswitchd has applied config: wait for it
+            switch[0].increment("next_cfg")
+            return 1
+        return None
+
+    waits, _ = ovs.transact(build)
+    if waits:
+        target = max(row.next_cfg for row in ovs.rows("Open_vSwitch"))
+        try:
+            ovs._wait_until(lambda: all(row.cur_cfg >= target for row in ovs.rows("Open_vSwitch")),
+                            "ovs-vswitchd to apply the port's re-creation")
+        except Exception as err:  # no vswitchd after all: the new path applies when it starts
+            log.warning("%s; continuing", err)
 
 
 def _stage_registry(registry: Connection, txn: Any, actions: Sequence[Action]) -> None:
@@ -122,18 +167,32 @@ def _set_fields(row: Any, fields: Any) -> None:
     for column, value in fields.items():
         if column == "negotiated_features":
             value = bits_of(int(value))
-        elif column in ("error", "verification"):
-            value = [value] if value else []
+        elif column in ("error", "verification", "frontend_socket", "relay_socket", "violation"):
+            value = [str(value)] if value else []
         setattr(row, column, value)
 
 
-def _stage_mirrors(ovs: Connection, mirrors: Sequence[Mirror]) -> None:
+def _stage_interfaces(ovs: Connection, actions: Sequence[Mirror | Redirect]) -> None:
+    """Key by key (mutate): external_ids mirrors, and relay redirects in options."""
     rows = {str(row.uuid): row for row in ovs.rows("Interface")}
-    for mirror in mirrors:
-        row = rows.get(mirror.interface_uuid)
+    for action in actions:
+        row = rows.get(action.interface_uuid)
         if row is None:
             continue  # deleted meanwhile: the next reconcile removes its Port
-        for key, value in mirror.set.items():
+        if isinstance(action, Redirect):
+            row.type = "dpdkvhostuserclient"
+            row.setkey("options", SERVER_PATH, action.path)
+            continue
+        for key, value in action.set.items():
             row.setkey("external_ids", key, value)
-        for key in mirror.delete:
+        for key in action.delete:
             row.delkey("external_ids", key)
+
+
+def vhost_sock_dir(ovs: Connection, ovs_rundir: Any) -> Any:
+    """Where ovs-vswitchd serves dpdkvhostuser sockets: <OVS_RUNDIR>/<other_config:vhost-sock-dir>."""
+    from pathlib import Path
+
+    rows = ovs.rows("Open_vSwitch")
+    relative = rows[0].other_config.get("vhost-sock-dir", "") if rows else ""
+    return Path(ovs_rundir) / relative

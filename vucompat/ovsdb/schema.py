@@ -20,7 +20,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
              "max_rx_queue_size", "max_tx_queue_size", "ovs_version", "dpdk_version", "default_policy",
              "other_config", "external_ids"),
     "Port": ("interface_name", "interface_uuid", "interface_type", "requested", "resolved", "mode", "state",
-             "error", "negotiated_features", "negotiated", "verification", "external_ids"),
+             "error", "negotiated_features", "negotiated", "verification", "frontend_socket", "relay_socket",
+             "violation", "external_ids"),
 }
 #: Open_vSwitch columns read for the Host row, each used only when the server's
 #: schema has it (dpdk_version appeared in OVS 2.10)
