@@ -1,134 +1,32 @@
-"""The port agent on real parts: ovsdb-server (Open_vSwitch + registry),
-ovs-vswitchd-dpdk without hugepages, ports added with ovs-vsctl as a user would, and
-dpdk-testpmd as the frontend. Every process is started here and stopped by pid."""
+"""The port agent on real parts (tests/switch_env.py): ports added with ovs-vsctl as
+a user would, dpdk-testpmd as the frontend; the agent records and verifies
+(enforcement off here: tests/test_relay.py covers the relay); and the probe."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import random
 import signal
+import socket
+import struct
 import subprocess
-import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 
-from conftest import FIXTURES, select
-from vucompat.dpdk_sandbox import VSWITCHD_DPDK, Testpmd, Vswitchd
-from vucompat.ovsdb.sandbox import OvsdbSandbox
-
-VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
-ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
-# what this host's backend offers (OVS 2.13 masks): latest resolves to upstream.ovs-dpdk.v2.13
-LATEST = "upstream.ovs-dpdk.v2.13"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except (subprocess.CalledProcessError, AssertionError, KeyError):
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.05)
-
-
-@dataclass
-class AgentProcess:
-    remote: str
-    log: Path
-    process: subprocess.Popen | None = field(default=None, init=False)
-    logs: list[Path] = field(default_factory=list)
-
-    def start(self) -> None:
-        log = self.log.with_name(f"{self.log.stem}.{len(self.logs)}.log")
-        self.logs.append(log)
-        self.process = subprocess.Popen([VUCOMPAT, "agent", "--db", self.remote, "--log-file", str(log)], env=ENV)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=20)
-            self.process = None
-
-    def text(self) -> str:
-        return "".join(p.read_text() for p in self.logs if p.exists())
-
-
-@dataclass
-class Switch:
-    directory: Path
-    server: OvsdbSandbox
-    vswitchd: Vswitchd
-    agent: AgentProcess
-    frontends: list[Testpmd] = field(default_factory=list)
-
-    def external_ids(self, name: str) -> dict[str, str]:
-        from vucompat.ovsdb import rpc
-
-        (result,) = rpc.transact(self.server.unix_remote, "Open_vSwitch", [
-            {"op": "select", "table": "Interface", "where": [["name", "==", name]], "columns": ["external_ids"]}])
-        (row,) = result["rows"]
-        return dict(row["external_ids"][1])
-
-    def mirrored(self, name: str) -> dict[str, str]:
-        return eventually(lambda: (ids := self.external_ids(name)).get("vhost-compat-state") and ids,
-                          what=f"the agent to record {name}")
-
-    def port(self, name: str) -> dict[str, Any]:
-        done = subprocess.run([VUCOMPAT, "port", "show", name, "--db", self.server.unix_remote, "--format", "json"],
-                              capture_output=True, text=True, env=ENV, timeout=30)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    def frontend(self, name: str, **kw: Any) -> Testpmd:
-        testpmd = Testpmd(self.directory / f"{name}.sock", self.directory / f"testpmd-{name}.log", **kw)
-        testpmd.start()
-        self.frontends.append(testpmd)
-        return testpmd
-
-    def delete(self, *names: str) -> None:
-        for name in names:
-            self.vswitchd.vsctl("--if-exists", "del-port", name)
+from conftest import select
+from switch_env import ENV, LATEST, VUCOMPAT, Switch, Testpmd, eventually, negotiated, start_switch
+from vucompat import catalog
+from vucompat import vhostuser as vu
+from vucompat.tables import read_table
 
 
 @pytest.fixture(scope="module")
 def switch():
-    for tool in ("ovsdb-server", "dpdk-testpmd"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run `make setup`")
-    if not VSWITCHD_DPDK.exists():
-        pytest.fail(f"{VSWITCHD_DPDK} is not installed: run `make setup` (openvswitch-switch-dpdk)")
-    directory = Path(tempfile.mkdtemp(prefix="vuc-sw-", dir="/tmp"))
-    server = OvsdbSandbox(directory)
-    server.start()
-    vswitchd = Vswitchd(directory, server.unix_remote)
-    agent = AgentProcess(server.unix_remote, directory / "agent.log")
-    sw = Switch(directory, server, vswitchd, agent)
-    try:
-        subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote, "--host-name", "switch-1",
-                        "--capabilities", str(FIXTURES / "capabilities-ovs-2.13.toml")],
-                       check=True, capture_output=True, env=ENV)
-        vswitchd.start()
-        agent.start()
-        yield sw
-    finally:
-        agent.stop()
-        for testpmd in sw.frontends:
-            testpmd.stop()
-        vswitchd.stop()
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    """A switch whose agent records and verifies only (enforcement off)."""
+    yield from start_switch(enforce=False)
 
 
 def test_named_latest_and_no_option(switch: Switch):
@@ -163,11 +61,11 @@ def test_unknown_and_unrunnable_modes_are_rejected(switch: Switch):
     vs.add_vhost_port("toonew", switch.directory / "toonew.sock", compat="upstream.ovs-dpdk.v3.2")
     typo = switch.mirrored("typo")
     assert typo["vhost-compat-state"] == "rejected" and "vhost-compat-mode" not in typo
-    assert "unknown mode upstream.ovs-dpdk.v2.31; this host can run: upstream.ovs-dpdk.v2.13" in \
+    assert "unknown mode upstream.ovs-dpdk.v2.31; this host can run: upstream.ovs-dpdk.v2.15" in \
         typo["vhost-compat-error"]
     toonew = switch.mirrored("toonew")
     assert toonew["vhost-compat-state"] == "rejected"
-    assert "lacks VIRTIO_NET_F_CSUM, VHOST_USER_PROTOCOL_F_STATUS" in toonew["vhost-compat-error"]
+    assert toonew["vhost-compat-error"].endswith("its backend lacks VIRTIO_NET_F_CSUM")
     assert switch.port("toonew")["resolved"] is None
     # nothing else changed: the modes are as they were, the interface is there, untouched
     assert {r["name"]: r for r in select(switch.server.unix_remote, "Compat_Mode")} == before
@@ -258,3 +156,48 @@ def test_ovsdb_server_restarted_under_the_agent(switch: Switch):
     assert ids["vhost-compat-mode"] == "upstream.ovs-dpdk.v2.8"
     assert _port_uuids(switch, ["before"]) == uuid_before  # untouched, not resolved twice
     switch.delete("before", "after")
+
+
+def test_probe_and_dump_against_the_real_backend(switch: Switch, tmp_path: Path):
+    remote = switch.server.unix_remote
+    done = subprocess.run([VUCOMPAT, "probe", "--db", remote, "--format", "json"], capture_output=True, text=True,
+                          env=ENV, timeout=60)
+    assert done.returncode == 0, done.stderr
+    probed = json.loads(done.stdout)
+    # what Debian bookworm's OVS 3.1 + DPDK 22.11 offers (../shared/reference, measured)
+    assert probed["virtio_mask"] == "0x0000000d7c66a7ca" and probed["protocol_mask"] == "0x0000000000010cbf"
+    # a real frontend sees the same offer (less what virtio_user itself does not support)
+    frontend = switch.frontend("fe-probe-check", eal_args=("--log-level=pmd.net.virtio.*:debug",))
+    switch.vswitchd.add_vhost_port("probe-check", frontend.socket, compat="passthrough")
+    negotiated(switch, "probe-check")
+    line = next(l for l in frontend.log.read_text().splitlines() if "host_features before negotiate" in l)
+    seen_by_frontend = int(line.split("=")[-1].strip(), 16)
+    # virtio_user emulates some device bits itself (link STATUS, the MAC, the control queue)
+    emulated = catalog.names_to_mask(["VIRTIO_NET_F_STATUS", "VIRTIO_NET_F_MAC", "VIRTIO_NET_F_CTRL_VQ"], "virtio")
+    assert seen_by_frontend & ~emulated & ~catalog.parse_hex(probed["virtio_mask"]) == 0
+    assert seen_by_frontend & catalog.parse_hex(probed["virtio_mask"])  # and it did see the offer
+    host = select(remote, "Host")[0]
+    assert host["capabilities_source"] == "probed" and host["dpdk_version"].startswith("DPDK 22.11")
+    listing = subprocess.run([VUCOMPAT, "list", "--host", remote], capture_output=True, text=True, env=ENV).stdout
+    assert "upstream.ovs-dpdk.v3.2   2023-08-17" in listing and "no: missing VIRTIO_NET_F_CSUM" in listing
+    # the entry `dump` prints is a valid first version of a lineage, with the probed features
+    entry = subprocess.run([VUCOMPAT, "dump", "--db", remote, "--version", "3.1"], capture_output=True, text=True,
+                           env=ENV, timeout=60).stdout
+    (tmp_path / "bookworm.ovs-dpdk.toml").write_text('lineage = "bookworm.ovs-dpdk"\nsummary = "dumped"\n\n' + entry)
+    mode = read_table(tmp_path / "bookworm.ovs-dpdk.toml").modes[0]
+    assert catalog.to_hex(mode.abi.virtio) == probed["virtio_mask"] and mode.abi.max_queue_pairs == 128
+    # userspace TSO changes what the backend offers: a re-probe sees it
+    switch.vswitchd.vsctl("set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=true")
+    try:
+        again = json.loads(subprocess.run([VUCOMPAT, "probe", "--db", remote, "--format", "json"],
+                                          capture_output=True, text=True, env=ENV, timeout=60).stdout)
+        assert "VIRTIO_NET_F_HOST_TSO4" in again["virtio_features"]
+        assert "VIRTIO_NET_F_HOST_TSO4" not in probed["virtio_features"]
+        # the agent re-probes by itself when the setting changes
+        eventually(lambda: "userspace-tso-enable=true" in select(remote, "Host")[0]["other_config"][1][0][1] or
+                   any(k == "probe-userspace-tso-enable" and v == "true"
+                       for k, v in select(remote, "Host")[0]["other_config"][1]), timeout=30,
+                   what="the agent to re-probe")
+    finally:
+        switch.vswitchd.vsctl("remove", "Open_vSwitch", ".", "other_config", "userspace-tso-enable")
+        switch.delete("probe-check")

@@ -21,7 +21,10 @@ from typing import Any
 
 import ovs.poller
 
-from .mode import Mode
+from . import catalog
+from .mode import Capabilities, Mode
+from .ovsdb.load import read_switch, record_probe
+from .probe import SETTINGS, ProbeError, probe_bridge, settings_fingerprint
 from .ovsdb.connection import Connection
 from .ovsdb.ports import INTERFACE_COLUMNS, OVS_DB, apply, read_interfaces, read_ports, vhost_sock_dir
 from .ovsdb.registry import read_host
@@ -67,6 +70,7 @@ class Agent:
         self._violations: dict[str, str] = {}
         self._violations_lock = threading.Lock()
         self.relays = RelayManager(self._on_violation) if self.enforce else None
+        self._probe_attempts: set[str] = set()
 
     def _on_violation(self, port: str, reason: str) -> None:
         """Called from the relay thread: recorded on the port by the next reconcile."""
@@ -95,6 +99,7 @@ class Agent:
                 self.ovs.refresh()
                 now = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
                 if self._ready() and (now != seen or time.monotonic() >= next_periodic or self._violations):
+                    self.probe_if_changed()
                     self.reconcile()
                     seen = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
                     next_periodic = time.monotonic() + PERIODIC_MS / 1000
@@ -121,7 +126,7 @@ class Agent:
         def make_plan() -> list[Any]:
             ports = read_ports(registry)
             recorded = [UpdatePort(name, {"violation": reason}) for name, reason in violations.items()
-                        if name in ports]
+                        if name in ports and ports[name].violation != reason]
             ports = {n: replace(p, violation=violations.get(n, p.violation)) for n, p in ports.items()}
             return recorded + plan(read_interfaces(ovs_conn), ports, self._current_host(), enforcement)
 
@@ -134,6 +139,42 @@ class Agent:
             _log_action(action)
         start_relays()  # and again with what the Interfaces hold now
         return actions
+
+    def probe_if_changed(self) -> bool:
+        """Probe the backend when ovs-vswitchd's version or a setting that changes its
+        offer differs from what the Host row's last probe saw (at start, too).
+        Returns whether a probe ran. Results are cached in the registry."""
+        assert self.registry is not None and self.ovs is not None
+        switch = self.ovs.rows("Open_vSwitch")
+        if not switch:
+            return False
+        row = switch[0]
+        fingerprint = settings_fingerprint(_first(row.ovs_version), _first(row.dpdk_version), dict(row.other_config))
+        hosts = self.registry.rows("Host")
+        if hosts and hosts[0].other_config.get("probe-fingerprint") == fingerprint:
+            return False
+        if fingerprint in self._probe_attempts:
+            return False
+        self._probe_attempts.add(fingerprint)
+        try:
+            _versions, other_config, bridges = read_switch(self.ovs.remote, self.timeout)
+            if not bridges:
+                log.info("probe: no netdev bridge yet; the backend will be probed when one exists")
+                self._probe_attempts.discard(fingerprint)
+                return False
+            offer = probe_bridge(self.ovs.remote, bridges[0], workdir=self.relay_dir if self.relay_dir.is_dir()
+                                 else None)
+        except ProbeError as err:
+            log.warning("%s", err)
+            return False
+        info = {f"probe-{k}": other_config.get(k, "") for k in SETTINGS}
+        info["probe-fingerprint"] = fingerprint
+        record_probe(self.registry, Capabilities(offer.abi(), source="probe"), info,
+                     versions={k: v for k, v in (("ovs_version", _first(row.ovs_version)),
+                                                 ("dpdk_version", _first(row.dpdk_version))) if v})
+        log.info("probe: backend offers virtio %s, protocol %s, %d queue pairs (%s)", catalog.to_hex(offer.virtio),
+                 catalog.to_hex(offer.protocol), offer.queue_pairs, fingerprint)
+        return True
 
     def _enforcement(self) -> Enforcement | None:
         if not self.enforce or self.ovs is None:
@@ -181,6 +222,10 @@ class Agent:
         end = time.monotonic() + seconds
         while not self._stop and time.monotonic() < end:
             time.sleep(min(0.05, end - time.monotonic()))
+
+
+def _first(value: Any) -> str | None:
+    return value[0] if value else None
 
 
 def _mode_name(mode: Mode | None) -> str:

@@ -435,3 +435,79 @@ def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
                          f"the {len(ports)} there are (is the agent running?)")
     data = _port_data(ports[interface])
     _emit(fmt, data, lambda: render.port_text(data))
+
+
+def _probe_offer(db: str, bridge: str | None, socket_path: Path | None, timeout: float):  # -> (Offer, info)
+    from .ovsdb.load import read_switch
+    from .probe import SETTINGS, probe_bridge, probe_socket, settings_fingerprint
+
+    versions, other_config, netdev = read_switch(db, timeout)
+    if socket_path is not None:
+        offer = probe_socket(socket_path, timeout)
+    else:
+        bridge = bridge or (netdev[0] if netdev else None)
+        if bridge is None:
+            raise UsageError(message=f"{db} has no netdev bridge to add a probe port to: give --bridge, or "
+                             "--socket PATH of a dpdkvhostuser port")
+        offer = probe_bridge(db, bridge, timeout=max(timeout, 10.0))
+    info = {f"probe-{k}": other_config.get(k, "") for k in SETTINGS}
+    info["probe-fingerprint"] = settings_fingerprint(versions.get("ovs_version"), versions.get("dpdk_version"),
+                                                     other_config)
+    return offer, info, versions
+
+
+_PROBE_TARGET = [
+    click.option("--bridge", help="Add the short-lived probe port to this bridge (default: the first netdev bridge)."),
+    click.option("--socket", "socket_path", type=click.Path(path_type=Path),
+                 help="Probe this backend socket instead (a dpdkvhostuser port's socket)."),
+]
+
+
+def _probe_target(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_PROBE_TARGET):
+        f = option(f)
+    return f
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The server of the registry and of Open_vSwitch.")
+@_probe_target
+@_connection_options
+@_FORMAT
+def probe(db: str, bridge: str | None, socket_path: Path | None, fmt: str, **kw: Any) -> None:
+    """Ask the live backend what it offers (GET_FEATURES, GET_PROTOCOL_FEATURES,
+    GET_QUEUE_NUM) and record it in the Host row: every mode is then runnable or not."""
+    from . import catalog
+    from .mode import Capabilities
+    from .ovsdb.connection import Connection
+    from .ovsdb.load import record_probe
+
+    conn = _conn(kw)
+    offer, info, versions = _probe_offer(db, bridge, socket_path, conn["timeout"])
+    with Connection(db, **conn) as registry:
+        record_probe(registry, Capabilities(offer.abi(), source="probe"), info, versions=versions)
+    data = {"virtio_features": catalog.mask_to_names(offer.virtio, "virtio"), "virtio_mask": catalog.to_hex(offer.virtio),
+            "protocol_features": catalog.mask_to_names(offer.protocol, "protocol"),
+            "protocol_mask": catalog.to_hex(offer.protocol), "max_queue_pairs": offer.queue_pairs, **versions, **info}
+    _emit(fmt, data, lambda: "\n".join([f"probed {db}: virtio {data['virtio_mask']}, protocol {data['protocol_mask']}, "
+                                         f"{offer.queue_pairs} queue pairs; recorded in the Host row",
+                                         "`vucompat list --host " + db + "` shows which modes it can run"]))
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The server of the Open_vSwitch database.")
+@_probe_target
+@click.option("--version", "version", default="NEW", show_default=True, help="The version to write in the entry.")
+@_connection_options
+def dump(db: str, bridge: str | None, socket_path: Path | None, version: str, **kw: Any) -> None:
+    """Print what the live backend offers as a ready-to-paste [[mode]] table entry."""
+    from .probe import dump_entry
+
+    conn = _conn(kw)
+    offer, _info, versions = _probe_offer(db, bridge, socket_path, conn["timeout"])
+    provenance = {"ovs": versions.get("ovs_version", "unknown")}
+    if versions.get("dpdk_version"):
+        provenance["dpdk"] = versions["dpdk_version"].removeprefix("DPDK ")
+    click.echo(dump_entry(offer, version, provenance), nl=False)

@@ -91,6 +91,8 @@ class Testpmd:
     queues: int = 1
     queue_size: int = 256
     packed: bool = False
+    #: more EAL arguments, e.g. ["--log-level=pmd.net.virtio.*:debug"]
+    eal_args: tuple[str, ...] = ()
     process: subprocess.Popen | None = field(default=None, init=False)
     __test__ = False  # not a pytest test class, despite its name
 
@@ -99,7 +101,7 @@ class Testpmd:
         vdev = (f"net_virtio_user0,path={self.socket},server={1 if self.server else 0},queues={self.queues},"
                 f"queue_size={self.queue_size}" + (",packed_vq=1" if self.packed else ""))
         cmd = ["dpdk-testpmd", "-l", "0,1", "--no-pci", "--no-huge", "-m", "512", f"--file-prefix={prefix}",
-               f"--vdev={vdev}", "--", "-i", "--total-num-mbufs=16384", f"--rxq={self.queues}",
+               f"--vdev={vdev}", *self.eal_args, "--", "-i", "--total-num-mbufs=16384", f"--rxq={self.queues}",
                f"--txq={self.queues}"]
         self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=open(self.log, "w"),
                                         stderr=subprocess.STDOUT)

@@ -93,6 +93,7 @@ class RelayManager:
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self._commands: list[tuple[threading.Event, dict[str, RelaySpec]]] = []
         self._served: dict[str, RelaySpec] = {}
+        self._last_violation: dict[str, str] = {}
         self._stop = False
         self.thread = threading.Thread(target=self._run, name="vucompat-relay", daemon=True)
         self.thread.start()
@@ -230,9 +231,13 @@ class RelayManager:
         except EOFError:
             self._close(pair)
         except Violation as err:
-            log.error("%s: %s: connection closed", pair.spec.name, err)
+            reason = f"relay closed the connection: {err}"
+            # a frontend that reconnects and asks again would flood the log: say it once per reason
+            if self._last_violation.get(pair.spec.name) != reason:
+                log.error("%s: %s: connection closed", pair.spec.name, err)
+                self._last_violation[pair.spec.name] = reason
+                self.on_violation(pair.spec.name, reason)
             self._close(pair)
-            self.on_violation(pair.spec.name, f"relay closed the connection: {err}")
         except (vu.ProtocolError, OSError) as err:
             log.warning("%s: %s from the %s: connection closed", pair.spec.name, err, side.role)
             self._close(pair)

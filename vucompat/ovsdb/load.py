@@ -22,8 +22,8 @@ from .connection import Connection
 from .rows import capabilities_columns, mode_row
 from .schema import COLUMNS, DB_NAME, OPEN_VSWITCH_COLUMNS
 
-#: capabilities_source when the capabilities come from a file
-DECLARED = "declared"
+#: capabilities_source when the capabilities come from a file, or a probe
+DECLARED, PROBED = "declared", "probed"
 #: what a load monitors: the Host row only. Modes and ports are read with one select
 #: (so its own 1,000 inserts do not come back as 1,000 row updates to parse) and
 #: guarded by a `wait` in the transaction.
@@ -69,7 +69,7 @@ def load(conn: Connection, tables: Registry, prune: bool = False, capabilities: 
         if plan.redefined:
             loaded = _read_modes(conn, plan.redefined)
             raise RedefinitionError(remote=conn.remote, redefinitions=redefinitions(tables.modes, loaded))
-        host_changed = _stage_host(conn, txn, capabilities, host_name, versions)
+        _row, host_changed = _stage_host(conn, txn, capabilities, host_name, versions)
         if not (plan.insert or plan.prune or host_changed):
             return plan  # nothing to write: the transaction stays empty
         # the precondition: the table still holds exactly the names and digests read above
@@ -111,9 +111,9 @@ def _read_modes(conn: Connection, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _stage_host(conn: Connection, txn: Any, capabilities: Capabilities | None, host_name: str | None,
-                versions: dict[str, str]) -> bool:
+                versions: dict[str, str]) -> tuple[Any, bool]:
     """Stage the Host row: created when missing, updated only where it differs
-    (so a load that changes nothing writes nothing). Returns whether it changed."""
+    (so a load that changes nothing writes nothing). Returns (the row, whether it changed)."""
     hosts = conn.rows("Host")
     fresh = not hosts
     if fresh:
@@ -132,30 +132,53 @@ def _stage_host(conn: Connection, txn: Any, capabilities: Capabilities | None, h
         if fresh or getattr(row, column) != value:
             setattr(row, column, value)
             changed = True
-    return changed
+    return row, changed
 
 
 def read_ovs_versions(remote: str, timeout: float) -> dict[str, str]:
     """Return the OVS and DPDK versions the Open_vSwitch database at `remote`
-    records ({} when it serves none, or they are not set). Columns an older
-    schema lacks are skipped."""
+    records ({} when it serves none, or they are not set)."""
+    return read_switch(remote, timeout)[0]
+
+
+def read_switch(remote: str, timeout: float) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Return (versions, other_config, netdev bridges) of the Open_vSwitch database
+    at `remote`; empty when it serves none. Columns an older schema lacks are skipped."""
     try:
         schema = rpc.get_schema(remote, "Open_vSwitch", timeout)
     except rpc.OvsdbError as err:
         if "does not serve" in err.reason:
-            return {}
+            return {}, {}, []
         raise
     have = schema["tables"]["Open_vSwitch"]["columns"]
     columns = [c for c in OPEN_VSWITCH_COLUMNS if c in have]
-    (result,) = rpc.transact(remote, "Open_vSwitch", [{"op": "select", "table": "Open_vSwitch", "where": [],
-                                                         "columns": columns}], timeout)
-    rows = result.get("rows", [])
-    if not rows:
-        return {}
-    out = {}
-    for column in columns:
-        value = rows[0].get(column)
-        # an optional string is ["set", []] when empty, or the bare string
-        if isinstance(value, str) and value:
-            out[column] = value
-    return out
+    switch, bridges = rpc.transact(remote, "Open_vSwitch", [
+        {"op": "select", "table": "Open_vSwitch", "where": [], "columns": [*columns, "other_config"]},
+        {"op": "select", "table": "Bridge", "where": [], "columns": ["name", "datapath_type"]},
+    ], timeout)
+    rows = switch.get("rows", [])
+    versions: dict[str, str] = {}
+    other_config: dict[str, str] = {}
+    if rows:
+        for column in columns:
+            value = rows[0].get(column)
+            # an optional string is ["set", []] when empty, or the bare string
+            if isinstance(value, str) and value:
+                versions[column] = value
+        other_config = dict(rows[0]["other_config"][1])
+    netdev = sorted(b["name"] for b in bridges.get("rows", []) if b["datapath_type"] == "netdev")
+    return versions, other_config, netdev
+
+
+def record_probe(conn: Connection, capabilities: Capabilities, info: dict[str, str], host_name: str | None = None,
+                 versions: dict[str, str] | None = None) -> None:
+    """Record probed capabilities in the Host row (created when missing), with the
+    OVS/DPDK versions and `info` (the settings that decided them) in other_config."""
+    def build(txn: Any) -> None:
+        row, _changed = _stage_host(conn, txn, None, host_name, versions or {})
+        for column, value in capabilities_columns(capabilities, PROBED).items():
+            setattr(row, column, value)
+        for key, value in info.items():
+            row.setkey("other_config", key, value)
+
+    conn.transact(build)
