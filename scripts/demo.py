@@ -161,8 +161,9 @@ class AgentProcess:
 
     def __init__(self, server: OvsdbSandbox) -> None:
         self.log = server.directory / "agent.log"
-        self.process = subprocess.Popen([VUCOMPAT, "agent", "--db", server.unix_remote, "--log-file", str(self.log)],
-                                        env=ENV)
+        self.process = subprocess.Popen([VUCOMPAT, "agent", "--db", server.unix_remote, "--log-file", str(self.log),
+                                         "--relay-dir", str(server.directory / "relays"),
+                                         "--ovs-rundir", str(server.directory)], env=ENV)
         (server.directory / "agent.pid").write_text(str(self.process.pid))
 
     def stop(self) -> None:
@@ -176,6 +177,20 @@ def vsctl(server: OvsdbSandbox, *args: str) -> None:
     print((done.stdout + done.stderr).rstrip().replace(str(RUN) + "/", ""))
 
 
+def wait_probed(server: OvsdbSandbox, timeout: float = 30) -> None:
+    """Until the agent's probe has recorded the backend's offer in the Host row."""
+    from vucompat.ovsdb import rpc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (result,) = rpc.transact(server.unix_remote, "VuCompat", [
+            {"op": "select", "table": "Host", "where": [], "columns": ["capabilities_source"]}])
+        if any(row["capabilities_source"] == "probed" for row in result["rows"]):
+            return
+        time.sleep(0.1)
+    raise SystemExit("demo: the agent did not probe the backend")
+
+
 def wait_for(server: OvsdbSandbox, iface: str, key: str = "vhost-compat-state", timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -187,50 +202,84 @@ def wait_for(server: OvsdbSandbox, iface: str, key: str = "vhost-compat-state", 
     raise SystemExit(f"demo: the agent did not record {iface} within {timeout}s")
 
 
+ONE_PAIR = """lineage = "acme.ovs-dpdk"
+summary = "ACME's small-VM profile: one queue pair"
+
+[[mode]]
+version = "1.0"
+released = 2015-06-01
+virtio_features = ["VIRTIO_NET_F_GUEST_CSUM", "VIRTIO_NET_F_MRG_RXBUF", "VIRTIO_NET_F_CTRL_VQ",
+  "VIRTIO_NET_F_CTRL_RX", "VIRTIO_NET_F_MQ", "VHOST_F_LOG_ALL", "VIRTIO_RING_F_INDIRECT_DESC",
+  "VHOST_USER_F_PROTOCOL_FEATURES", "VIRTIO_F_VERSION_1"]
+protocol_features = ["VHOST_USER_PROTOCOL_F_MQ", "VHOST_USER_PROTOCOL_F_LOG_SHMFD", "VHOST_USER_PROTOCOL_F_RARP",
+  "VHOST_USER_PROTOCOL_F_REPLY_ACK", "VHOST_USER_PROTOCOL_F_MTU"]
+max_queue_pairs = 1
+max_rx_queue_size = 256
+max_tx_queue_size = 256
+"""
+
+
+def guest(host: OvsdbSandbox, started: list, name: str, **kw: object) -> Testpmd:
+    """A testpmd frontend standing for a VM's virtio-net driver."""
+    frontend = Testpmd(host.directory / f"{name}.sock", host.directory / f"testpmd-{name}.log", **kw)  # type: ignore
+    frontend.start()
+    started.append(frontend)
+    (host.directory / f"testpmd-{name}.pid").write_text(str(frontend.process.pid))
+    return frontend
+
+
 def ports_screens(host: OvsdbSandbox, started: list) -> None:
-    screen("6. compute-old runs ovs-vswitchd-dpdk and the vucompat agent; a port is added as usual")
-    say("(DPDK without hugepages, a netdev bridge br0; dpdk-testpmd plays the guest's virtio driver)")
+    screen("6. compute-old runs ovs-vswitchd-dpdk and the vucompat agent, which first probes the backend")
+    say("(DPDK without hugepages, a netdev bridge br0; dpdk-testpmd plays each guest's virtio driver)")
     switch = Vswitchd(host.directory, host.unix_remote)
     switch.start()
     started.append(switch)
     started.append(AgentProcess(host))
-    guest = Testpmd(host.directory / "vm1-vhu0.sock", host.directory / "testpmd-vm1.log", queues=2, queue_size=512)
-    guest.start()
-    started.append(guest)
-    (host.directory / "testpmd-vm1.pid").write_text(str(guest.process.pid))
+    wait_probed(host)
+    say("What the real backend offers (the agent's probe; `vucompat probe` does the same by hand), and so what")
+    say("this host can run:")
+    vucompat("list", "--host", host.unix_remote)
+    say("The same offer as a ready-to-paste table entry, for a packager:")
+    vucompat("dump", "--db", host.unix_remote, "--version", "3.1")
+
+    screen("7. A port is added as usual, in an older mode; the frontend asks for more; the relay masks it")
     vsctl(host, "add-port", "br0", "vhu0", "--", "set", "Interface", "vhu0", "type=dpdkvhostuserclient",
-          f"options:vhost-server-path={guest.socket}", "options:vhost-compat=upstream.ovs-dpdk.v2.13",
+          f"options:vhost-server-path={host.directory}/vm1.sock", "options:vhost-compat=upstream.ovs-dpdk.v2.8",
           "external_ids:iface-id=port-of-vm1")
     wait_for(host, "vhu0")
-    say("The agent resolved the request and mirrors it next to what os-vif wrote (iface-id stays):")
+    say("The agent resolved the request, put a masking relay on the port's socket and mirrors it all next to")
+    say("what os-vif wrote (iface-id stays):")
     vsctl(host, "get", "Interface", "vhu0", "external_ids")
-    say("Once the frontend has connected, what it negotiated is verified against the mode:")
-    time.sleep(1.5)
+    say("Then the VM starts; its driver asks for packed rings and in-order use, which 2.8 does not have:")
+    guest(host, started, "vm1", queues=2, queue_size=512, packed=True)
+    time.sleep(2.5)
+    vsctl(host, "get", "Interface", "vhu0", "status")
     vucompat("port", "show", "vhu0", "--db", host.unix_remote)
 
-    screen("7. A mode this host cannot run is refused, with the reason; nothing else changes")
-    say("upstream.ovs-dpdk.v2.11 offers HOST_UFO, which compute-old's backend (OVS 2.13) no longer has:")
+    screen("8. A mode this host cannot run is refused, with the reason; nothing else changes")
+    say("upstream.ovs-dpdk.v2.11 offers HOST_UFO, which this backend no longer has:")
     vsctl(host, "add-port", "br0", "vhu1", "--", "set", "Interface", "vhu1", "type=dpdkvhostuserclient",
-          f"options:vhost-server-path={host.directory}/vm2-vhu1.sock", "options:vhost-compat=upstream.ovs-dpdk.v2.11")
+          f"options:vhost-server-path={host.directory}/vm2.sock", "options:vhost-compat=upstream.ovs-dpdk.v2.11")
     wait_for(host, "vhu1")
     vsctl(host, "get", "Interface", "vhu1", "external_ids")
 
-    screen("8. A frontend that negotiates beyond its port's mode is caught: nonconformant, by feature name")
-    say("testpmd with packed_vq=1 on a port in mode upstream.ovs-dpdk.v2.8, which has no packed rings:")
-    rogue = Testpmd(host.directory / "vm3-vhu2.sock", host.directory / "testpmd-vm3.log", queues=1,
-                    queue_size=256, packed=True)
-    rogue.start()
-    started.append(rogue)
-    (host.directory / "testpmd-vm3.pid").write_text(str(rogue.process.pid))
+    screen("9. A frontend that goes beyond its port's mode anyway is stopped, and the port says why")
+    site = RUN / "site-tables-old"
+    site.mkdir(exist_ok=True)
+    (site / "acme.ovs-dpdk.toml").write_text(ONE_PAIR)
+    vucompat("load", "--db", host.unix_remote, "--tables", str(site), "--tables", str(RUN / "tables-compute-old"))
+    say("A port in a one-queue-pair mode; DPDK's virtio-user ignores the cap it is told and sets up two pairs:")
     vsctl(host, "add-port", "br0", "vhu2", "--", "set", "Interface", "vhu2", "type=dpdkvhostuserclient",
-          f"options:vhost-server-path={rogue.socket}", "options:vhost-compat=upstream.ovs-dpdk.v2.8")
+          f"options:vhost-server-path={host.directory}/vm3.sock", "options:vhost-compat=acme.ovs-dpdk.v1.0")
+    wait_for(host, "vhu2")
+    guest(host, started, "vm3", queues=2, queue_size=256)
     wait_for(host, "vhu2", "vhost-compat-error")
     vucompat("port", "show", "vhu2", "--db", host.unix_remote)
     say("Every port of the host:")
     vucompat("port", "list", "--db", host.unix_remote)
     say("The agent's log says the same, loudly:")
     print("\n".join(line for line in (host.directory / "agent.log").read_text().splitlines()
-                    if " vhu" in line).replace(str(RUN) + "/", ""))
+                    if " vhu" in line or "probe:" in line).replace(str(RUN) + "/", ""))
 
 
 if __name__ == "__main__":

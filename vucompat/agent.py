@@ -244,8 +244,7 @@ def _log_action(action: Any) -> None:
     elif isinstance(action, UpdatePort):
         state = action.changes.get("state")
         if "violation" in action.changes:
-            log.error("%s: %s", action.name, action.changes["violation"])
-            return
+            return  # the relay said it, and the state change that follows says it again
         if state == NONCONFORMANT:
             log.error("%s: %s", action.name, action.changes.get("error"))
         elif action.resolution is not None:
