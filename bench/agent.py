@@ -2,7 +2,8 @@
 """Benchmarks of the port agent on real parts. Prints figures; not a test.
 
 Run: make bench   (or .venv/bin/python bench/agent.py)
-Targets (issue 4): from `ovs-vsctl add-port` returning to the mode being recorded
+The agent runs as shipped: enforcement on (a relay per port, client ports moved onto
+it). Targets (issue 4): from `ovs-vsctl add-port` returning to the mode being recorded
 (the Interface's external_ids), over 200 ports: p50 <= 20 ms, p99 <= 100 ms, side by
 side with how long `ovs-vsctl add-port` itself takes (with ovs-vswitchd-dpdk running);
 1,000 ports added in one ovs-vsctl transaction all resolved within 2 s; agent RSS < 100 MB.
@@ -69,7 +70,9 @@ def start_host(directory: Path) -> tuple[OvsdbSandbox, subprocess.Popen, Connect
                    capture_output=True, env=ENV)
     subprocess.run(["ovs-vsctl", f"--db={server.unix_remote}", "--no-wait", "init"], check=True)
     agent = subprocess.Popen([VUCOMPAT, "agent", "--db", server.unix_remote, "--log-file",
-                              str(directory / "agent.log")], env=ENV)
+                              str(directory / "agent.log"), "--relay-dir", str(directory / "relays"),
+                              "--ovs-rundir", str(directory), *(["-v"] if os.environ.get("VERBOSE") else [])],
+                             env=ENV)
     watch = Connection(server.unix_remote, database="Open_vSwitch",
                        tables={"Interface": ("name", "external_ids")}, timeout=30)
     return server, agent, watch
@@ -77,6 +80,8 @@ def start_host(directory: Path) -> tuple[OvsdbSandbox, subprocess.Popen, Connect
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vuc-bench-agent-", dir="/tmp") as tmp:
+        if os.environ.get("VERBOSE"):
+            tmp = tempfile.mkdtemp(prefix="vuc-bench-agent-keep-", dir="/tmp")
         root = Path(tmp)
         # 1. one port at a time, with ovs-vswitchd-dpdk: add-port waits for vswitchd
         server, agent, watch = start_host(root / "one")

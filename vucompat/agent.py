@@ -26,7 +26,8 @@ from .mode import Capabilities, Mode
 from .ovsdb.load import read_switch, record_probe
 from .probe import SETTINGS, ProbeError, probe_bridge, settings_fingerprint
 from .ovsdb.connection import Connection
-from .ovsdb.ports import INTERFACE_COLUMNS, OVS_DB, apply, read_interfaces, read_ports, vhost_sock_dir
+from .ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, apply, finish_redirects, read_interfaces,
+                          read_ports, vhost_sock_dir)
 from .ovsdb.registry import read_host
 from .ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
 from .reconcile import CreatePort, Enforcement, Mirror, Redirect, RemovePort, UpdatePort, plan, relay_specs
@@ -71,6 +72,7 @@ class Agent:
         self._violations_lock = threading.Lock()
         self.relays = RelayManager(self._on_violation) if self.enforce else None
         self._probe_attempts: set[str] = set()
+        self._pending: list[PendingRedirects] = []
 
     def _on_violation(self, port: str, reason: str) -> None:
         """Called from the relay thread: recorded on the port by the next reconcile."""
@@ -98,13 +100,15 @@ class Agent:
                 self.registry.refresh()
                 self.ovs.refresh()
                 now = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
+                if self._ready() and self._pending:
+                    self.finish_due_redirects()
                 if self._ready() and (now != seen or time.monotonic() >= next_periodic or self._violations):
                     self.probe_if_changed()
                     self.reconcile()
                     seen = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
                     next_periodic = time.monotonic() + PERIODIC_MS / 1000
                 backoff = BACKOFF_MIN
-                self._block(PERIODIC_MS)
+                self._block(50 if self._pending else PERIODIC_MS)
             except OvsdbError as err:
                 log.warning("%s; retrying in %.2gs", err, backoff)
                 self._sleep(backoff)
@@ -130,15 +134,29 @@ class Agent:
             ports = {n: replace(p, violation=violations.get(n, p.violation)) for n, p in ports.items()}
             return recorded + plan(read_interfaces(ovs_conn), ports, self._current_host(), enforcement)
 
-        def start_relays() -> None:  # before the Interfaces point at them
+        def start_relays(actions: list[Any]) -> None:
+            """Before the Interfaces point at them: a redirect waits for its listener."""
             if self.relays is not None:
-                self.relays.ensure(relay_specs(read_ports(registry), read_interfaces(ovs_conn), enforcement))
+                wait = any(isinstance(a, Redirect) for a in actions)
+                self.relays.ensure(relay_specs(read_ports(registry), read_interfaces(ovs_conn), enforcement),
+                                   timeout=5.0 if wait else 0.0)
 
-        actions = apply(registry, ovs_conn, make_plan, start_relays)
+        started = time.perf_counter()
+        actions, pending = apply(registry, ovs_conn, make_plan, start_relays)
+        if pending is not None:
+            self._pending.append(pending)
         for action in actions:
             _log_action(action)
-        start_relays()  # and again with what the Interfaces hold now
+        start_relays([])  # and again with what the Interfaces hold now
+        log.debug("reconcile: %d action(s) in %.1f ms", len(actions), (time.perf_counter() - started) * 1000)
         return actions
+
+    def finish_due_redirects(self) -> None:
+        """Finish the redirects ovs-vswitchd has caught up with (see ovsdb.ports.apply)."""
+        assert self.ovs is not None
+        for pending in [p for p in self._pending if p.due(self.ovs)]:
+            finish_redirects(self.ovs, pending)
+            self._pending.remove(pending)
 
     def probe_if_changed(self) -> bool:
         """Probe the backend when ovs-vswitchd's version or a setting that changes its

@@ -89,6 +89,8 @@ class PortView:
     relay_socket: str | None = None
     #: why the relay closed a connection (the frontend asked beyond the mode)
     violation: str | None = None
+    #: the Interface type when the port was resolved
+    interface_type: str = CLIENT_TYPE
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
         if port is not None and port.interface_uuid != iface.uuid:
             registry.append(RemovePort(port.name))  # deleted and re-added under the same name
             port = None
+        if port is not None and iface.type != port.interface_type:
+            continue  # half-way through its move onto the relay (the agent flips the type): wait
         if port is None:
             resolution = resolved_for(iface.request)
             fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
@@ -214,12 +218,12 @@ def relay_specs(ports: Mapping[str, PortView], interfaces: Sequence[InterfaceVie
 
     if enforcement is None:
         return {}
-    types = {i.name: i.type for i in interfaces}
+    present = {i.name for i in interfaces}
     specs = {}
     for name, port in ports.items():
-        if port.mode is None or not port.relay_socket or port.state == REJECTED or name not in types:
+        if port.mode is None or not port.relay_socket or port.state == REJECTED or name not in present:
             continue
-        if types[name] == CLIENT_TYPE:
+        if port.interface_type == CLIENT_TYPE:
             if not port.frontend_socket:
                 continue
             connect, backend_connects = Path(port.frontend_socket), True

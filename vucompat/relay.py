@@ -101,14 +101,16 @@ class RelayManager:
     # -- called from the agent -------------------------------------------------------
     def ensure(self, specs: dict[str, RelaySpec], timeout: float = 5.0) -> None:
         """Serve exactly `specs` (by port name): start the new, stop the gone.
-        Returns when the relay thread has done it (so OVS can be pointed at them)."""
+        Returns when the relay thread has done it (so OVS can be pointed at them),
+        or after `timeout` seconds (0: do not wait)."""
         if specs == self._served:
             return
         done = threading.Event()
         with self._lock:
             self._commands.append((done, dict(specs)))
         os.write(self._wake_w, b"x")
-        done.wait(timeout)
+        if timeout:
+            done.wait(timeout)
         self._served = dict(specs)
 
     def stop(self) -> None:

@@ -21,6 +21,18 @@ from .schema import COLUMNS, DB_NAME
 T = TypeVar("T")
 
 
+class _TrackingIdl(ovs.db.idl.Idl):
+    """An IDL that remembers which rows changed (its documented notify() hook), so
+    callers can rebuild converted views of those rows only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.changed: dict[str, set[Any]] = {}
+        super().__init__(*args, **kwargs)
+
+    def notify(self, event: Any, row: Any, updates: Any = None) -> None:
+        self.changed.setdefault(row._table.name, set()).add(row.uuid)  # noqa: SLF001
+
+
 class TransactionConflict(Exception):
     """Raised inside a transaction builder to ask for a retry on fresh data."""
 
@@ -58,7 +70,9 @@ class Connection:
                                  f"lacks {table} columns {', '.join(missing)}: {hint}")
         for table, columns in tables.items():
             helper.register_columns(table, list(columns))
-        self.idl = ovs.db.idl.Idl(remote, helper, leader_only=False)
+        self.idl = _TrackingIdl(remote, helper, leader_only=False)
+        #: converted views of rows, per table, for callers that re-read often (ovsdb.ports)
+        self.view_cache: dict[str, dict[Any, Any]] = {}
         self._wait_until(lambda: self.idl.state == self.idl.IDL_S_MONITORING, "the database contents")
 
     def __enter__(self) -> "Connection":

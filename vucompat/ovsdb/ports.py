@@ -10,7 +10,9 @@ share that map.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..catalog import bits_of
@@ -30,19 +32,40 @@ INTERFACE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _views(conn: Connection, table: str, make: Callable[[Any], Any]) -> list[Any]:
+    """make(row) for every row of `table`, rebuilt only for rows that changed.
+
+    The IDL converts a set or map column on every attribute read, which made each
+    reconcile of a few hundred ports cost tens of milliseconds. The connection's IDL
+    records which rows its updates touched (notify()); only those are converted again.
+    """
+    cache = conn.view_cache.setdefault(table, {})
+    for uuid_ in conn.idl.changed.pop(table, ()):
+        cache.pop(uuid_, None)
+    out, seen = [], set()
+    for row in conn.rows(table):
+        if row.uuid not in cache:
+            cache[row.uuid] = make(row)
+        out.append(cache[row.uuid])
+        seen.add(row.uuid)
+    for gone in set(cache) - seen:
+        del cache[gone]
+    return out
+
+
 def read_interfaces(ovs: Connection) -> list[InterfaceView]:
     """Every Interface, as the agent sees it (filtering by type is the planner's)."""
-    return [InterfaceView(uuid=str(row.uuid), name=row.name, type=row.type, request=row.options.get(OPTION),
-                          external_ids=dict(row.external_ids), status=dict(row.status),
-                          server_path=row.options.get(SERVER_PATH))
-            for row in ovs.rows("Interface")]
+    return _views(ovs, "Interface", lambda row: InterfaceView(
+        uuid=str(row.uuid), name=row.name, type=row.type, request=row.options.get(OPTION),
+        external_ids=dict(row.external_ids), status=dict(row.status), server_path=row.options.get(SERVER_PATH)))
 
 
 def read_ports(registry: Connection) -> dict[str, PortView]:
     """Every Port row, with its mode expanded (each mode once, however many ports use it)."""
-    modes = {row.uuid: row_to_mode(row, registry.remote) for row in registry.rows("Compat_Mode")}
-    return {row.interface_name: _port_view(row, modes[row.mode[0].uuid] if row.mode else None)
-            for row in registry.rows("Port")}
+    modes = dict(_views(registry, "Compat_Mode", lambda row: (row.uuid, row_to_mode(row, registry.remote))))
+    # (a Port's mode reference never changes, and modes are never edited: the whole view can be kept)
+    ports = _views(registry, "Port", lambda row: _port_view(row, modes[row.mode[0].uuid] if row.mode else None))
+    return {port.name: port for port in ports}
 
 
 def _port_view(row: Any, mode: Any) -> PortView:
@@ -53,7 +76,8 @@ def _port_view(row: Any, mode: Any) -> PortView:
         error=row.error[0] if row.error else None, mode=mode,
         negotiated_features=bits_to_mask(row.negotiated_features), negotiated=dict(row.negotiated),
         verification=_optional(row.verification), frontend_socket=_optional(row.frontend_socket),
-        relay_socket=_optional(row.relay_socket), violation=_optional(row.violation))
+        relay_socket=_optional(row.relay_socket), violation=_optional(row.violation),
+        interface_type=row.interface_type)
 
 
 def _optional(value: Any) -> Any:
@@ -76,12 +100,31 @@ def load_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortVi
     return {row.interface_name: _port_view(row, by_uuid.get(row.mode[0]) if row.mode else None) for row in rows}
 
 
+@dataclass
+class PendingRedirects:
+    """Client ports half-way onto their relays: their type was flipped; the second
+    half waits until ovs-vswitchd has applied the first (cur_cfg >= target)."""
+
+    redirects: list[Redirect]
+    #: the next_cfg to wait for; None when no ovs-vswitchd runs (finish at once)
+    target: int | None
+    deadline: float = field(default_factory=lambda: time.monotonic() + 10.0)
+
+    def due(self, ovs: Connection) -> bool:
+        if self.target is None or time.monotonic() > self.deadline:
+            return True
+        return all(row.cur_cfg >= self.target for row in ovs.rows("Open_vSwitch"))
+
+
 def apply(registry: Connection, ovs: Connection, plan: Callable[[], list[Action]],
-          before_interfaces: Callable[[], None] = lambda: None) -> list[Action]:
+          before_interfaces: Callable[[list[Action]], None] = lambda actions: None,
+          ) -> tuple[list[Action], PendingRedirects | None]:
     """Make `plan()` (from the current contents) and carry it out: the registry in one
     transaction (planned again if a concurrent writer interferes), then
-    `before_interfaces()` (the agent starts relays there), then the Interfaces:
-    redirects and mirrors. Returns the actions taken. Raises OvsdbError."""
+    `before_interfaces()` (the agent starts relays there), then the Interfaces: the
+    mirrors, with the first half of any redirect. Returns the actions taken and the
+    redirects to finish with finish_redirects() once they are due (the caller keeps
+    serving other ports meanwhile). Raises OvsdbError."""
 
     def build(txn: Any) -> list[Action]:
         actions = plan()
@@ -89,40 +132,32 @@ def apply(registry: Connection, ovs: Connection, plan: Callable[[], list[Action]
         return actions
 
     actions, _written = registry.transact(build)
-    before_interfaces()
+    before_interfaces(actions)
+    mirrors = [a for a in actions if isinstance(a, Mirror)]
     redirects = [a for a in actions if isinstance(a, Redirect)]
-    if redirects:
-        _flip_types(ovs, redirects)
-    interface_actions = [a for a in actions if isinstance(a, (Mirror, Redirect))]
-    if interface_actions:
-        ovs.transact(lambda txn: _stage_interfaces(ovs, interface_actions))
-    return actions
+    pending = None
+    if mirrors or redirects:
+        waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects))
+        if redirects:
+            target = max(row.next_cfg for row in ovs.rows("Open_vSwitch")) if waits else None
+            pending = PendingRedirects(redirects, target)
+    return actions, pending
 
 
-def _flip_types(ovs: Connection, redirects: Sequence[Redirect]) -> None:
-    """OVS registers a dpdkvhostuserclient socket path once: a changed
-    vhost-server-path alone is ignored until the netdev is created again. Changing
-    the type and back recreates it (same Interface row, same ofport). The first half
-    waits for ovs-vswitchd to apply it (cur_cfg), when one is running."""
-    def build(txn: Any) -> int | None:
-        rows = {str(row.uuid): row for row in ovs.rows("Interface")}
-        for redirect in redirects:
-            if redirect.interface_uuid in rows:
-                rows[redirect.interface_uuid].type = "dpdkvhostuser"
-        switch = ovs.rows("Open_vSwitch")
-        if switch and switch[0].cur_cfg > 0:  # a vswitchd has applied config: wait for it
-            switch[0].increment("next_cfg")
-            return 1
-        return None
+def finish_redirects(ovs: Connection, pending: PendingRedirects) -> None:
+    """The second half: type back to dpdkvhostuserclient, with the relay's path."""
+    if pending.target is not None and time.monotonic() > pending.deadline:
+        log.warning("ovs-vswitchd did not apply the ports' re-creation within 10s; finishing anyway")
+    rows = {str(row.uuid): row for row in ovs.rows("Interface")}
 
-    waits, _ = ovs.transact(build)
-    if waits:
-        target = max(row.next_cfg for row in ovs.rows("Open_vSwitch"))
-        try:
-            ovs._wait_until(lambda: all(row.cur_cfg >= target for row in ovs.rows("Open_vSwitch")),
-                            "ovs-vswitchd to apply the port's re-creation")
-        except Exception as err:  # no vswitchd after all: the new path applies when it starts
-            log.warning("%s; continuing", err)
+    def build(txn: Any) -> None:
+        for redirect in pending.redirects:
+            row = rows.get(redirect.interface_uuid)
+            if row is not None:
+                row.type = "dpdkvhostuserclient"
+                row.setkey("options", SERVER_PATH, redirect.path)
+
+    ovs.transact(build)
 
 
 def _stage_registry(registry: Connection, txn: Any, actions: Sequence[Action]) -> None:
@@ -172,21 +207,29 @@ def _set_fields(row: Any, fields: Any) -> None:
         setattr(row, column, value)
 
 
-def _stage_interfaces(ovs: Connection, actions: Sequence[Mirror | Redirect]) -> None:
-    """Key by key (mutate): external_ids mirrors, and relay redirects in options."""
+def _stage_interfaces(ovs: Connection, txn: Any, mirrors: Sequence[Mirror], redirects: Sequence[Redirect]) -> bool:
+    """Key by key (mutate): the external_ids mirrors. And the first half of each
+    redirect: OVS registers a dpdkvhostuserclient socket path once, so a new
+    vhost-server-path alone is ignored until the netdev is created again; changing
+    the type and back (finish_redirects) recreates it, same row, same ofport.
+    Returns whether to wait for ovs-vswitchd (one is running) before the second half."""
     rows = {str(row.uuid): row for row in ovs.rows("Interface")}
-    for action in actions:
-        row = rows.get(action.interface_uuid)
+    for mirror in mirrors:
+        row = rows.get(mirror.interface_uuid)
         if row is None:
             continue  # deleted meanwhile: the next reconcile removes its Port
-        if isinstance(action, Redirect):
-            row.type = "dpdkvhostuserclient"
-            row.setkey("options", SERVER_PATH, action.path)
-            continue
-        for key, value in action.set.items():
+        for key, value in mirror.set.items():
             row.setkey("external_ids", key, value)
-        for key in action.delete:
+        for key in mirror.delete:
             row.delkey("external_ids", key)
+    for redirect in redirects:
+        if redirect.interface_uuid in rows:
+            rows[redirect.interface_uuid].type = "dpdkvhostuser"
+    switch = ovs.rows("Open_vSwitch")
+    if redirects and switch and switch[0].cur_cfg > 0:  # a vswitchd has applied config: it must see this
+        switch[0].increment("next_cfg")
+        return True
+    return False
 
 
 def vhost_sock_dir(ovs: Connection, ovs_rundir: Any) -> Any:
