@@ -167,3 +167,18 @@ def test_after_an_agent_restart_the_relay_listens_again_and_the_port_works(enfor
     features = eventually(reconnected, timeout=30, what="the port to work again through the relay")
     assert "VIRTIO_F_RING_PACKED" not in features
     eventually(lambda: enforcing.port("survivor")["state"] == "applied", timeout=30)
+
+
+def test_a_rejected_port_fails_closed(enforcing: Switch):
+    """A port whose request was rejected gets no relay connection at all: it cannot
+    run unmasked by accident, though its frontend is up."""
+    vs, d = enforcing.vswitchd, enforcing.directory
+    vs.add_vhost_port("closed", d / "fe-closed.sock", compat="upstream.ovs-dpdk.v9.9")
+    ids = enforcing.mirrored("closed")
+    assert ids["vhost-compat-state"] == "rejected"
+    enforcing.frontend("fe-closed", queues=1, queue_size=256)
+    assert (d / "fe-closed.sock").exists()
+    path = vs.vsctl("get", "Interface", "closed", "options:vhost-server-path").strip('"')
+    assert path == ids["vhost-compat-relay"] and not Path(path).exists()  # nobody serves it
+    time.sleep(3)  # OVS retries every second; it must never reach the frontend
+    assert "status=connected" not in vs.vsctl("get", "Interface", "closed", "status")
