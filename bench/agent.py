@@ -27,7 +27,7 @@ from vucompat.ovsdb.sandbox import OvsdbSandbox
 
 REPO = Path(__file__).resolve().parent.parent
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
-CAPS = REPO / "tests" / "fixtures" / "capabilities-ovs-2.13.toml"
+CAPS = REPO / "examples" / "capabilities-ovs-2.13.toml"
 ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
 
 

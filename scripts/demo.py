@@ -93,7 +93,7 @@ def main() -> None:
         tables_old.mkdir()
         (tables_old / "upstream.ovs-dpdk.toml").write_text(
             table_text_until((REPO / "compat_tables" / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
-        caps_old = REPO / "tests" / "fixtures" / "capabilities-ovs-2.13.toml"
+        caps_old = REPO / "examples" / "capabilities-ovs-2.13.toml"
         subprocess.run(["ovs-vsctl", f"--db={old.unix_remote}", "--no-wait", "init", "--", "set", "Open_vSwitch",
                         ".", "ovs_version=2.13.0", 'dpdk_version="DPDK 19.11.0"'], check=True)
 
@@ -202,23 +202,6 @@ def wait_for(server: OvsdbSandbox, iface: str, key: str = "vhost-compat-state", 
     raise SystemExit(f"demo: the agent did not record {iface} within {timeout}s")
 
 
-ONE_PAIR = """lineage = "acme.ovs-dpdk"
-summary = "ACME's small-VM profile: one queue pair"
-
-[[mode]]
-version = "1.0"
-released = 2015-06-01
-virtio_features = ["VIRTIO_NET_F_GUEST_CSUM", "VIRTIO_NET_F_MRG_RXBUF", "VIRTIO_NET_F_CTRL_VQ",
-  "VIRTIO_NET_F_CTRL_RX", "VIRTIO_NET_F_MQ", "VHOST_F_LOG_ALL", "VIRTIO_RING_F_INDIRECT_DESC",
-  "VHOST_USER_F_PROTOCOL_FEATURES", "VIRTIO_F_VERSION_1"]
-protocol_features = ["VHOST_USER_PROTOCOL_F_MQ", "VHOST_USER_PROTOCOL_F_LOG_SHMFD", "VHOST_USER_PROTOCOL_F_RARP",
-  "VHOST_USER_PROTOCOL_F_REPLY_ACK", "VHOST_USER_PROTOCOL_F_MTU"]
-max_queue_pairs = 1
-max_rx_queue_size = 256
-max_tx_queue_size = 256
-"""
-
-
 def guest(host: OvsdbSandbox, started: list, name: str, **kw: object) -> Testpmd:
     """A testpmd frontend standing for a VM's virtio-net driver."""
     frontend = Testpmd(host.directory / f"{name}.sock", host.directory / f"testpmd-{name}.log", **kw)  # type: ignore
@@ -264,10 +247,8 @@ def ports_screens(host: OvsdbSandbox, started: list) -> None:
     vsctl(host, "get", "Interface", "vhu1", "external_ids")
 
     screen("9. A frontend that goes beyond its port's mode anyway is stopped, and the port says why")
-    site = RUN / "site-tables-old"
-    site.mkdir(exist_ok=True)
-    (site / "acme.ovs-dpdk.toml").write_text(ONE_PAIR)
-    vucompat("load", "--db", host.unix_remote, "--tables", str(site), "--tables", str(RUN / "tables-compute-old"))
+    vucompat("load", "--db", host.unix_remote, "--tables", str(REPO / "examples" / "one-queue-pair"),
+             "--tables", str(RUN / "tables-compute-old"))
     say("A port in a one-queue-pair mode; DPDK's virtio-user ignores the cap it is told and sets up two pairs:")
     vsctl(host, "add-port", "br0", "vhu2", "--", "set", "Interface", "vhu2", "type=dpdkvhostuserclient",
           f"options:vhost-server-path={host.directory}/vm3.sock", "options:vhost-compat=acme.ovs-dpdk.v1.0")

@@ -11,6 +11,8 @@ import pytest
 from vucompat.tables import shipped_tables_dir, table_text_until as truncated_upstream
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: sample files shipped for users, also used by the tests, the demo and the benchmarks
+EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import FIXTURES, select
+from conftest import EXAMPLES, select
 from vucompat import catalog
 from vucompat import vhostuser as vu
 from vucompat.dpdk_sandbox import VSWITCHD_DPDK, Testpmd, Vswitchd
@@ -129,7 +129,7 @@ def start_switch(enforce: bool):
     sw = Switch(directory, server, vswitchd, agent)
     try:
         subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote, "--host-name", "switch-1",
-                        "--tables", str(FIXTURES / "one-queue-pair")], check=True, capture_output=True, env=ENV)
+                        "--tables", str(EXAMPLES / "one-queue-pair")], check=True, capture_output=True, env=ENV)
         vswitchd.start()
         agent.start()
         # the agent probes the backend at start: ports are resolved against what it really offers

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import FIXTURES, select, truncated_upstream
+from conftest import EXAMPLES, FIXTURES, select, truncated_upstream
 from vucompat.cli import main
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.schema import shipped_schema
@@ -107,7 +107,7 @@ def test_a_redefinition_is_refused_and_nothing_is_written(ovsdb_servers, tmp_pat
     other = ACME.replace('"VIRTIO_NET_F_MQ", ', "").replace("max_queue_pairs = 8", "max_queue_pairs = 4") + \
         '\n[[mode]]\nversion = "1.1"\nreleased = 2021-01-01\nenable = ["VIRTIO_NET_F_MTU"]\n'
     code, out = run("load", "--db", server.unix_remote, "--tables", str(tables_dir(tmp_path, "b", other)),
-                    "--capabilities", str(FIXTURES / "capabilities-ovs-2.13.toml"))
+                    "--capabilities", str(EXAMPLES / "capabilities-ovs-2.13.toml"))
     assert code == 2
     assert "refusing to load" in out and "Nothing was written" in out
     assert "acme.vswitch.v1.0 (-VIRTIO_NET_F_MQ, max_queue_pairs 8 -> 4)" in out
@@ -278,7 +278,7 @@ def test_negotiate_between_two_real_servers(ovsdb_servers, tmp_path: Path, shipp
     old = ovsdb_servers("compute-old", tcp=True)
     run("load", "--db", new.unix_remote, "--host-name", "compute-new")
     run("load", "--db", old.unix_remote, "--host-name", "compute-old", "--tables", str(older_tables(tmp_path, shipped)),
-        "--capabilities", str(FIXTURES / "capabilities-ovs-2.13.toml"))
+        "--capabilities", str(EXAMPLES / "capabilities-ovs-2.13.toml"))
     code, out = run("negotiate", "--source", new.tcp_remote, "--dest", old.tcp_remote, "--format", "json")
     data = json.loads(out)
     assert code == 0 and data["mode"] == "upstream.ovs-dpdk.v2.13"
@@ -337,7 +337,7 @@ def test_the_one_shot_reader_and_the_monitoring_client_agree(ovsdb_servers):
     from vucompat.ovsdb.registry import RemoteHost, load_remote_host
 
     server = ovsdb_servers("agree")
-    run("load", "--db", server.unix_remote, "--capabilities", str(FIXTURES / "capabilities-ovs-2.13.toml"))
+    run("load", "--db", server.unix_remote, "--capabilities", str(EXAMPLES / "capabilities-ovs-2.13.toml"))
     once = load_remote_host(server.unix_remote)
     client = RemoteHost(server.unix_remote)
     try:

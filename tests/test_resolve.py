@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import EXAMPLES
 from vucompat import catalog
 from vucompat.reconcile import (CreatePort, InterfaceView, Mirror, PortView, RemovePort, UpdatePort, plan)
 from vucompat.registry import Host
@@ -17,7 +17,7 @@ from vucompat.tables import load_registry, read_capabilities
 @pytest.fixture
 def host(shipped: Path) -> Host:
     # a host whose backend offers what OVS 2.13 offers
-    return Host("h", load_registry([shipped]), read_capabilities(FIXTURES / "capabilities-ovs-2.13.toml"))
+    return Host("h", load_registry([shipped]), read_capabilities(EXAMPLES / "capabilities-ovs-2.13.toml"))
 
 
 def test_resolve_specials_and_names(host: Host):
