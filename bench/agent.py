@@ -98,7 +98,7 @@ def main() -> None:
                 add_times.append(returned - start)
                 agent_times.append(done - returned)
             ms = 1000
-            print(f"200 ports, one `ovs-vsctl add-port` each (ovs-vswitchd-dpdk running):")
+            print("200 ports, one `ovs-vsctl add-port` each (ovs-vswitchd-dpdk running):")
             print(f"  add-port itself:                 p50 {statistics.median(add_times) * ms:6.1f} ms   "
                   f"p99 {percentile(add_times, 99) * ms:6.1f} ms")
             print(f"  add-port return -> mode recorded: p50 {statistics.median(agent_times) * ms:6.1f} ms   "

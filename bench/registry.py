@@ -10,7 +10,6 @@ warm process (connections open) < 5 ms median.
 
 from __future__ import annotations
 
-import errno
 import statistics
 import subprocess
 import sys

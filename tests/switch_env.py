@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -24,9 +21,7 @@ import pytest
 
 from conftest import EXAMPLES, select
 from vucompat import catalog
-from vucompat import vhostuser as vu
 from vucompat.dpdk_sandbox import VSWITCHD_DPDK, Testpmd, Vswitchd
-from vucompat.tables import read_table
 from vucompat.ovsdb.sandbox import OvsdbSandbox
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")

@@ -5,11 +5,7 @@ a user would, dpdk-testpmd as the frontend; the agent records and verifies
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
-import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
@@ -17,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import select
-from switch_env import ENV, LATEST, VUCOMPAT, Switch, Testpmd, eventually, negotiated, start_switch
+from switch_env import ENV, LATEST, VUCOMPAT, Switch, eventually, negotiated, start_switch
 from vucompat import catalog
-from vucompat import vhostuser as vu
 from vucompat.tables import read_table
 
 

@@ -209,7 +209,6 @@ def test_upgrade_converts_offline_and_online_keeping_rows(ovsdb_servers, tmp_pat
 
 
 def test_db_create_and_attach_to_a_running_server(ovsdb_servers, tmp_path: Path):
-    server = ovsdb_servers("plain")
     fresh = tmp_path / "registry.db"
     code, out = run("db", "create", str(fresh))
     assert code == 0 and f"schema {CURRENT}" in out

@@ -3,10 +3,8 @@ to ovs-vswitchd-dpdk, a test client that asks too much, fuzzed messages, restart
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import socket
 import struct
 import subprocess
@@ -15,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import select
-from switch_env import ENV, LATEST, VUCOMPAT, Switch, Testpmd, eventually, negotiated, start_switch
+from switch_env import ENV, VUCOMPAT, Switch, Testpmd, eventually, negotiated, start_switch
 from vucompat import catalog
 from vucompat import vhostuser as vu
-from vucompat.tables import read_table
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,95 @@
+"""The `vucompat` command line: a thin shell around the core.
+
+Exit codes: 0 success or a positive verdict; 1 a negative verdict (incompatible,
+no common mode, lint findings); 2 bad input or usage. Errors a user can cause are
+printed as one message on stderr, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ..errors import UsageError, VucompatError
+
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+                       show_default=True, help="text for people, json for programs (docs/cli.md).")
+_TABLES = click.option("--tables", "tables", multiple=True, type=click.Path(path_type=Path),
+                       help="A directory of table files, searched first (repeatable); then "
+                            "$VUCOMPAT_TABLES, /etc/vucompat/compat_tables.d/, the shipped tables.")
+
+
+class _Group(click.Group):
+    """Turns a VucompatError into one message on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VucompatError as err:
+            click.secho(f"error: {err}", err=True, fg="red")
+            ctx.exit(2)
+
+
+def _emit(fmt: str, data: Any, text: Callable[[], str]) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        click.echo(text())
+
+
+_DB = click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB",
+                   help="Read the modes from this registry database (unix:PATH, tcp:IP:PORT, ssl:IP:PORT) "
+                        "instead of table files. Env: VUCOMPAT_DB.")
+
+
+def _connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--timeout and the SSL files, for every command that may talk to ovsdb-server."""
+    for option in reversed([
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+                     help="Seconds to wait for an ovsdb-server before giving up (exit 2)."),
+        click.option("--ssl-key", type=click.Path(exists=True), help="Private key for ssl: remotes."),
+        click.option("--ssl-cert", type=click.Path(exists=True), help="Certificate for ssl: remotes."),
+        click.option("--ssl-ca", type=click.Path(exists=True), help="CA certificate for ssl: remotes."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _conn(kw: dict[str, Any]) -> dict[str, Any]:
+    """{timeout, ssl} from the connection options; removes them from `kw`."""
+    key, cert, ca = kw.pop("ssl_key"), kw.pop("ssl_cert"), kw.pop("ssl_ca")
+    ssl = None
+    if key or cert or ca:
+        if not (key and cert and ca):
+            raise UsageError(message="ssl: remotes need all of --ssl-key, --ssl-cert and --ssl-ca")
+        from ..ovsdb.rpc import SslOptions
+
+        ssl = SslOptions(key, cert, ca)
+    return {"timeout": kw.pop("timeout"), "ssl": ssl}
+
+
+def _registry(tables: tuple[Path, ...], db: str | None = None, conn: dict[str, Any] | None = None):  # -> Registry
+    if db:
+        from ..hosts import REMOTE_PREFIXES, open_host
+
+        if not db.startswith(REMOTE_PREFIXES):
+            raise UsageError(message=f"--db {db}: give an OVSDB remote, e.g. unix:/run/vucompat/db.sock")
+        return open_host(db, **(conn or {})).registry
+    from ..tables import load_registry, search_path
+
+    return load_registry(search_path(tables, os.environ))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vucompat")
+def main() -> None:
+    """vhost-user compatibility modes for Open vSwitch ports: compat tables,
+    compare, baseline and negotiation between hosts."""
+
+
+# the commands, by subject (each module registers its commands on `main`)
+from . import modes, registry, ports  # noqa: E402,F401

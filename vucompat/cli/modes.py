@@ -1,0 +1,192 @@
+"""Commands on modes: features, list, show, compare, baseline, negotiate, lint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import UsageError
+from . import _DB, _FORMAT, _TABLES, _conn, _connection_options, _emit, _registry, main
+
+
+@main.command()
+@click.option("--decode", metavar="HEX", help="Print the feature names of a mask, e.g. 0xd7c66a7ca.")
+@click.option("--mask", type=click.Choice(["virtio", "protocol"]), default="virtio", show_default=True,
+              help="Which mask --decode reads.")
+@_FORMAT
+def features(decode: str | None, mask: str, fmt: str) -> None:
+    """List the feature catalog (or decode a mask into names)."""
+    from .. import catalog, render
+
+    if decode is not None:
+        try:
+            value = catalog.parse_hex(decode)
+        except ValueError as err:
+            raise UsageError(message=f"--decode: {err}") from None
+        names = catalog.mask_to_names(value, mask)  # type: ignore[arg-type]
+        _emit(fmt, {"mask": mask, "hex": catalog.to_hex(value), "features": names}, lambda: "\n".join(names))
+        return
+    data = [{"name": f.name, "bit": f.bit, "mask": f.mask, "summary": f.summary,
+             "requires": [list(g) for g in f.requires], "requirement_breaks_guest": f.requirement_breaks_guest,
+             "host_dependent": f.host_dependent, "deprecated": f.deprecated, "guest_abi": f.guest_abi,
+             "aliases": list(f.aliases)} for f in catalog.FEATURES]
+    _emit(fmt, data, render.feature_table)
+
+
+@main.command("list")
+@_TABLES
+@_DB
+@click.option("--host", metavar="HOST",
+              help="List this host's modes, with whether its backend can run each: a host directory "
+                   "or the OVSDB remote of its registry.")
+@_connection_options
+@_FORMAT
+def list_(tables: tuple[Path, ...], db: str | None, host: str | None, fmt: str, **kw: Any) -> None:
+    """List the modes, newest first."""
+    from .. import render
+    from ..compare import runnable
+    from ..hosts import open_host
+
+    conn = _conn(kw)
+    loaded = open_host(host, **conn) if host else None
+    registry = loaded.registry if loaded else _registry(tables, db, conn)
+    caps = loaded.capabilities.abi if loaded and loaded.capabilities else None
+    rows, data = [], []
+    for mode in registry.newest_first:
+        verdict = runnable(mode.abi, caps) if loaded else None
+        item: dict[str, Any] = {"name": mode.name, "lineage": mode.lineage, "version": mode.version,
+                                "released": mode.released.isoformat() if mode.released else None,
+                                "digest": mode.digest}
+        if verdict is not None:
+            item.update(verdict.as_dict())
+        data.append(item)
+        rows.append([mode.name, item["released"] or "-", render.short_digest(mode.digest)]
+                    + ([render.runnable_cell(verdict)] if loaded else []))
+    header = ["NAME", "RELEASED", "DIGEST"] + (["RUNNABLE"] if loaded else [])
+    _emit(fmt, data, lambda: render.table(rows, header))
+
+
+@main.command()
+@click.argument("mode")
+@_TABLES
+@_DB
+@click.option("--hex", "hex_masks", is_flag=True, help="Also print the masks in hex.")
+@_connection_options
+@_FORMAT
+def show(mode: str, tables: tuple[Path, ...], db: str | None, hex_masks: bool, fmt: str, **kw: Any) -> None:
+    """Show one mode, expanded (MODE+recommended: without deprecated features)."""
+    from .. import catalog, render
+
+    expanded = _registry(tables, db, _conn(kw)).expand(mode)
+    data = expanded.as_dict()
+    if hex_masks:
+        data.update(virtio_mask=catalog.to_hex(expanded.abi.virtio), protocol_mask=catalog.to_hex(expanded.abi.protocol))
+    _emit(fmt, data, lambda: render.mode_text(expanded, hex_masks))
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+@_TABLES
+@_DB
+@_connection_options
+@_FORMAT
+def compare(a: str, b: str, tables: tuple[Path, ...], db: str | None, fmt: str, **kw: Any) -> None:
+    """Compare mode A with mode B: identical, superset, subset or incompatible.
+
+    Exit 1 when incompatible."""
+    from .. import render
+    from ..compare import compare as compare_abis
+
+    registry = _registry(tables, db, _conn(kw))
+    result = compare_abis(registry.expand(a).abi, registry.expand(b).abi)
+    _emit(fmt, {"a": a, "b": b, **result.as_dict()}, lambda: render.comparison_text(a, b, result))
+    if result.result == "incompatible":
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@_TABLES
+@_DB
+@_connection_options
+@_FORMAT
+def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], db: str | None, fmt: str, **kw: Any) -> None:
+    """The greatest configuration that every input can run.
+
+    Each input is a mode name or a capabilities file (a path ending in .toml).
+    Deprecated features are left out."""
+    from .. import render
+    from ..compare import baseline as baseline_of
+    from ..tables import read_capabilities
+
+    conn = _conn(kw)
+    registry = None
+    abis = []
+    for item in inputs:
+        if item.endswith(".toml"):
+            abis.append(read_capabilities(Path(item)).abi)
+        else:
+            registry = registry or _registry(tables, db, conn)
+            abis.append(registry.expand(item).abi)
+    result = baseline_of(abis, inputs)
+    _emit(fmt, result.as_dict(), lambda: render.mode_text(result))
+
+
+@main.command()
+@click.option("--source", required=True, metavar="HOST",
+              help="The source host: the OVSDB remote of its registry, or a directory of table files "
+                   "(+ optional capabilities.toml).")
+@click.option("--dest", required=True, metavar="HOST", help="The destination host, likewise.")
+@click.option("--policy", default="latest", show_default=True,
+              help="latest, recommended (latest minus deprecated features) or a mode name.")
+@_connection_options
+@_FORMAT
+def negotiate(source: str, dest: str, policy: str, fmt: str, **kw: Any) -> None:
+    """The newest mode both hosts define with the same digest and can run.
+
+    Exit 1 when there is none; the candidates say why."""
+    from .. import render
+    from ..hosts import open_host
+    from ..negotiate import negotiate as negotiate_hosts
+
+    conn = _conn(kw)
+    result = negotiate_hosts(open_host(source, **conn), open_host(dest, **conn), policy)
+    _emit(fmt, result.as_dict(), lambda: render.negotiation_text(result))
+    if result.mode is None:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.argument("dirs", nargs=-1, type=click.Path(path_type=Path))
+@_TABLES
+@click.option("--strict", is_flag=True, help="Warnings fail the lint too.")
+@click.option("--update-lock", is_flag=True,
+              help="Release: add the modes not yet in each DIR's released.lock (never changes an entry).")
+@_FORMAT
+def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_lock: bool, fmt: str) -> None:
+    """Check table directories (default: the search path) and their released.lock.
+
+    Exit 1 on errors (and on warnings with --strict)."""
+    from .. import render
+    from ..lint import lint as lint_dirs, update_lock as add_to_lock
+    from ..tables import search_path
+
+    for directory in dirs:
+        if not directory.is_dir():
+            raise UsageError(message=f"{directory} is not a directory of table files")
+    targets = list(dirs) or search_path(tables, os.environ)
+    if update_lock:
+        if not dirs:
+            raise UsageError(message="--update-lock needs the directory to release, e.g. compat_tables/")
+        added = {str(d): add_to_lock(d) for d in targets}
+        _emit(fmt, {"added": added}, lambda: "\n".join(
+            f"{d}: added {', '.join(names) or 'nothing'} to released.lock" for d, names in added.items()))
+        return
+    report = lint_dirs(targets)
+    _emit(fmt, {"ok": not report.failed(strict), **report.as_dict()}, lambda: render.lint_text(report, strict))
+    if report.failed(strict):
+        raise SystemExit(1)

@@ -1,0 +1,172 @@
+"""Commands on ports and the backend: agent, port list/show, probe, dump."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ..errors import UsageError
+from . import _FORMAT, _conn, _connection_options, _emit, main
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The registry database (usually the same server as Open_vSwitch).")
+@click.option("--ovs-db", metavar="REMOTE", help="Where the Open_vSwitch database is served (default: --db).")
+@click.option("--log-file", type=click.Path(path_type=Path), help="Log here instead of to stderr.")
+@click.option("-v", "--verbose", count=True, help="More detail in the log (-v: each mirror write).")
+@click.option("--enforcement", type=click.Choice(["relay", "off"]), default="relay", show_default=True,
+              envvar="VUCOMPAT_ENFORCEMENT",
+              help="relay: a masking relay on each port's vhost-user socket; off: record and verify only "
+                   "(for a backend that masks natively). Env: VUCOMPAT_ENFORCEMENT.")
+@click.option("--relay-dir", type=click.Path(path_type=Path), default="/var/run/vucompat", show_default=True,
+              help="Where the relays' sockets live.")
+@click.option("--ovs-rundir", type=click.Path(path_type=Path), envvar="OVS_RUNDIR", default="/var/run/openvswitch",
+              show_default=True, help="ovs-vswitchd's run directory (dpdkvhostuser sockets are under it).")
+@_connection_options
+def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enforcement: str, relay_dir: Path,
+          ovs_rundir: Path, **kw: Any) -> None:
+    """Run the port agent in the foreground: resolve each vhost-user port's
+    options:vhost-compat once, record it (Port row, Interface external_ids) and
+    verify what its frontend negotiated. Stops on SIGTERM or SIGINT."""
+    import logging
+
+    from ..agent import Agent
+
+    logging.basicConfig(filename=str(log_file) if log_file else None,
+                        level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Agent(db=db, ovs_db=ovs_db, enforce=enforcement == "relay", relay_dir=relay_dir, ovs_rundir=ovs_rundir,
+          **_conn(kw)).run()
+
+
+@main.group()
+def port() -> None:
+    """The ports the agent has resolved."""
+
+
+def _port_data(view: Any) -> dict[str, Any]:
+    from ..reconcile import describe_negotiated
+    from ..resolve import parse_status, verify
+
+    negotiated = parse_status(view.negotiated) if view.negotiated else None
+    verdict = verify(view.mode, negotiated) if negotiated and view.mode else None
+    return {"interface": view.name, "requested": view.requested, "resolved": view.resolved,
+            "digest": view.mode.digest if view.mode else None, "state": view.state, "error": view.error,
+            "negotiated_features": describe_negotiated(view.negotiated_features),
+            "negotiated": dict(view.negotiated), "verification": view.verification,
+            "offending": verdict.as_dict()["offending"] if verdict else [],
+            "relay_socket": view.relay_socket, "frontend_socket": view.frontend_socket, "violation": view.violation}
+
+
+@port.command("list")
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True, help="The registry database.")
+@_connection_options
+@_FORMAT
+def port_list(db: str, fmt: str, **kw: Any) -> None:
+    """Every port with a mode: requested, resolved, state."""
+    from .. import render
+    from ..ovsdb.ports import load_ports
+
+    ports = load_ports(db, **_conn(kw))
+    data = [_port_data(view) for _name, view in sorted(ports.items())]
+    rows = [[d["interface"], d["requested"], d["resolved"] or "-", render.state_cell(d["state"]),
+             (d["error"] or "")[:100]] for d in data]
+    _emit(fmt, data, lambda: render.table(rows, ["INTERFACE", "REQUESTED", "RESOLVED", "STATE", "ERROR"]))
+
+
+@port.command("show")
+@click.argument("interface")
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True, help="The registry database.")
+@_connection_options
+@_FORMAT
+def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
+    """One port: request, resolved mode, state, error, negotiated features and the
+    verdict of the last verification."""
+    from .. import render
+    from ..ovsdb.ports import load_ports
+
+    ports = load_ports(db, **_conn(kw))
+    if interface not in ports:
+        raise UsageError(message=f"no port {interface} in the registry at {db}: `vucompat port list` shows "
+                         f"the {len(ports)} there are (is the agent running?)")
+    data = _port_data(ports[interface])
+    _emit(fmt, data, lambda: render.port_text(data))
+
+
+def _probe_offer(db: str, bridge: str | None, socket_path: Path | None, timeout: float):  # -> (Offer, info)
+    from ..ovsdb.load import read_switch
+    from ..probe import SETTINGS, probe_bridge, probe_socket, settings_fingerprint
+
+    versions, other_config, netdev = read_switch(db, timeout)
+    if socket_path is not None:
+        offer = probe_socket(socket_path, timeout)
+    else:
+        bridge = bridge or (netdev[0] if netdev else None)
+        if bridge is None:
+            raise UsageError(message=f"{db} has no netdev bridge to add a probe port to: give --bridge, or "
+                             "--socket PATH of a dpdkvhostuser port")
+        offer = probe_bridge(db, bridge, timeout=max(timeout, 10.0))
+    info = {f"probe-{k}": other_config.get(k, "") for k in SETTINGS}
+    info["probe-fingerprint"] = settings_fingerprint(versions.get("ovs_version"), versions.get("dpdk_version"),
+                                                     other_config)
+    return offer, info, versions
+
+
+_PROBE_TARGET = [
+    click.option("--bridge", help="Add the short-lived probe port to this bridge (default: the first netdev bridge)."),
+    click.option("--socket", "socket_path", type=click.Path(path_type=Path),
+                 help="Probe this backend socket instead (a dpdkvhostuser port's socket)."),
+]
+
+
+def _probe_target(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_PROBE_TARGET):
+        f = option(f)
+    return f
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The server of the registry and of Open_vSwitch.")
+@_probe_target
+@_connection_options
+@_FORMAT
+def probe(db: str, bridge: str | None, socket_path: Path | None, fmt: str, **kw: Any) -> None:
+    """Ask the live backend what it offers (GET_FEATURES, GET_PROTOCOL_FEATURES,
+    GET_QUEUE_NUM) and record it in the Host row: every mode is then runnable or not."""
+    from .. import catalog
+    from ..mode import Capabilities
+    from ..ovsdb.connection import Connection
+    from ..ovsdb.load import record_probe
+
+    conn = _conn(kw)
+    offer, info, versions = _probe_offer(db, bridge, socket_path, conn["timeout"])
+    with Connection(db, **conn) as registry:
+        record_probe(registry, Capabilities(offer.abi(), source="probe"), info, versions=versions)
+    data = {"virtio_features": catalog.mask_to_names(offer.virtio, "virtio"), "virtio_mask": catalog.to_hex(offer.virtio),
+            "protocol_features": catalog.mask_to_names(offer.protocol, "protocol"),
+            "protocol_mask": catalog.to_hex(offer.protocol), "max_queue_pairs": offer.queue_pairs, **versions, **info}
+    _emit(fmt, data, lambda: "\n".join([f"probed {db}: virtio {data['virtio_mask']}, protocol {data['protocol_mask']}, "
+                                         f"{offer.queue_pairs} queue pairs; recorded in the Host row",
+                                         "`vucompat list --host " + db + "` shows which modes it can run"]))
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The server of the Open_vSwitch database.")
+@_probe_target
+@click.option("--version", "version", default="NEW", show_default=True, help="The version to write in the entry.")
+@_connection_options
+def dump(db: str, bridge: str | None, socket_path: Path | None, version: str, **kw: Any) -> None:
+    """Print what the live backend offers as a ready-to-paste [[mode]] table entry."""
+    from ..probe import dump_entry
+
+    conn = _conn(kw)
+    offer, _info, versions = _probe_offer(db, bridge, socket_path, conn["timeout"])
+    provenance = {"ovs": versions.get("ovs_version", "unknown")}
+    if versions.get("dpdk_version"):
+        provenance["dpdk"] = versions["dpdk_version"].removeprefix("DPDK ")
+    click.echo(dump_entry(offer, version, provenance), nl=False)
