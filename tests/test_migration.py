@@ -1,0 +1,181 @@
+"""Migration decisions: the pure rules, a property, and the API and CLI against
+real ovsdb-servers standing for three hosts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, strategies as st
+
+from conftest import EXAMPLES, select, truncated_upstream
+from vucompat import catalog
+from vucompat.api import Client
+from vucompat.migration import Scope, check_migration, select_mode
+from vucompat.mode import Capabilities
+from vucompat.ovsdb import rpc
+from vucompat.reconcile import PortView
+from vucompat.registry import Host
+from vucompat.tables import load_registry, read_capabilities
+
+VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
+V213_OFFER = 0xD7C66A7CA
+V32_OFFER = 0xD7C66A7CB
+
+
+@pytest.fixture
+def hosts(shipped: Path, tmp_path: Path) -> dict[str, Host]:
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    (old_dir / "upstream.ovs-dpdk.toml").write_text(
+        truncated_upstream((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
+    new_caps = read_capabilities(EXAMPLES / "capabilities-ovs-2.13.toml")
+    new_caps = Capabilities(type(new_caps.abi)(V32_OFFER, 0x10CBF, 128, 32768, 32768))
+    return {"new": Host("new", load_registry([shipped]), new_caps),
+            "old": Host("old", load_registry([old_dir]), read_capabilities(EXAMPLES / "capabilities-ovs-2.13.toml"))}
+
+
+def port(host: Host, mode: str | None, negotiated: int = 0, state: str = "applied", resolved: str | None = None):
+    m = host.registry.expand(mode) if mode else None
+    return PortView("vhu0", "u", mode or "passthrough", resolved or (mode or "passthrough"), state, None, m,
+                    negotiated_features=negotiated)
+
+
+def test_allowed_by_contract(hosts):
+    verdict = check_migration(port(hosts["new"], "upstream.ovs-dpdk.v2.13"), hosts["new"], hosts["old"])
+    assert verdict.allowed and verdict.level == "contract"
+
+
+def test_refused_by_contract_names_the_features(hosts):
+    verdict = check_migration(port(hosts["new"], "upstream.ovs-dpdk.v2.11"), hosts["new"], hosts["old"])
+    assert not verdict.allowed
+    assert verdict.sentence.startswith("old cannot run upstream.ovs-dpdk.v2.11: missing VIRTIO_NET_F_HOST_UFO")
+    assert [(r.kind, r.name) for r in verdict.reasons] == [("unavailable", "VIRTIO_NET_F_HOST_UFO")]
+    missing = check_migration(port(hosts["new"], "upstream.ovs-dpdk.v3.2"), hosts["new"], hosts["old"])
+    assert missing.reasons[0].kind == "missing_mode" and "does not define upstream.ovs-dpdk.v3.2" in missing.sentence
+
+
+def test_outside_the_contract_only_when_asked(hosts):
+    # a guest on 2.11 that did not negotiate HOST_UFO
+    negotiated = catalog.names_to_mask(["VIRTIO_NET_F_MRG_RXBUF", "VIRTIO_F_VERSION_1"], "virtio")
+    p = port(hosts["new"], "upstream.ovs-dpdk.v2.11", negotiated)
+    refused = check_migration(p, hosts["new"], hosts["old"])
+    assert not refused.allowed and refused.would_work_outside_contract
+    assert "would work with the features the guest negotiated, outside the contract" in refused.sentence
+    accepted = check_migration(p, hosts["new"], hosts["old"], allow_outside_contract=True)
+    assert accepted.allowed and accepted.level == "outside-contract"
+    # a guest that did negotiate HOST_UFO is refused even then
+    with_ufo = port(hosts["new"], "upstream.ovs-dpdk.v2.11", negotiated | catalog.lookup("VIRTIO_NET_F_HOST_UFO").value)
+    assert not check_migration(with_ufo, hosts["new"], hosts["old"], allow_outside_contract=True).allowed
+
+
+def test_passthrough_and_nonconformant_need_an_identical_backend(hosts):
+    p = port(hosts["new"], None, resolved="passthrough")
+    refused = check_migration(p, hosts["new"], hosts["old"])
+    assert not refused.allowed and [r.name for r in refused.reasons] == ["VIRTIO_NET_F_CSUM",
+                                                                          "VHOST_USER_PROTOCOL_F_STATUS",
+                                                                          "max_rx_queue_size", "max_tx_queue_size"]
+    same = Host("twin", hosts["new"].registry, hosts["new"].capabilities)
+    assert check_migration(p, hosts["new"], same).level == "identical-backend"
+    bad = port(hosts["new"], "upstream.ovs-dpdk.v2.8", state="nonconformant")
+    assert not check_migration(bad, hosts["new"], hosts["old"]).allowed
+    assert check_migration(bad, hosts["new"], same).allowed
+
+
+OFFERS = st.integers(0, (1 << 64) - 1)
+
+
+@given(OFFERS, OFFERS, st.booleans(), st.sampled_from(["upstream.ovs-dpdk.v2.6", "upstream.ovs-dpdk.v2.11",
+                                                       "upstream.ovs-dpdk.v2.13"]))
+def test_never_allowed_when_the_destination_lacks_a_negotiated_feature(negotiated, offer, outside, mode):
+    registry = load_registry([Path(__file__).parent.parent / "compat_tables"])
+    source = Host("s", registry)
+    dest = Host("d", registry, Capabilities(type(registry.modes[mode].abi)(offer, (1 << 20) - 1, 256, 32768, 32768)))
+    p = PortView("vhu0", "u", mode, mode, "applied", None, registry.modes[mode], negotiated_features=negotiated)
+    verdict = check_migration(p, source, dest, allow_outside_contract=outside)
+    if verdict.allowed:
+        assert negotiated & ~catalog.NON_ABI_VIRTIO_MASK & ~offer == 0
+
+
+def test_select_mode_by_scope(hosts):
+    both = [hosts["new"], hosts["old"]]
+    assert select_mode(Scope.parse("everywhere"), both).mode.name == "upstream.ovs-dpdk.v2.13"
+    refused = select_mode(Scope.parse("everywhere"), both).refused
+    assert refused["upstream.ovs-dpdk.v3.2"] == ["old: not defined"]
+    assert select_mode(Scope.parse("lineage=fc26.ovs-dpdk"), [hosts["new"]]).mode.name == "fc26.ovs-dpdk.v2.8"
+    assert select_mode(Scope.parse("none"), both).passthrough
+    with pytest.raises(ValueError):
+        Scope.parse("galaxy")
+
+
+# ---- against real ovsdb-servers ------------------------------------------------------------------
+
+def insert_port(remote: str, name: str, mode: str | None, negotiated: int = 0, state: str = "applied") -> None:
+    (modes,) = rpc.transact(remote, "VuCompat", [{"op": "select", "table": "Compat_Mode", "where": [
+        ["name", "==", mode or ""]], "columns": ["_uuid"]}])
+    row = {"interface_name": name, "interface_uuid": ["uuid", "6f1a3e5c-6d8e-4d5b-9c1e-0a4b8e1d2c3f"],
+           "interface_type": "dpdkvhostuserclient", "requested": mode or "passthrough",
+           "resolved": mode or "passthrough", "state": state,
+           "negotiated_features": ["set", catalog.bits_of(negotiated)]}
+    if modes["rows"]:
+        row["mode"] = modes["rows"][0]["_uuid"]
+    rpc.transact(remote, "VuCompat", [{"op": "insert", "table": "Port", "row": row}])
+
+
+def cli(*args: str) -> tuple[int, dict]:
+    done = subprocess.run([VUCOMPAT, *args, "--format", "json"], capture_output=True, text=True, timeout=60)
+    return done.returncode, (json.loads(done.stdout) if done.stdout.strip() else {"stderr": done.stderr})
+
+
+def test_api_and_cli_against_real_hosts(ovsdb_servers, tmp_path: Path, shipped: Path):
+    new, old = ovsdb_servers("mig-new", tcp=True), ovsdb_servers("mig-old", tcp=True)
+    old_tables = tmp_path / "old"
+    old_tables.mkdir()
+    (old_tables / "upstream.ovs-dpdk.toml").write_text(
+        truncated_upstream((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
+    subprocess.run([VUCOMPAT, "load", "--db", new.unix_remote, "--host-name", "compute-new"], check=True,
+                   capture_output=True)
+    subprocess.run([VUCOMPAT, "load", "--db", old.unix_remote, "--host-name", "compute-old", "--tables",
+                    str(old_tables), "--capabilities", str(EXAMPLES / "capabilities-ovs-2.13.toml")], check=True,
+                   capture_output=True)
+    insert_port(new.unix_remote, "vhu-new", "upstream.ovs-dpdk.v2.11")
+    insert_port(new.unix_remote, "vhu-ok", "upstream.ovs-dpdk.v2.13")
+    with Client(timeout=5) as client:
+        verdict = client.check_migration("vhu-new", new.tcp_remote, old.tcp_remote)
+        assert not verdict.allowed and verdict.reasons[0].name == "VIRTIO_NET_F_HOST_UFO"
+        assert "compute-old cannot run upstream.ovs-dpdk.v2.11: missing VIRTIO_NET_F_HOST_UFO" in verdict.sentence
+        assert client.check_migration("vhu-ok", new.tcp_remote, old.tcp_remote).allowed
+        assert [m.name for m in client.modes(old.tcp_remote) if not m.runnable] == ["upstream.ovs-dpdk.v2.11"]
+        assert client.negotiate(new.tcp_remote, old.tcp_remote).mode.name == "upstream.ovs-dpdk.v2.13"
+        assert client.select_mode("everywhere", [new.tcp_remote, old.tcp_remote]).mode.name == \
+            "upstream.ovs-dpdk.v2.13"
+    code, data = cli("check-migration", "--port", "vhu-new", "--source", new.tcp_remote, "--dest", old.tcp_remote)
+    assert code == 1 and data["allowed"] is False and data["reasons"][0]["kind"] == "unavailable"
+    code, data = cli("check-migration", "--port", "vhu-ok", "--source", new.tcp_remote, "--dest", old.tcp_remote)
+    assert code == 0 and data["level"] == "contract"
+    code, data = cli("select-mode", "--scope", "everywhere", "--host", new.tcp_remote, "--host", old.tcp_remote)
+    assert code == 0 and data["mode"] == "upstream.ovs-dpdk.v2.13"
+    # a destination whose table gives a mode another meaning: refused, loudly
+    site = tmp_path / "site"
+    site.mkdir()
+    acme = (EXAMPLES / "one-queue-pair" / "acme.ovs-dpdk.toml").read_text()
+    (site / "acme.ovs-dpdk.toml").write_text(acme)
+    subprocess.run([VUCOMPAT, "load", "--db", new.unix_remote, "--tables", str(site)], check=True, capture_output=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "acme.ovs-dpdk.toml").write_text(acme.replace("max_queue_pairs = 1", "max_queue_pairs = 2"))
+    subprocess.run([VUCOMPAT, "load", "--db", old.unix_remote, "--tables", str(other), "--tables", str(old_tables)],
+                   check=True, capture_output=True)
+    insert_port(new.unix_remote, "vhu-acme", "acme.ovs-dpdk.v1.0")
+    code, data = cli("check-migration", "--port", "vhu-acme", "--source", new.tcp_remote, "--dest", old.tcp_remote)
+    assert code == 1 and data["reasons"] == [{"kind": "digest_mismatch", "name": "max_queue_pairs", "source": 1,
+                                              "destination": 2}]
+    assert "DIGEST DIFFERS" in data["sentence"]
+    # an unreachable destination is an error, not a verdict
+    code, data = cli("check-migration", "--port", "vhu-ok", "--source", new.tcp_remote, "--dest", "tcp:127.0.0.1:1",
+                     "--timeout", "1")
+    assert code == 2 and "cannot reach ovsdb-server" in data["stderr"]
+    assert select(new.unix_remote, "Port", ["interface_name"])  # the source was only read

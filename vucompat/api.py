@@ -1,0 +1,123 @@
+"""The Python API for Nova and other orchestrators: names in, verdicts and reasons
+out. Nothing here needs the caller to understand a key of a mode.
+
+    from vucompat.api import Client, Scope
+    with Client(timeout=5.0) as client:
+        verdict = client.check_migration("vhu0", source="tcp:192.0.2.10:6640", destination="tcp:192.0.2.11:6640")
+        if not verdict.allowed:
+            raise MigrationPreCheckError(verdict.sentence)
+
+Hosts are named by the OVSDB remote of their registry (unix:, tcp:, ssl:). A Client
+keeps one monitored connection per host and reuses it; the values it returns are
+immutable. A Client is thread-safe: each host connection is used under its own
+lock (the ovs IDL itself is not thread-safe). Errors: vucompat.errors.VucompatError
+subclasses (OvsdbError when a host cannot be reached within `timeout`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .compare import Gap, runnable
+from .errors import UsageError
+from .migration import Scope, Selection, Verdict, check_migration as _check, select_mode as _select
+from .negotiate import Negotiation, negotiate as _negotiate
+from .ovsdb.ports import read_ports
+from .ovsdb.registry import RemoteHost
+from .ovsdb.rpc import DEFAULT_TIMEOUT, SslOptions
+from .reconcile import PortView
+from .registry import Host
+
+__all__ = ["Client", "ModeStatus", "Scope", "Selection", "Verdict", "Negotiation", "SslOptions"]
+
+
+@dataclass(frozen=True)
+class ModeStatus:
+    """One mode of a host, and whether its backend can run it."""
+
+    name: str
+    released: str | None
+    digest: str
+    runnable: bool
+    unavailable: tuple[Gap, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "released": self.released, "digest": self.digest, "runnable": self.runnable,
+                "unavailable": [g.as_dict() for g in self.unavailable]}
+
+
+class Client:
+    """Connections to hosts' registries, reused across calls; thread-safe."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None) -> None:
+        self.timeout = timeout
+        self.ssl = ssl
+        self._hosts: dict[str, tuple[threading.Lock, RemoteHost]] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for lock, remote in self._hosts.values():
+                with lock:
+                    remote.close()
+            self._hosts.clear()
+
+    def _remote(self, remote: str) -> tuple[threading.Lock, RemoteHost]:
+        with self._lock:
+            if remote not in self._hosts:
+                self._hosts[remote] = (threading.Lock(), RemoteHost(remote, self.timeout, self.ssl))
+            return self._hosts[remote]
+
+    def host(self, remote: str) -> Host:
+        """The host as its registry shows it now (modes and capabilities)."""
+        lock, connection = self._remote(remote)
+        with lock:
+            return connection.host()
+
+    def port(self, remote: str, interface: str) -> PortView:
+        """A port as the host's agent recorded it. Raises UsageError when unknown."""
+        lock, connection = self._remote(remote)
+        with lock:
+            connection.connection.refresh()
+            ports = read_ports(connection.connection)
+        if interface not in ports:
+            raise UsageError(message=f"no port {interface} in the registry at {remote} (is the agent running?)")
+        return ports[interface]
+
+    def modes(self, remote: str) -> list[ModeStatus]:
+        """Every mode of the host, newest first, with what its backend lacks to run it."""
+        host = self.host(remote)
+        caps = host.capabilities.abi if host.capabilities else None
+        out = []
+        for mode in host.registry.newest_first:
+            verdict = runnable(mode.abi, caps)
+            out.append(ModeStatus(mode.name, mode.released.isoformat() if mode.released else None, mode.digest,
+                                  verdict.runnable, verdict.unavailable))
+        return out
+
+    def negotiate(self, source: str, destination: str, policy: str = "latest") -> Negotiation:
+        """The newest mode both hosts define with the same digest and can run."""
+        return _negotiate(self.host(source), self.host(destination), policy)
+
+    def check_migration(self, port: str, source: str, destination: str,
+                        allow_outside_contract: bool = False) -> Verdict:
+        """May the port `port` (an Interface name on `source`) move to `destination`?"""
+        return _check(self.port(source, port), self.host(source), self.host(destination), allow_outside_contract)
+
+    def select_mode(self, scope: Scope | str, hosts: Sequence[str]) -> Selection:
+        """The mode a new port should get so it can move among `hosts` (scope
+        everywhere or hosts), within a lineage (scope lineage=NAME), or none."""
+        if isinstance(scope, str):
+            try:
+                scope = Scope.parse(scope)
+            except ValueError as err:
+                raise UsageError(message=str(err)) from None
+        return _select(scope, [self.host(remote) for remote in hosts])

@@ -1,0 +1,231 @@
+"""Migration decisions: may this port move from source to destination
+(check_migration), and which mode should a new port get for a migration scope
+(select_mode). Pure: hosts and ports in, verdicts with reasons by name out.
+
+Two levels, as Nova needs them:
+- the contract: the destination defines the port's mode with the same digest, and
+  can run it;
+- the facts: the features the guest really negotiated (the Interface status, as the
+  agent recorded it) are all offered by the destination's backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from . import catalog
+from .compare import compare, runnable
+from .mode import Mode
+from .reconcile import PortView
+from .registry import Host
+from .resolve import NONCONFORMANT, PASSTHROUGH, REJECTED
+
+Level = Literal["contract", "outside-contract", "identical-backend", "none"]
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One structured reason of a verdict."""
+
+    #: missing_mode | digest_mismatch | unavailable | negotiated_unavailable | no_mode |
+    #: backend_differs | backend_unknown
+    kind: str
+    #: the feature, parameter or mode it is about
+    name: str
+    source: Any = None
+    destination: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "source": self.source, "destination": self.destination}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer of check_migration()."""
+
+    allowed: bool
+    port: str
+    #: the port's mode (None for passthrough and rejected ports)
+    mode: str | None
+    #: what allowed it: the contract, the negotiated features outside it (only with
+    #: allow_outside_contract), an identical backend; "none" when refused
+    level: Level
+    reasons: tuple[Reason, ...]
+    #: one sentence for people
+    sentence: str
+    #: refused by the contract, but the guest's negotiated features fit the destination
+    would_work_outside_contract: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"allowed": self.allowed, "port": self.port, "mode": self.mode, "level": self.level,
+                "sentence": self.sentence, "would_work_outside_contract": self.would_work_outside_contract,
+                "reasons": [r.as_dict() for r in self.reasons]}
+
+
+def check_migration(port: PortView, source: Host, destination: Host,
+                    allow_outside_contract: bool = False) -> Verdict:
+    """Decide whether `port` (as its source host's registry holds it) may move to
+    `destination`. A passthrough or nonconformant port may only go to an identical
+    backend; a port whose contract fails but whose negotiated features fit is refused
+    unless `allow_outside_contract`."""
+    dst = destination.name
+    if port.state == REJECTED or (port.mode is None and port.resolved != PASSTHROUGH):
+        reason = Reason("no_mode", port.name, port.state, None)
+        return Verdict(False, port.name, None, "none", (reason,),
+                       f"{port.name} has no mode ({port.state}): it does not run, so there is nothing to migrate")
+    if port.resolved == PASSTHROUGH or port.state == NONCONFORMANT:
+        return _identical_backend(port, source, destination)
+    mode = port.mode
+    assert mode is not None
+    contract = _contract(mode, destination)
+    facts = _facts(port, destination)
+    if not contract and facts:  # the guest went beyond its mode (not yet caught): the facts decide
+        return Verdict(False, port.name, mode.name, "none", tuple(facts),
+                       f"the guest negotiated {', '.join(r.name for r in facts)}, outside {mode.name}, and {dst} "
+                       "does not offer it")
+    if not contract:
+        return Verdict(True, port.name, mode.name, "contract", (),
+                       f"{dst} defines {mode.name} with the same digest and can run it")
+    fits = facts is not None and not facts
+    head = _contract_sentence(mode, dst, contract)
+    if fits and allow_outside_contract:
+        return Verdict(True, port.name, mode.name, "outside-contract", contract,
+                       f"{head}; allowed outside the contract: the features the guest negotiated are all offered "
+                       f"by {dst}", True)
+    if fits:
+        return Verdict(False, port.name, mode.name, "none", contract,
+                       f"{head}; it would work with the features the guest negotiated, outside the contract "
+                       "(allow_outside_contract accepts that)", True)
+    return Verdict(False, port.name, mode.name, "none", contract + tuple(facts or ()), head)
+
+
+def _contract(mode: Mode, destination: Host) -> tuple[Reason, ...]:
+    theirs = destination.registry.modes.get(mode.name)
+    if theirs is None:
+        return (Reason("missing_mode", mode.name, mode.digest, None),)
+    if theirs.digest != mode.digest:
+        return tuple(Reason("digest_mismatch", d.name, d.a, d.b) for d in compare(mode.abi, theirs.abi).responsible)
+    verdict = runnable(mode.abi, destination.capabilities.abi if destination.capabilities else None)
+    return tuple(Reason("unavailable", g.name, g.required, g.offered) for g in verdict.unavailable)
+
+
+def _facts(port: PortView, destination: Host) -> list[Reason] | None:
+    """What the guest negotiated that the destination's backend does not offer;
+    None when either is unknown (no negotiation recorded, capabilities unknown)."""
+    if not port.negotiated_features or destination.capabilities is None:
+        return None
+    negotiated = port.negotiated_features & ~catalog.NON_ABI_VIRTIO_MASK
+    missing = negotiated & ~destination.capabilities.abi.virtio
+    return [Reason("negotiated_unavailable", name, True, False) for name in catalog.mask_to_names(missing, "virtio")]
+
+
+def _contract_sentence(mode: Mode, dst: str, reasons: Sequence[Reason]) -> str:
+    kinds = {r.kind for r in reasons}
+    if "missing_mode" in kinds:
+        return f"{dst} does not define {mode.name}"
+    if "digest_mismatch" in kinds:
+        what = ", ".join(f"{'+' if r.destination is True else '-' if r.destination is False else ''}{r.name}"
+                         for r in reasons)
+        return f"{dst} defines {mode.name} with another meaning (DIGEST DIFFERS: {what})"
+    return f"{dst} cannot run {mode.name}: missing " + ", ".join(r.name for r in reasons)
+
+
+def _identical_backend(port: PortView, source: Host, destination: Host) -> Verdict:
+    why = "passthrough" if port.resolved == PASSTHROUGH else "nonconformant"
+    if source.capabilities is None or destination.capabilities is None:
+        reason = Reason("backend_unknown", "capabilities", source.capabilities is not None,
+                        destination.capabilities is not None)
+        return Verdict(False, port.name, port.mode.name if port.mode else None, "none", (reason,),
+                       f"{port.name} is {why}: it may only move to an identical backend, and the backends' "
+                       "capabilities are not known (probe both hosts)")
+    diff = compare(source.capabilities.abi, destination.capabilities.abi)
+    if diff.result == "identical":
+        return Verdict(True, port.name, port.mode.name if port.mode else None, "identical-backend", (),
+                       f"{port.name} is {why}; {destination.name}'s backend is identical to {source.name}'s")
+    reasons = tuple(Reason("backend_differs", d.name, d.a, d.b) for d in diff.responsible)
+    return Verdict(False, port.name, port.mode.name if port.mode else None, "none", reasons,
+                   f"{port.name} is {why}: it may only move to an identical backend, and {destination.name}'s "
+                   "differs: " + ", ".join(d.describe() for d in diff.responsible))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A migration scope, as users state it."""
+
+    #: everywhere (the given set of all hosts) | hosts (the given hosts) | lineage | none
+    kind: Literal["everywhere", "hosts", "lineage", "none"]
+    #: for kind lineage: the platform's lineage, e.g. upstream.ovs-dpdk
+    lineage: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Scope":
+        """everywhere | hosts | hosts=... (the hosts are given separately) | lineage=NAME | none."""
+        kind, _, value = text.partition("=")
+        if kind in ("everywhere", "none") and not value:
+            return cls(kind)  # type: ignore[arg-type]
+        if kind == "hosts":
+            return cls("hosts")
+        if kind == "lineage" and value:
+            return cls("lineage", value)
+        raise ValueError(f"unknown scope {text!r}: use everywhere, hosts, lineage=NAME or none")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The answer of select_mode()."""
+
+    scope: Scope
+    hosts: tuple[str, ...]
+    #: the chosen mode; None for scope none (passthrough) and when nothing qualifies
+    mode: Mode | None
+    passthrough: bool = False
+    #: why newer candidates were refused: mode name -> reasons (host: what)
+    refused: dict[str, list[str]] = field(default_factory=dict)
+
+    def sentence(self) -> str:
+        if self.passthrough:
+            return "scope none: passthrough (no mode; the port can only move to an identical backend)"
+        if self.mode is None:
+            return f"no mode is runnable with the same meaning on all {len(self.hosts)} host(s)"
+        return f"{self.mode.name}: the newest mode all {len(self.hosts)} host(s) define identically and can run"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scope": self.scope.kind if not self.scope.lineage else f"lineage={self.scope.lineage}",
+                "hosts": list(self.hosts), "mode": self.mode.name if self.mode else None,
+                "digest": self.mode.digest if self.mode else None, "passthrough": self.passthrough,
+                "sentence": self.sentence(), "refused": self.refused}
+
+
+def select_mode(scope: Scope, hosts: Sequence[Host], explain: int = 5) -> Selection:
+    """The newest mode every host of the scope defines with the same digest and can
+    run (restricted to a lineage for scope lineage); passthrough for scope none.
+    `refused` explains up to `explain` newer candidates."""
+    names = tuple(h.name for h in hosts)
+    if scope.kind == "none":
+        return Selection(scope, names, None, passthrough=True)
+    if not hosts:
+        raise ValueError("select_mode needs at least one host")
+    first = hosts[0]
+    refused: dict[str, list[str]] = {}
+    for mode in first.registry.newest_first:
+        if scope.lineage and mode.lineage != scope.lineage:
+            continue
+        problems = []
+        for host in hosts:
+            theirs = host.registry.modes.get(mode.name)
+            if theirs is None:
+                problems.append(f"{host.name}: not defined")
+            elif theirs.digest != mode.digest:
+                problems.append(f"{host.name}: DIGEST DIFFERS")
+            else:
+                verdict = runnable(mode.abi, host.capabilities.abi if host.capabilities else None)
+                if not verdict.runnable:
+                    problems.append(f"{host.name}: missing {verdict.describe()}")
+            if problems and len(refused) >= explain:
+                break  # enough said; go on to the next candidate
+        if not problems:
+            return Selection(scope, names, mode, refused=refused)
+        if len(refused) < explain:
+            refused[mode.name] = problems
+    return Selection(scope, names, None, refused=refused)
