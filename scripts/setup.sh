@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the project needs: python3 (>= 3.11) and its venv module;
 # openvswitch-switch for ovsdb-server, ovsdb-tool, ovsdb-client, ovs-vsctl, ovs-appctl, ovs-pki;
 # openvswitch-switch-dpdk for ovs-vswitchd-dpdk (vhost-user ports); dpdk-dev for
-# dpdk-testpmd, a real vhost-user frontend (the guest side) in the tests and the demo.
-APT_PACKAGES=(python3 python3-venv openvswitch-switch openvswitch-switch-dpdk dpdk-dev)
+# dpdk-testpmd, a real vhost-user frontend (the guest side) in the tests and the demo;
+# qemu-system-x86 to check `vucompat frontend-args` against a real QEMU.
+APT_PACKAGES=(python3 python3-venv openvswitch-switch openvswitch-switch-dpdk dpdk-dev qemu-system-x86)
 
 python_ok() {
     python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null

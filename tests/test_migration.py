@@ -179,3 +179,87 @@ def test_api_and_cli_against_real_hosts(ovsdb_servers, tmp_path: Path, shipped: 
                      "--timeout", "1")
     assert code == 2 and "cannot reach ovsdb-server" in data["stderr"]
     assert select(new.unix_remote, "Port", ["interface_name"])  # the source was only read
+
+
+# ---- frontend arguments, traits, plan-upgrade --------------------------------------------------------
+
+def qemu_properties() -> set[str]:
+    import shutil
+
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.fail("qemu-system-x86_64 is not installed: run `make setup` (qemu-system-x86)")
+    done = subprocess.run(["qemu-system-x86_64", "-device", "virtio-net-pci,help"], capture_output=True, text=True,
+                          timeout=60)
+    return {line.split("=")[0].strip() for line in done.stdout.splitlines() if "=" in line}
+
+
+def installed_qemu() -> str:
+    done = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, timeout=60)
+    return ".".join(done.stdout.split("version ")[1].split(".")[:2])
+
+
+def test_frontend_args_name_real_qemu_properties(shipped: Path):
+    from vucompat import frontend
+
+    known = qemu_properties()
+    version = tuple(int(x) for x in installed_qemu().split("."))
+    registry = load_registry([shipped])
+    for mode in registry.modes.values():
+        props = frontend.qemu_device_properties(mode, version)
+        unknown = {p.split("=")[0] for p in props} - known
+        assert not unknown, (mode.name, unknown)
+    # and QEMU accepts the whole device: it starts (stopped) and quits
+    props = frontend.qemu_device_properties(registry.expand("upstream.ovs-dpdk.v2.8"), version)
+    done = subprocess.run(["qemu-system-x86_64", "-nodefaults", "-display", "none", "-S", "-monitor", "stdio",
+                           "-machine", "q35,accel=tcg", "-netdev", "user,id=net0",
+                           "-device", "virtio-net-pci,netdev=net0," + ",".join(props)],
+                          input="quit\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "packed=off" in props and "event_idx=off" in props and "mrg_rxbuf=off" not in props
+
+
+def test_frontend_args_cli_formats():
+    code, data = cli("frontend-args", "upstream.ovs-dpdk.v2.8")  # cli() adds --format json
+    assert code == 0 and "indirect_desc=off" not in data["virtio_net_pci"] and "packed=off" in data["virtio_net_pci"]
+    assert "VIRTIO_F_IN_ORDER" in data["masked_only_by_the_relay"]
+    libvirt = subprocess.run([VUCOMPAT, "frontend-args", "upstream.ovs-dpdk.v2.8", "--format", "libvirt"],
+                             capture_output=True, text=True).stdout
+    assert "<driver queues='128' rx_queue_size='1024' tx_queue_size='1024' event_idx='off' packed='off'" in libvirt
+    assert "<qemu:property name='status' type='bool' value='false'/>" in libvirt
+
+
+def test_traits_have_placement_syntax(ovsdb_servers):
+    import re
+
+    from vucompat.migration import placement_trait
+
+    assert placement_trait("upstream.ovs-dpdk.v2.13") == "CUSTOM_VHOSTUSER_COMPAT_UPSTREAM_OVS_DPDK_V2_13"
+    server = ovsdb_servers("traits")
+    subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote, "--capabilities",
+                    str(EXAMPLES / "capabilities-ovs-2.13.toml")], check=True, capture_output=True)
+    out = subprocess.run([VUCOMPAT, "traits", "--db", server.unix_remote], capture_output=True, text=True).stdout.split()
+    assert "CUSTOM_VHOSTUSER_COMPAT_UPSTREAM_OVS_DPDK_V2_13" in out
+    assert "CUSTOM_VHOSTUSER_COMPAT_UPSTREAM_OVS_DPDK_V2_11" not in out  # not runnable: no HOST_UFO
+    assert all(re.fullmatch(r"CUSTOM_[A-Z0-9_]+", t) and len(t) <= 255 for t in out)
+    labels = subprocess.run([VUCOMPAT, "traits", "--db", server.unix_remote, "--format", "labels"],
+                            capture_output=True, text=True).stdout.split()
+    assert "vhostuser-compat.vucompat.io/upstream.ovs-dpdk.v2.13=true" in labels
+
+
+def test_plan_upgrade_names_the_ports_an_upgrade_would_break(ovsdb_servers, tmp_path: Path, shipped: Path):
+    server = ovsdb_servers("upgrade")
+    subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote], check=True, capture_output=True)
+    insert_port(server.unix_remote, "vhu-211", "upstream.ovs-dpdk.v2.11")
+    insert_port(server.unix_remote, "vhu-29", "upstream.ovs-dpdk.v2.9")
+    insert_port(server.unix_remote, "vhu-fc26", "fc26.ovs-dpdk.v2.8")
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "upstream.ovs-dpdk.toml").write_text((shipped / "upstream.ovs-dpdk.toml").read_text())
+    done = subprocess.run([VUCOMPAT, "plan-upgrade", "--db", server.unix_remote, "--tables", str(new),
+                           "--capabilities", str(EXAMPLES / "capabilities-ovs-2.13.toml"), "--format", "json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    outcomes = {p["port"]: (p["outcome"], p["detail"]) for p in json.loads(done.stdout)["ports"]}
+    assert outcomes["vhu-29"] == ("keeps", "")
+    assert outcomes["vhu-211"] == ("unrunnable", "missing VIRTIO_NET_F_HOST_UFO")
+    assert outcomes["vhu-fc26"][0] == "loses-mode"

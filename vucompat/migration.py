@@ -229,3 +229,58 @@ def select_mode(scope: Scope, hosts: Sequence[Host], explain: int = 5) -> Select
         if len(refused) < explain:
             refused[mode.name] = problems
     return Selection(scope, names, None, refused=refused)
+
+
+def placement_trait(mode_name: str) -> str:
+    """The Placement custom trait of a mode: CUSTOM_VHOSTUSER_COMPAT_<NAME>, where
+    <NAME> is the name in upper case with every other character than A-Z0-9 as '_'
+    (Placement allows ^CUSTOM_[A-Z0-9_]+$, at most 255 characters)."""
+    name = "".join(c if c.isalnum() else "_" for c in mode_name.upper())
+    return f"CUSTOM_VHOSTUSER_COMPAT_{name}"[:255]
+
+
+#: the Kubernetes label prefix of the modes a node can run: <prefix>/<mode name>=true
+LABEL_PREFIX = "vhostuser-compat.vucompat.io"
+
+
+def node_label(mode_name: str) -> str:
+    """A Kubernetes node label key for a mode (the name part allows [A-Za-z0-9._-], 63 characters)."""
+    return f"{LABEL_PREFIX}/{mode_name[:63]}"
+
+
+@dataclass(frozen=True)
+class Impact:
+    """What an upgrade would do to one port."""
+
+    port: str
+    mode: str | None
+    #: keeps | loses-mode | changes-meaning | unrunnable | unaffected (passthrough, rejected)
+    outcome: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"port": self.port, "mode": self.mode, "outcome": self.outcome, "detail": self.detail}
+
+
+def plan_upgrade(ports: Sequence[PortView], upgraded: Host) -> list[Impact]:
+    """For each port, what it would become if its host had `upgraded`'s tables and
+    backend: it keeps its mode, or the new tables lose it, give it another meaning,
+    or the new backend cannot run it."""
+    out = []
+    caps = upgraded.capabilities.abi if upgraded.capabilities else None
+    for port in sorted(ports, key=lambda p: p.name):
+        mode = port.mode
+        if mode is None or port.state == REJECTED:
+            out.append(Impact(port.name, None, "unaffected", "no mode (passthrough or rejected)"))
+            continue
+        theirs = upgraded.registry.modes.get(mode.name)
+        if theirs is None:
+            out.append(Impact(port.name, mode.name, "loses-mode", "the new tables do not define it"))
+        elif theirs.digest != mode.digest:
+            what = ", ".join(d.describe() for d in compare(mode.abi, theirs.abi).responsible)
+            out.append(Impact(port.name, mode.name, "changes-meaning", f"DIGEST DIFFERS: {what}"))
+        elif not (verdict := runnable(mode.abi, caps)).runnable:
+            out.append(Impact(port.name, mode.name, "unrunnable", "missing " + verdict.describe()))
+        else:
+            out.append(Impact(port.name, mode.name, "keeps"))
+    return out

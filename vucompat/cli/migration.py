@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -64,4 +65,62 @@ def select_mode(scope: str, hosts: tuple[str, ...], fmt: str, **kw: Any) -> None
 
     _emit(fmt, selection.as_dict(), text)
     if selection.mode is None and not selection.passthrough:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True, help="The host's registry.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "labels"]), default="text", show_default=True,
+              help="text/json: Placement custom traits; labels: Kubernetes node labels.")
+@_connection_options
+def traits(db: str, fmt: str, **kw: Any) -> None:
+    """The Placement custom traits (or node labels) of the modes this host can run,
+    so a scheduler can filter hosts before it asks any of them."""
+    import json
+
+    from ..api import Client
+    from ..migration import node_label, placement_trait
+
+    with Client(**_conn(kw)) as client:
+        runnable = [m.name for m in client.modes(db) if m.runnable]
+    if fmt == "labels":
+        click.echo("\n".join(f"{node_label(name)}=true" for name in runnable))
+    elif fmt == "json":
+        click.echo(json.dumps({"traits": [placement_trait(n) for n in runnable],
+                               "labels": {node_label(n): "true" for n in runnable}}, indent=2))
+    else:
+        click.echo("\n".join(placement_trait(name) for name in runnable))
+
+
+@main.command("plan-upgrade")
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True, help="The host's registry.")
+@click.option("--tables", "new_tables", required=True, type=click.Path(path_type=Path),
+              help="The tables the host would have after the upgrade (a directory).")
+@click.option("--capabilities", type=click.Path(path_type=Path),
+              help="What the upgraded backend would offer (default: what the host's backend offers now).")
+@_connection_options
+@_FORMAT
+def plan_upgrade(db: str, new_tables: Path, capabilities: Path | None, fmt: str, **kw: Any) -> None:
+    """What-if: which ports would lose their mode, see it change meaning, or become
+    unrunnable if this host were upgraded. Exit 1 when any port would."""
+    from ..hosts import load_host, open_host
+    from ..migration import plan_upgrade as plan
+    from ..ovsdb.ports import load_ports
+    from ..registry import Host
+    from ..tables import read_capabilities
+
+    conn = _conn(kw)
+    current = open_host(db, **conn)
+    new = load_host(new_tables)
+    caps = read_capabilities(capabilities) if capabilities else current.capabilities
+    impacts = plan(list(load_ports(db, **conn).values()), Host(f"{db} upgraded", new.registry, caps))
+    bad = [i for i in impacts if i.outcome not in ("keeps", "unaffected")]
+
+    def text() -> str:
+        lines = [f"{i.port:12} {i.mode or '-':28} {i.outcome}" + (f": {i.detail}" if i.detail else "") for i in impacts]
+        lines.append(f"{len(bad)} of {len(impacts)} port(s) affected by the upgrade")
+        return "\n".join(lines)
+
+    _emit(fmt, {"ports": [i.as_dict() for i in impacts], "affected": len(bad)}, text)
+    if bad:
         raise SystemExit(1)

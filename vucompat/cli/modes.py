@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,33 @@ def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_
     _emit(fmt, {"ok": not report.failed(strict), **report.as_dict()}, lambda: render.lint_text(report, strict))
     if report.failed(strict):
         raise SystemExit(1)
+
+
+@main.command("frontend-args")
+@click.argument("mode")
+@_TABLES
+@_DB
+@click.option("--format", "fmt", type=click.Choice(["qemu", "libvirt", "json"]), default="qemu", show_default=True,
+              help="qemu: -netdev/-device arguments; libvirt: <interface> settings; json: the properties.")
+@click.option("--qemu-version", default="7.2", show_default=True,
+              help="Only properties this QEMU release has (e.g. the USO ones need 8.2).")
+@_connection_options
+def frontend_args(mode: str, tables: tuple[Path, ...], db: str | None, fmt: str, qemu_version: str, **kw: Any) -> None:
+    """The QEMU virtio-net-pci properties and libvirt settings that make the guest's
+    frontend itself ask for no more than MODE (masking from the guest side)."""
+    from .. import frontend
+
+    try:
+        qemu = tuple(int(part) for part in qemu_version.split(".")[:2])
+    except ValueError:
+        raise UsageError(message=f"--qemu-version {qemu_version}: give MAJOR.MINOR, e.g. 8.2") from None
+    expanded = _registry(tables, db, _conn(kw)).expand(mode)
+    if fmt == "json":
+        click.echo(json.dumps({"mode": expanded.name, "digest": expanded.digest, "qemu_version": qemu_version,
+                               "virtio_net_pci": frontend.qemu_device_properties(expanded, qemu),  # type: ignore
+                               "queues": expanded.abi.max_queue_pairs,
+                               "masked_only_by_the_relay": frontend.features_without_property(expanded)}, indent=2))
+    elif fmt == "libvirt":
+        click.echo(frontend.libvirt_interface(expanded, qemu))  # type: ignore[arg-type]
+    else:
+        click.echo(frontend.qemu_args(expanded, qemu))  # type: ignore[arg-type]
