@@ -25,6 +25,7 @@ bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
 	$(PY) bench/registry.py
 	$(PY) bench/agent.py
 	$(PY) bench/relay.py
+	$(PY) bench/migration.py
 
 lint: setup ## lint the shipped compat tables and their released.lock
 	$(VENV)/bin/vucompat lint compat_tables

@@ -153,6 +153,34 @@ def test_ovsdb_server_restarted_under_the_agent(switch: Switch):
     switch.delete("before", "after")
 
 
+def test_check_migration_with_what_a_real_guest_negotiated(switch: Switch, ovsdb_servers, tmp_path: Path, shipped: Path):
+    """The facts level on real parts: a testpmd guest on a port in the switch's newest
+    mode; a destination whose tables stop at 2.13 does not define that mode (the
+    contract fails), but offers every feature the guest negotiated."""
+    from conftest import EXAMPLES, truncated_upstream
+    from vucompat.api import Client
+
+    old = ovsdb_servers("mig-dest", tcp=True)
+    tables = tmp_path / "old"
+    tables.mkdir()
+    (tables / "upstream.ovs-dpdk.toml").write_text(
+        truncated_upstream((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
+    subprocess.run([VUCOMPAT, "load", "--db", old.unix_remote, "--host-name", "dest-old", "--tables", str(tables),
+                    "--capabilities", str(EXAMPLES / "capabilities-ovs-2.13.toml")], check=True, capture_output=True,
+                   env=ENV)
+    frontend = switch.frontend("fe-mig", queues=1, queue_size=256)
+    switch.vswitchd.add_vhost_port("mig", frontend.socket, compat="latest")
+    negotiated(switch, "mig")
+    eventually(lambda: switch.port("mig")["negotiated_features"], what="the negotiated features recorded")
+    with Client(timeout=5) as client:
+        refused = client.check_migration("mig", switch.server.unix_remote, old.tcp_remote)
+        assert not refused.allowed and refused.would_work_outside_contract
+        assert f"dest-old does not define {LATEST}" in refused.sentence
+        accepted = client.check_migration("mig", switch.server.unix_remote, old.tcp_remote, allow_outside_contract=True)
+        assert accepted.allowed and accepted.level == "outside-contract"
+    switch.delete("mig")
+
+
 def test_probe_and_dump_against_the_real_backend(switch: Switch, tmp_path: Path):
     remote = switch.server.unix_remote
     done = subprocess.run([VUCOMPAT, "probe", "--db", remote, "--format", "json"], capture_output=True, text=True,
@@ -181,7 +209,8 @@ def test_probe_and_dump_against_the_real_backend(switch: Switch, tmp_path: Path)
     (tmp_path / "bookworm.ovs-dpdk.toml").write_text('lineage = "bookworm.ovs-dpdk"\nsummary = "dumped"\n\n' + entry)
     mode = read_table(tmp_path / "bookworm.ovs-dpdk.toml").modes[0]
     assert catalog.to_hex(mode.abi.virtio) == probed["virtio_mask"] and mode.abi.max_queue_pairs == 128
-    # userspace TSO changes what the backend offers: a re-probe sees it
+    # userspace TSO changes what the backend offers: a re-probe sees it (OVS 3.1 does not take
+    # it back without a restart: this runs last in the module)
     switch.vswitchd.vsctl("set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=true")
     try:
         again = json.loads(subprocess.run([VUCOMPAT, "probe", "--db", remote, "--format", "json"],
@@ -196,3 +225,6 @@ def test_probe_and_dump_against_the_real_backend(switch: Switch, tmp_path: Path)
     finally:
         switch.vswitchd.vsctl("remove", "Open_vSwitch", ".", "other_config", "userspace-tso-enable")
         switch.delete("probe-check")
+        # the agent re-probes: the host is back to what it offers without TSO
+        eventually(lambda: dict(select(remote, "Host")[0]["other_config"][1]).get("probe-userspace-tso-enable") == "",
+                   timeout=30, what="the agent to re-probe without TSO")

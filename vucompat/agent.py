@@ -71,7 +71,7 @@ class Agent:
         self._violations: dict[str, str] = {}
         self._violations_lock = threading.Lock()
         self.relays = RelayManager(self._on_violation) if self.enforce else None
-        self._probe_attempts: set[str] = set()
+        self._probe_attempted: str | None = None
         self._pending: list[PendingRedirects] = []
 
     def _on_violation(self, port: str, reason: str) -> None:
@@ -171,14 +171,14 @@ class Agent:
         hosts = self.registry.rows("Host")
         if hosts and hosts[0].other_config.get("probe-fingerprint") == fingerprint:
             return False
-        if fingerprint in self._probe_attempts:
-            return False
-        self._probe_attempts.add(fingerprint)
+        if fingerprint == self._probe_attempted:
+            return False  # tried for these settings already (and failed, or is recorded)
+        self._probe_attempted = fingerprint
         try:
             _versions, other_config, bridges = read_switch(self.ovs.remote, self.timeout)
             if not bridges:
                 log.info("probe: no netdev bridge yet; the backend will be probed when one exists")
-                self._probe_attempts.discard(fingerprint)
+                self._probe_attempted = None
                 return False
             offer = probe_bridge(self.ovs.remote, bridges[0], workdir=self.relay_dir if self.relay_dir.is_dir()
                                  else None)
