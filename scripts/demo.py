@@ -64,12 +64,12 @@ def stop_leftovers() -> None:
     shutil.rmtree(RUN, ignore_errors=True)
 
 
-SITE = """lineage = "acme.ovs-dpdk"
-summary = "ACME's own OVS-DPDK build (a site table)"
+SITE = """lineage = "example.ovs-dpdk"
+summary = "A site's own OVS-DPDK build (a site table)"
 
 [[mode]]
 version = "1.0"
-released = 2024-05-01
+released = 2016-05-01
 virtio_features = ["VIRTIO_NET_F_GUEST_CSUM", "VIRTIO_NET_F_MRG_RXBUF", "VIRTIO_NET_F_CTRL_VQ",
   "VIRTIO_NET_F_MQ", "VIRTIO_RING_F_INDIRECT_DESC", "VHOST_USER_F_PROTOCOL_FEATURES", "VIRTIO_F_VERSION_1"]
 protocol_features = ["VHOST_USER_PROTOCOL_F_MQ", "VHOST_USER_PROTOCOL_F_REPLY_ACK"]
@@ -125,19 +125,20 @@ def main() -> None:
         screen("5. A redefined mode is refused, and nothing is written")
         site = RUN / "site-tables"
         site.mkdir()
-        (site / "acme.ovs-dpdk.toml").write_text(SITE)
-        say("The site table acme.ovs-dpdk v1.0 is loaded on compute-new ...")
+        (site / "example.ovs-dpdk.toml").write_text(SITE)
+        say("The site table example.ovs-dpdk v1.0 is loaded on compute-new ...")
         vucompat("load", "--db", new.unix_remote, "--tables", str(site))
         say("... then someone edits v1.0 in place (16 -> 8 queue pairs, REPLY_ACK dropped) and adds v1.1:")
-        (site / "acme.ovs-dpdk.toml").write_text(
+        (site / "example.ovs-dpdk.toml").write_text(
             SITE.replace("max_queue_pairs = 16", "max_queue_pairs = 8")
             .replace(', "VHOST_USER_PROTOCOL_F_REPLY_ACK"', "")
-            + '\n[[mode]]\nversion = "1.1"\nreleased = 2024-09-01\nenable = ["VIRTIO_NET_F_MTU"]\n')
+            + '\n[[mode]]\nversion = "1.1"\nreleased = 2016-09-01\nenable = ["VIRTIO_NET_F_MTU"]\n')
         vucompat("load", "--db", new.unix_remote, "--tables", str(site), expect=2)
         say("v1.1 was not written either: the load is one transaction.")
-        vucompat("show", "acme.ovs-dpdk.v1.1", "--db", new.unix_remote, expect=2)
+        vucompat("show", "example.ovs-dpdk.v1.1", "--db", new.unix_remote, expect=2)
 
         ports_screens(old, started)
+        migration_screens(new, old, started)
     finally:
         if keep:
             screen("KEEP=1: the servers keep running")
@@ -159,11 +160,11 @@ def main() -> None:
 class AgentProcess:
     """`vucompat agent` as the demo runs it: a process with a pid file and a log."""
 
-    def __init__(self, server: OvsdbSandbox) -> None:
+    def __init__(self, server: OvsdbSandbox, *extra: str) -> None:
         self.log = server.directory / "agent.log"
         self.process = subprocess.Popen([VUCOMPAT, "agent", "--db", server.unix_remote, "--log-file", str(self.log),
                                          "--relay-dir", str(server.directory / "relays"),
-                                         "--ovs-rundir", str(server.directory)], env=ENV)
+                                         "--ovs-rundir", str(server.directory), *extra], env=ENV)
         (server.directory / "agent.pid").write_text(str(self.process.pid))
 
     def stop(self) -> None:
@@ -261,6 +262,32 @@ def ports_screens(host: OvsdbSandbox, started: list) -> None:
     say("The agent's log says the same, loudly:")
     print("\n".join(line for line in (host.directory / "agent.log").read_text().splitlines()
                     if " vhu" in line or "probe:" in line).replace(str(RUN) + "/", ""))
+
+
+def migration_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
+    screen("10. Before a live migration: may this port move? (what Nova asks; docs/nova-integration.md)")
+    say("compute-new runs its agent too (no ovs-vswitchd in this demo: its ports are recorded, not running).")
+    started.append(AgentProcess(new, "--enforcement", "off"))
+    say("A VM booted there with no compat option gets the newest mode that host can run:")
+    vsctl(new, "--no-wait", "init", "--", "--may-exist", "add-br", "br0", "--", "add-port", "br0", "vm10",
+          "--", "set", "Interface", "vm10", "type=dpdkvhostuserclient", f"options:vhost-server-path={new.directory}/vm10.sock")
+    wait_for(new, "vm10")
+    vucompat("check-migration", "--port", "vm10", "--source", new.tcp_remote, "--dest", old.tcp_remote, expect=1)
+    say("For a VM that must be able to move between both hosts, ask for the mode first ...")
+    vucompat("select-mode", "--scope", "everywhere", "--host", new.tcp_remote, "--host", old.tcp_remote)
+    say("... add its port in that mode ...")
+    vsctl(new, "--no-wait", "add-port", "br0", "vm11", "--", "set", "Interface", "vm11", "type=dpdkvhostuserclient",
+          f"options:vhost-server-path={new.directory}/vm11.sock", "options:vhost-compat=upstream.ovs-dpdk.v2.13")
+    wait_for(new, "vm11")
+    say("... and it may move:")
+    vucompat("check-migration", "--port", "vm11", "--source", new.tcp_remote, "--dest", old.tcp_remote)
+    say("The same verdict as JSON, as the Python API returns it:")
+    vucompat("check-migration", "--port", "vm10", "--source", new.tcp_remote, "--dest", old.tcp_remote,
+             "--format", "json", expect=1)
+    say("QEMU arguments that make the guest itself ask for no more than the mode (masking at the source):")
+    vucompat("frontend-args", "upstream.ovs-dpdk.v2.13")
+    say("And what a scheduler can filter on before asking any host (Placement traits of compute-old):")
+    vucompat("traits", "--db", old.tcp_remote)
 
 
 if __name__ == "__main__":

@@ -125,8 +125,8 @@ def _contract_sentence(mode: Mode, dst: str, reasons: Sequence[Reason]) -> str:
     if "missing_mode" in kinds:
         return f"{dst} does not define {mode.name}"
     if "digest_mismatch" in kinds:
-        what = ", ".join(f"{'+' if r.destination is True else '-' if r.destination is False else ''}{r.name}"
-                         for r in reasons)
+        what = ", ".join(f"{'+' if r.destination else '-'}{r.name}" if isinstance(r.destination, bool)
+                         else f"{r.name} {r.source} -> {r.destination}" for r in reasons)
         return f"{dst} defines {mode.name} with another meaning (DIGEST DIFFERS: {what})"
     return f"{dst} cannot run {mode.name}: missing " + ", ".join(r.name for r in reasons)
 
