@@ -10,11 +10,9 @@ Targets (issue 6): check-migration over loopback TCP against warm connections
 from __future__ import annotations
 
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
