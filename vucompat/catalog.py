@@ -218,11 +218,6 @@ def suggest(name: str, limit: int = 3) -> list[str]:
     return close
 
 
-def by_bit(mask: MaskKind, bit: int) -> Feature | None:
-    """Return the catalog feature at `bit` of `mask`, or None when unnamed."""
-    return _BY_BIT.get((mask, bit))
-
-
 def bits_of(value: int) -> list[int]:
     """Return the set bit numbers of `value`, lowest first."""
     return list(_bits(value))

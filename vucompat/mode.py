@@ -17,8 +17,7 @@ from . import catalog
 
 #: the limits of an ABI, in display order
 LIMITS: tuple[str, ...] = ("max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size")
-#: allowed ranges, inclusive
-MAX_QUEUE_PAIRS = 256
+#: the largest ring a mode may allow (table files: a power of two, 1..32768)
 MAX_QUEUE_SIZE = 32768
 
 #: the suffix of a mode derived from another without its deprecated features

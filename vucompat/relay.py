@@ -118,9 +118,6 @@ class RelayManager:
         os.write(self._wake_w, b"x")
         self.thread.join(timeout=10)
 
-    def connections(self) -> int:
-        return len(self._pairs)
-
     # -- the relay thread ----------------------------------------------------------
     def _run(self) -> None:
         while not self._stop:

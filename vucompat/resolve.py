@@ -14,7 +14,6 @@ from .mode import Mode, recommended
 from .registry import Host
 
 LATEST, RECOMMENDED, PASSTHROUGH = "latest", "recommended", "passthrough"
-SPECIAL_REQUESTS = (LATEST, RECOMMENDED, PASSTHROUGH)
 
 APPLIED, REJECTED, NONCONFORMANT, CHANGE_REFUSED = "applied", "rejected", "nonconformant", "change-refused"
 

@@ -33,9 +33,6 @@ GET_PROTOCOL_FEATURES = 15
 SET_PROTOCOL_FEATURES = 16
 GET_QUEUE_NUM = 17
 
-#: requests whose payload is one u64
-U64_REQUESTS = (GET_FEATURES, SET_FEATURES, GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM)
-
 
 class ProtocolError(Exception):
     """A message that breaks the protocol or vucompat's limits: the connection closes."""
