@@ -120,3 +120,12 @@ def test_plan_verifies_what_the_frontend_negotiated(host: Host):
     assert "VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER" in update.changes["error"]
     mirror = next(a for a in actions if isinstance(a, Mirror))
     assert mirror.set["vhost-compat-state"] == "nonconformant"
+
+
+def test_plan_waits_for_a_port_being_moved_but_not_for_an_operator_type_change(host: Host):
+    created = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host)[0]
+    port = port_from(created)
+    flipped = iface("vhu0", "upstream.ovs-dpdk.v2.8", uuid=created.interface.uuid, type="dpdkvhostuser")
+    assert plan([flipped], {"vhu0": port}, host, moving=frozenset({created.interface.uuid})) == []
+    changed = plan([flipped], {"vhu0": port}, host)
+    assert isinstance(changed[0], RemovePort) and isinstance(changed[1], CreatePort)

@@ -132,7 +132,8 @@ class Agent:
             recorded = [UpdatePort(name, {"violation": reason}) for name, reason in violations.items()
                         if name in ports and ports[name].violation != reason]
             ports = {n: replace(p, violation=violations.get(n, p.violation)) for n, p in ports.items()}
-            return recorded + plan(read_interfaces(ovs_conn), ports, self._current_host(), enforcement)
+            moving = frozenset(r.interface_uuid for pending in self._pending for r in pending.redirects)
+            return recorded + plan(read_interfaces(ovs_conn), ports, self._current_host(), enforcement, moving)
 
         def start_relays(actions: list[Any]) -> None:
             """Before the Interfaces point at them: a redirect waits for its listener."""

@@ -139,10 +139,11 @@ Action = CreatePort | RemovePort | UpdatePort | Mirror | Redirect
 
 
 def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], host: Host,
-         enforcement: Enforcement | None = None) -> list[Action]:
+         enforcement: Enforcement | None = None, moving: frozenset[str] = frozenset()) -> list[Action]:
     """Return the actions that bring the registry, the relays' redirects and the
     mirrors in line with the Interfaces. Registry actions come first, then the
-    Open_vSwitch ones (redirects, mirrors)."""
+    Open_vSwitch ones (redirects, mirrors). `moving`: uuids of Interfaces the agent
+    is moving onto their relay (their type is flipped for a moment)."""
     registry: list[Action] = []
     ovs_side: list[Action] = []
     seen = set()
@@ -159,11 +160,13 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
             continue
         seen.add(iface.name)
         port = ports.get(iface.name)
-        if port is not None and port.interface_uuid != iface.uuid:
-            registry.append(RemovePort(port.name))  # deleted and re-added under the same name
-            port = None
-        if port is not None and iface.type != port.interface_type:
+        if port is not None and iface.uuid in moving:
             continue  # half-way through its move onto the relay (the agent flips the type): wait
+        if port is not None and (port.interface_uuid != iface.uuid or iface.type != port.interface_type):
+            # deleted and re-added under the same name, or made another type of port by the
+            # operator: a new port, resolved anew
+            registry.append(RemovePort(port.name))
+            port = None
         if port is None:
             resolution = resolved_for(iface.request)
             fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
