@@ -24,11 +24,12 @@ import ovs.poller
 from . import catalog
 from .mode import Capabilities, Mode
 from .ovsdb.load import read_switch, record_probe
-from .probe import SETTINGS, ProbeError, probe_bridge, settings_fingerprint
+from .probe import ProbeError, probe_bridge, probe_record, settings_fingerprint
 from .ovsdb.connection import Connection
 from .ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, apply, finish_redirects, read_interfaces,
                           read_ports, vhost_sock_dir)
 from .ovsdb.registry import read_host
+from .ovsdb.rows import optional
 from .ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
 from .reconcile import CreatePort, Enforcement, Mirror, Redirect, RemovePort, UpdatePort, plan, relay_specs
 from .relay import RelayManager
@@ -168,7 +169,8 @@ class Agent:
         if not switch:
             return False
         row = switch[0]
-        fingerprint = settings_fingerprint(_first(row.ovs_version), _first(row.dpdk_version), dict(row.other_config))
+        fingerprint = settings_fingerprint(optional(row.ovs_version), optional(row.dpdk_version),
+                                           dict(row.other_config))
         hosts = self.registry.rows("Host")
         if hosts and hosts[0].other_config.get("probe-fingerprint") == fingerprint:
             return False
@@ -176,7 +178,7 @@ class Agent:
             return False  # tried for these settings already (and failed, or is recorded)
         self._probe_attempted = fingerprint
         try:
-            _versions, other_config, bridges = read_switch(self.ovs.remote, self.timeout)
+            versions, other_config, bridges = read_switch(self.ovs.remote, self.timeout)
             if not bridges:
                 log.info("probe: no netdev bridge yet; the backend will be probed when one exists")
                 self._probe_attempted = None
@@ -186,11 +188,8 @@ class Agent:
         except ProbeError as err:
             log.warning("%s", err)
             return False
-        info = {f"probe-{k}": other_config.get(k, "") for k in SETTINGS}
-        info["probe-fingerprint"] = fingerprint
-        record_probe(self.registry, Capabilities(offer.abi(), source="probe"), info,
-                     versions={k: v for k, v in (("ovs_version", _first(row.ovs_version)),
-                                                 ("dpdk_version", _first(row.dpdk_version))) if v})
+        record_probe(self.registry, Capabilities(offer.abi(), source="probe"), probe_record(versions, other_config),
+                     versions=versions)
         log.info("probe: backend offers virtio %s, protocol %s, %d queue pairs (%s)", catalog.to_hex(offer.virtio),
                  catalog.to_hex(offer.protocol), offer.queue_pairs, fingerprint)
         return True
@@ -241,10 +240,6 @@ class Agent:
         end = time.monotonic() + seconds
         while not self._stop and time.monotonic() < end:
             time.sleep(min(0.05, end - time.monotonic()))
-
-
-def _first(value: Any) -> str | None:
-    return value[0] if value else None
 
 
 def _mode_name(mode: Mode | None) -> str:

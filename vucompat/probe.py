@@ -131,3 +131,12 @@ def settings_fingerprint(ovs_version: str | None, dpdk_version: str | None, othe
     parts = [f"ovs={ovs_version or ''}", f"dpdk={dpdk_version or ''}"]
     parts += [f"{key}={other_config.get(key, '')}" for key in SETTINGS]
     return ";".join(parts)
+
+
+def probe_record(versions: dict[str, str], other_config: dict[str, str]) -> dict[str, str]:
+    """What a probe records in the Host row's other_config: the settings that decided
+    the offer (probe-*) and their fingerprint (probe-fingerprint)."""
+    record = {f"probe-{key}": other_config.get(key, "") for key in SETTINGS}
+    record["probe-fingerprint"] = settings_fingerprint(versions.get("ovs_version"), versions.get("dpdk_version"),
+                                                       other_config)
+    return record

@@ -10,8 +10,11 @@ the header's bytes.
 from __future__ import annotations
 
 import array
+import os
+import select
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 
 HEADER = struct.Struct("<III")
@@ -141,8 +144,6 @@ def send(sock: socket.socket, message: Message) -> None:
 
 
 def close_fds(fds: list[int]) -> None:
-    import os
-
     for fd in fds:
         try:
             os.close(fd)
@@ -153,13 +154,9 @@ def close_fds(fds: list[int]) -> None:
 def recv_blocking(sock: socket.socket, timeout: float) -> Message:
     """Read one whole message from a socket within `timeout` (the probe and test
     clients). Raises EOFError, ProtocolError, TimeoutError."""
-    import time
-
     deadline = time.monotonic() + timeout
     sock.setblocking(False)
     reader = Reader(sock)
-    import select
-
     while True:
         messages = reader.feed()
         if messages:

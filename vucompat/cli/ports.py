@@ -98,7 +98,7 @@ def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
 
 def _probe_offer(db: str, bridge: str | None, socket_path: Path | None, timeout: float):  # -> (Offer, info)
     from ..ovsdb.load import read_switch
-    from ..probe import SETTINGS, probe_bridge, probe_socket, settings_fingerprint
+    from ..probe import probe_bridge, probe_record, probe_socket
 
     versions, other_config, netdev = read_switch(db, timeout)
     if socket_path is not None:
@@ -109,10 +109,7 @@ def _probe_offer(db: str, bridge: str | None, socket_path: Path | None, timeout:
             raise UsageError(message=f"{db} has no netdev bridge to add a probe port to: give --bridge, or "
                              "--socket PATH of a dpdkvhostuser port")
         offer = probe_bridge(db, bridge, timeout=max(timeout, 10.0))
-    info = {f"probe-{k}": other_config.get(k, "") for k in SETTINGS}
-    info["probe-fingerprint"] = settings_fingerprint(versions.get("ovs_version"), versions.get("dpdk_version"),
-                                                     other_config)
-    return offer, info, versions
+    return offer, probe_record(versions, other_config), versions
 
 
 _PROBE_TARGET = [

@@ -20,7 +20,9 @@ from ..reconcile import (OPTION, SERVER_PATH, Action, CreatePort, InterfaceView,
                          RemovePort, UpdatePort)
 from ..resolve import Resolution
 from .connection import Connection
-from .rows import bits_to_mask, idl_values, mode_row, row_to_mode
+from . import rpc
+from .rows import bits_to_mask, idl_values, json_row, mode_row, optional, row_to_mode
+from .schema import COLUMNS, DB_NAME
 
 log = logging.getLogger("vucompat.agent")
 
@@ -72,24 +74,15 @@ def _port_view(row: Any, mode: Any) -> PortView:
     """A PortView from a Port row (IDL or json_row shaped) and its expanded mode."""
     return PortView(
         name=row.interface_name, interface_uuid=str(row.interface_uuid), requested=row.requested,
-        resolved=row.resolved[0] if row.resolved else None, state=row.state,
-        error=row.error[0] if row.error else None, mode=mode,
+        resolved=optional(row.resolved), state=row.state, error=optional(row.error), mode=mode,
         negotiated_features=bits_to_mask(row.negotiated_features), negotiated=dict(row.negotiated),
-        verification=_optional(row.verification), frontend_socket=_optional(row.frontend_socket),
-        relay_socket=_optional(row.relay_socket), violation=_optional(row.violation),
+        verification=optional(row.verification), frontend_socket=optional(row.frontend_socket),
+        relay_socket=optional(row.relay_socket), violation=optional(row.violation),
         interface_type=row.interface_type)
-
-
-def _optional(value: Any) -> Any:
-    return value[0] if value else None
 
 
 def load_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortView]:
     """Read every Port row once (one select, no monitor), with its mode expanded."""
-    from . import rpc
-    from .rows import json_row
-    from .schema import COLUMNS, DB_NAME
-
     rpc.configure_ssl(ssl)
     modes, ports = rpc.transact(remote, DB_NAME, [
         {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", *COLUMNS["Compat_Mode"]]},

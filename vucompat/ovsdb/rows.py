@@ -25,8 +25,8 @@ def bits_to_mask(bits: Any) -> int:
     return sum(1 << int(b) for b in bits)
 
 
-def _optional(value: Any) -> Any:
-    """The IDL shows an optional column (min 0, max 1) as a list."""
+def optional(value: Any) -> Any:
+    """The value of an optional column (min 0, max 1), which the IDL shows as a list; None when empty."""
     return value[0] if value else None
 
 
@@ -72,7 +72,7 @@ def row_to_mode(row: Any, remote: str) -> Mode:
               **{name: int(getattr(row, name)) for name in LIMITS})
     if abi.digest != row.digest:
         raise CorruptRowError(remote=remote, name=row.name, stored=row.digest, computed=abi.digest)
-    released = _optional(row.released)
+    released = optional(row.released)
     return Mode(name=row.name, lineage=row.lineage, version=row.version,
                 released=date.fromisoformat(released) if released else None, abi=abi,
                 provenance=dict(row.provenance), note=row.note, source=remote,
@@ -84,7 +84,7 @@ def host_capabilities(row: Any, remote: str) -> Capabilities | None:
     (the host then runs every mode it defines)."""
     if row is None or row.capabilities_source == "none":
         return None
-    limits = {name: _optional(getattr(row, name)) for name in LIMITS}
+    limits = {name: optional(getattr(row, name)) for name in LIMITS}
     if any(v is None for v in limits.values()):
         return None
     abi = Abi(virtio=bits_to_mask(row.virtio_features), protocol=bits_to_mask(row.protocol_features),
