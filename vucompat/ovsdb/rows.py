@@ -4,6 +4,7 @@ integers are signed 64-bit and virtio uses bit 63."""
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from types import SimpleNamespace
@@ -102,11 +103,11 @@ def capabilities_columns(capabilities: Capabilities | None, source: str) -> dict
             "protocol_features": catalog.bits_of(abi.protocol), **{name: [abi.limit(name)] for name in LIMITS}}
 
 
-def json_row(row: dict[str, Any], table: str) -> SimpleNamespace:
+def json_row(row: dict[str, Any], table: str, schema: str = "registry") -> SimpleNamespace:
     """Return a row from a raw `select` reply with values shaped as the IDL shows
     them (sets and optional columns as lists, maps as dicts, uuids as strings), so
-    row_to_mode and host_capabilities read both alike."""
-    kinds = _column_kinds()[table]
+    row_to_mode and host_capabilities read both alike. `schema`: registry | fleet."""
+    kinds = _column_kinds(schema)[table]
     out = {}
     for column, value in row.items():
         if isinstance(value, list) and value and value[0] in ("set", "map", "uuid"):
@@ -118,12 +119,13 @@ def json_row(row: dict[str, Any], table: str) -> SimpleNamespace:
     return SimpleNamespace(**out)
 
 
-def _column_kinds() -> dict[str, dict[str, str]]:
-    """table -> column -> "set" (a set or optional column) or "scalar", from the shipped schema."""
+@lru_cache(maxsize=2)
+def _column_kinds(schema: str) -> dict[str, dict[str, str]]:
+    """table -> column -> "set" (a set or optional column) or "scalar", from a shipped schema."""
     from .schema import shipped_schema
 
     kinds: dict[str, dict[str, str]] = {}
-    for table, spec in shipped_schema()["tables"].items():
+    for table, spec in shipped_schema(schema)["tables"].items():
         for column, col in spec["columns"].items():
             ctype = col["type"]
             is_set = isinstance(ctype, dict) and (ctype.get("min", 1) != 1 or ctype.get("max", 1) != 1) \

@@ -10,6 +10,8 @@ from typing import Any
 
 DB_NAME = "VuCompat"
 SCHEMA_FILE = (Path(__file__).parent.parent / "ovsdb_schema" / "vucompat.ovsschema").resolve()
+FLEET_DB = "VuCompat_Fleet"
+FLEET_SCHEMA_FILE = SCHEMA_FILE.with_name("vucompat-fleet.ovsschema")
 
 #: table -> columns vucompat reads and writes; all must exist in the server's schema
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -28,10 +30,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 OPEN_VSWITCH_COLUMNS: tuple[str, ...] = ("ovs_version", "dpdk_version")
 
 
-@lru_cache(maxsize=1)
-def shipped_schema() -> dict[str, Any]:
-    """Return the schema shipped with this vucompat."""
-    return json.loads(SCHEMA_FILE.read_text())
+@lru_cache(maxsize=2)
+def shipped_schema(which: str = "registry") -> dict[str, Any]:
+    """Return a schema shipped with this vucompat: the registry's or the fleet's."""
+    return json.loads((SCHEMA_FILE if which == "registry" else FLEET_SCHEMA_FILE).read_text())
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

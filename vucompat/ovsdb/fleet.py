@@ -1,0 +1,316 @@
+"""The fleet database (VuCompat_Fleet): configuring its listeners and RBAC roles,
+publishing one host into it, and reading it for schedulers.
+
+Writers and one-shot readers use rpc.Session (one persistent connection to any
+member of the cluster, failing over along the comma-separated remotes); a warm
+scheduler uses FleetView, an IDL replica that rebuilds only the hosts that changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+from ..fleet import FleetHost, HostRecord, needed_modes
+from ..mode import Mode
+from ..reconcile import PortView
+from ..registry import Host, Registry
+from .connection import Connection
+from .fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, publish_operations
+from .rows import bits_to_mask, host_capabilities, json_row, optional, row_to_mode
+from .rpc import DEFAULT_TIMEOUT, OvsdbError, Session, SslOptions
+from .schema import FLEET_DB
+
+log = logging.getLogger("vucompat.fleet")
+
+HOST_ROLE = "vucompat-host"
+READER_ROLE = "vucompat-reader"
+MODE_COLUMNS = ("name", "lineage", "version", "released", "digest", "virtio_features", "protocol_features",
+                "max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size", "deprecated_features",
+                "derived_from", "provenance", "note")
+READ_HOST_COLUMNS = (*HOST_COLUMNS, "last_seen")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# ---- configuration (admin) ---------------------------------------------------------------------
+
+
+def configuration_operations(host_targets: Sequence[str], reader_targets: Sequence[str]) -> list[dict[str, Any]]:
+    """One transaction that replaces the fleet's listeners and roles:
+    - `host_targets` (e.g. pssl:6650) take agents, with role vucompat-host: a host
+      may insert, update and delete only the Host row whose name is its certificate's
+      CN and the Port rows whose host is; it may add Compat_Mode rows (content-
+      addressed: readers check every digest) but never change one;
+    - `reader_targets` take schedulers, read-only (role vucompat-reader has no
+      permission at all, and the listener is read_only too)."""
+    def perm(name: str, table: str, authorization: list[str], update: Sequence[str]) -> dict[str, Any]:
+        return {"op": "insert", "table": "RBAC_Permission", "uuid-name": name,
+                "row": {"table": table, "authorization": ["set", authorization], "insert_delete": True,
+                        "update": ["set", list(update)]}}
+
+    ops: list[dict[str, Any]] = [{"op": "delete", "table": t, "where": []}
+                                 for t in ("Fleet", "RBAC_Role", "RBAC_Permission")]
+    ops += [perm("p_host", "Host", ["name"], [c for c in READ_HOST_COLUMNS if c != "name"]),
+            perm("p_port", "Port", ["host"], [*PORT_COLUMNS, "mode"]),
+            perm("p_mode", "Compat_Mode", [""], [])]
+    ops.append({"op": "insert", "table": "RBAC_Role", "row": {"name": HOST_ROLE, "permissions": ["map", [
+        ["Host", ["named-uuid", "p_host"]], ["Port", ["named-uuid", "p_port"]],
+        ["Compat_Mode", ["named-uuid", "p_mode"]]]]}})
+    ops.append({"op": "insert", "table": "RBAC_Role", "row": {"name": READER_ROLE, "permissions": ["map", []]}})
+    connections = []
+    for i, (target, role, read_only) in enumerate([*((t, HOST_ROLE, False) for t in host_targets),
+                                                   *((t, READER_ROLE, True) for t in reader_targets)]):
+        ops.append({"op": "insert", "table": "Connection", "uuid-name": f"c{i}",
+                    "row": {"target": target, "role": role, "read_only": read_only}})
+        connections.append(["named-uuid", f"c{i}"])
+    ops.append({"op": "insert", "table": "Fleet", "row": {"connections": ["set", connections]}})
+    return ops
+
+
+def configure(admin_remote: str, host_targets: Sequence[str], reader_targets: Sequence[str],
+              timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None) -> None:
+    """Write the fleet's listeners and roles (configuration_operations) through an
+    admin remote (one without a role, e.g. a server's unix socket). Raises OvsdbError."""
+    for target in (*host_targets, *reader_targets):
+        if not target.startswith(("pssl:", "ptcp:", "punix:")):
+            raise OvsdbError(remote=admin_remote, reason=f"listener {target!r} is not a passive remote: "
+                             "write pssl:PORT[:IP] (ptcp: only for tests; RBAC needs SSL to know who connects)")
+    session = Session(admin_remote, FLEET_DB, timeout, ssl)
+    try:
+        session.transact(configuration_operations(host_targets, reader_targets))
+    finally:
+        session.close()
+
+
+# ---- publishing (a host's agent, the load generator) --------------------------------------------
+
+
+def read_operations(record: HostRecord) -> list[dict[str, Any]]:
+    """The selects that read what the fleet holds for `record`'s host (Published)."""
+    ops: list[dict[str, Any]] = [
+        {"op": "select", "table": "Host", "where": [["name", "==", record.name]], "columns": list(HOST_COLUMNS)},
+        {"op": "select", "table": "Port", "where": [["host", "==", record.name]],
+         "columns": [*PORT_COLUMNS, "mode"]}]
+    for name, digest in sorted(needed_modes(record)):
+        ops.append({"op": "select", "table": "Compat_Mode", "where": [["name", "==", name], ["digest", "==", digest]],
+                    "columns": ["_uuid", *MODE_COLUMNS]})
+    return ops
+
+
+def published_from(results: list[dict[str, Any]], remote: str) -> Published:
+    """Published from the replies of read_operations(). Raises CorruptRowError for a
+    Compat_Mode row whose contents do not match its digest (a forged row)."""
+    hosts, ports, *modes = (r["rows"] for r in results)
+    known = {}
+    for rows in modes:
+        for row in rows:
+            mode = row_to_mode(json_row(row, "Compat_Mode", "fleet"), remote)
+            known[(mode.name, mode.digest)] = row["_uuid"][1]
+    return Published(host=hosts[0] if hosts else None, ports={p["interface_name"]: p for p in ports}, modes=known)
+
+
+def publish(session: Session, record: HostRecord, heartbeat: bool = False, attempts: int = 3) -> int:
+    """Make the fleet hold `record`: read what it holds, write the difference in one
+    transaction. Returns the number of operations written (0: it was up to date).
+    A write that loses a race (another host added the same mode first) reads again.
+    Raises OvsdbError (nothing half-written: one transaction), CorruptRowError."""
+    for attempt in range(attempts):
+        current = published_from(session.transact(read_operations(record)), session.remote or "")
+        ops = publish_operations(record, current, now_ms(), heartbeat)
+        if not ops:
+            return 0
+        try:
+            session.transact(ops)
+            return len(ops)
+        except OvsdbError as err:
+            if "constraint violation" not in err.reason or attempt == attempts - 1:
+                raise
+    return 0
+
+
+class FleetPublisher:
+    """Publishes one host into the fleet from a thread of its own, so the agent
+    never waits for the fleet: offer() the newest record; it is published in one
+    transaction, again whenever it changes, and its last_seen refreshed every
+    heartbeat interval. While the fleet is unreachable it warns once, retries with
+    backoff and, when the fleet returns, publishes what changed meanwhile."""
+
+    def __init__(self, remotes: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None,
+                 backoff_max: float = 8.0) -> None:
+        self.session = Session(remotes, FLEET_DB, timeout, ssl)
+        self.backoff_max = backoff_max
+        self._record: HostRecord | None = None
+        self._wake = threading.Condition()
+        self._stop = False
+        self._dirty = False
+        #: for status and tests: successful publishes, and the error of the last failure (None once it works)
+        self.published = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="vucompat-fleet", daemon=True)
+        self._thread.start()
+
+    def offer(self, record: HostRecord) -> None:
+        """Publish `record` (asynchronously) if it differs from the last one offered."""
+        with self._wake:
+            if record != self._record:
+                self._record, self._dirty = record, True
+                self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        self._thread.join(timeout=10)
+        self.session.close()
+
+    def _run(self) -> None:
+        backoff = 0.25
+        next_heartbeat = 0.0
+        while True:
+            with self._wake:
+                record = self._record
+                wait = (backoff if self.last_error else
+                        max(0.0, next_heartbeat - time.monotonic()) if record is not None else None)
+                if not self._stop and not self._dirty and (wait is None or wait > 0):
+                    self._wake.wait(wait)
+                if self._stop:
+                    return
+                record, dirty, self._dirty = self._record, self._dirty, False
+            if record is None:
+                continue
+            heartbeat = time.monotonic() >= next_heartbeat
+            try:
+                publish(self.session, record, heartbeat=heartbeat)
+            except OvsdbError as err:
+                if self.last_error is None:
+                    log.warning("fleet database unreachable or refusing (%s); this host keeps working and "
+                                "publishes when it answers again", err)
+                self.last_error = str(err)
+                self._dirty = self._dirty or dirty or heartbeat
+                backoff = min(backoff * 2, self.backoff_max)
+                continue
+            except Exception as err:  # noqa: BLE001 - a forged mode row, a bug: say so, keep the agent up
+                log.error("fleet publish failed: %s", err)
+                self.last_error = str(err)
+                backoff = self.backoff_max
+                continue
+            if self.last_error is not None:
+                log.warning("fleet database reachable again: %s is published", record.name)
+            self.last_error = None
+            backoff = 0.25
+            self.published += 1
+            next_heartbeat = time.monotonic() + record.heartbeat_interval
+
+
+# ---- reading (schedulers) -----------------------------------------------------------------------
+
+
+def _uuid(ref: Any) -> str:
+    """A reference as json_row leaves it inside a set (["uuid", U]) or the IDL gives it (a Row, a UUID)."""
+    if isinstance(ref, list):
+        return ref[1]
+    return str(getattr(ref, "uuid", ref))
+
+
+def fleet_host(row: Any, modes: dict[str, Mode], remote: str) -> FleetHost:
+    """A FleetHost from a Host row (json_row shaped) and the fleet's modes by uuid."""
+    own = {modes[u].name: modes[u] for u in map(_uuid, row.modes) if u in modes}
+    runnable = frozenset(modes[u].name for u in map(_uuid, row.runnable) if u in modes)
+    host = Host(name=row.name, registry=Registry(own, where=f"the fleet's copy of {row.name}"),
+                capabilities=host_capabilities(row, remote))
+    return FleetHost(host=host, pool=optional(row.pool), ovs_version=optional(row.ovs_version),
+                     dpdk_version=optional(row.dpdk_version), last_seen=int(row.last_seen),
+                     heartbeat_interval=int(row.heartbeat_interval), runnable=runnable,
+                     unavailable=dict(row.unavailable))
+
+
+def fleet_port(row: Any, modes: dict[str, Mode]) -> tuple[str, PortView]:
+    """(host name, PortView) from a fleet Port row (json_row shaped)."""
+    mode = modes.get(_uuid(row.mode[0])) if row.mode else None
+    return row.host, PortView(name=row.interface_name, interface_uuid="", requested=row.requested,
+                              resolved=optional(row.resolved), state=row.state, error=optional(row.error),
+                              mode=mode, negotiated_features=bits_to_mask(row.negotiated_features),
+                              verification=optional(row.verification), violation=optional(row.violation),
+                              interface_type=row.interface_type)
+
+
+def _modes_by_uuid(rows: Iterable[dict[str, Any]], remote: str) -> dict[str, Mode]:
+    return {row["_uuid"][1]: row_to_mode(json_row(row, "Compat_Mode", "fleet"), remote) for row in rows}
+
+
+def load_fleet(session: Session, hosts: Sequence[str] = ()) -> list[FleetHost]:
+    """Every host of the fleet (or only `hosts`), read once. Raises OvsdbError."""
+    where = [] if len(hosts) != 1 else [["name", "==", hosts[0]]]
+    modes, rows = session.transact([
+        {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", *MODE_COLUMNS]},
+        {"op": "select", "table": "Host", "where": where, "columns": list(READ_HOST_COLUMNS)}])
+    by_uuid = _modes_by_uuid(modes["rows"], session.remote or "")
+    out = [fleet_host(json_row(r, "Host", "fleet"), by_uuid, session.remote or "") for r in rows["rows"]]
+    return [h for h in out if not hosts or h.name in hosts]
+
+
+def load_ports(session: Session, host: str | None = None, interface: str | None = None) -> list[tuple[str, PortView]]:
+    """Ports of the fleet (of one host, or one port), read once. Raises OvsdbError."""
+    where = ([["host", "==", host]] if host else []) + ([["interface_name", "==", interface]] if interface else [])
+    modes, rows = session.transact([
+        {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", *MODE_COLUMNS]},
+        {"op": "select", "table": "Port", "where": where, "columns": ["host", *PORT_COLUMNS, "mode"]}])
+    by_uuid = _modes_by_uuid(modes["rows"], session.remote or "")
+    return [fleet_port(json_row(r, "Port", "fleet"), by_uuid) for r in rows["rows"]]
+
+
+class FleetView:
+    """A warm scheduler's replica of the fleet's hosts (an IDL monitor on any
+    cluster member; it fails over along the remotes). hosts() rebuilds only the
+    rows that changed since the last call. Not thread-safe."""
+
+    TABLES = {"Compat_Mode": MODE_COLUMNS, "Host": READ_HOST_COLUMNS}
+
+    def __init__(self, remotes: str, timeout: float = 60.0, ssl: SslOptions | None = None) -> None:
+        self.connection = Connection(remotes, timeout, ssl, tables=self.TABLES, database=FLEET_DB)
+        self._modes: dict[str, Mode] = {}
+        self._hosts: dict[Any, FleetHost] = {}
+
+    def refresh(self) -> None:
+        self.connection.refresh()
+
+    def hosts(self) -> list[FleetHost]:
+        """Every host as the replica holds it now."""
+        self.connection.refresh()
+        idl = self.connection.idl
+        changed, idl.changed = idl.changed, {}
+        remote = self.connection.remote
+        mode_table = idl.tables["Compat_Mode"].rows
+        for uuid in changed.get("Compat_Mode", ()):
+            row = mode_table.get(uuid)
+            if row is None:
+                self._modes.pop(str(uuid), None)
+            else:
+                self._modes[str(uuid)] = row_to_mode(row, remote)
+        host_table = idl.tables["Host"].rows
+        rebuild = set(changed.get("Host", ())) if not changed.get("Compat_Mode") else set(host_table)
+        for uuid in rebuild | (set(self._hosts) - set(host_table)):
+            row = host_table.get(uuid)
+            if row is None:
+                self._hosts.pop(uuid, None)
+            else:
+                self._hosts[uuid] = fleet_host(row, self._modes, remote)
+        return list(self._hosts.values())
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate` until true; raise OvsdbError after `timeout` seconds (tests, demo)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise OvsdbError(remote="fleet", reason=f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+

@@ -1,0 +1,145 @@
+"""Fleet rows: what one host's publish writes into the fleet database, as OVSDB
+operations. Pure (no I/O): the publisher, the load generator and the tests build
+the same transaction from the same record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .. import catalog
+from ..fleet import HostRecord, needed_modes, unavailable_features
+from ..mode import LIMITS
+from ..reconcile import PortView
+from .rows import mode_row
+
+
+#: Port columns the fleet copies from a host's registry (plus host and mode)
+PORT_COLUMNS = ("interface_name", "interface_type", "requested", "resolved", "state", "error",
+                "negotiated_features", "verification", "violation")
+HOST_COLUMNS = ("name", "pool", "capabilities_source", "virtio_features", "protocol_features", *LIMITS,
+                "ovs_version", "dpdk_version", "default_policy", "modes", "runnable", "unavailable",
+                "heartbeat_interval", "agent_version")
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the fleet database holds for one host now (raw OVSDB JSON rows)."""
+
+    host: Mapping[str, Any] | None = None
+    ports: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: (name, digest) -> uuid of the fleet's Compat_Mode rows this host needs
+    modes: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+
+def _set(values: Iterable[Any]) -> list[Any]:
+    return ["set", list(values)]
+
+
+def _optional(value: Any) -> list[Any]:
+    return ["set", [] if value is None else [value]]
+
+
+def host_row(record: HostRecord, mode_refs: Mapping[tuple[str, str], list[str]]) -> dict[str, Any]:
+    """The Host row of `record` (without last_seen), with references to its modes."""
+    caps = record.host.capabilities
+    unavailable = unavailable_features(record)
+    own = [(m.name, m.digest) for m in record.host.registry.modes.values()]
+    return {
+        "name": record.name,
+        "pool": _optional(record.pool),
+        "capabilities_source": record.capabilities_source if caps else "none",
+        "virtio_features": _set(catalog.bits_of(caps.abi.virtio) if caps else []),
+        "protocol_features": _set(catalog.bits_of(caps.abi.protocol) if caps else []),
+        **{name: _optional(caps.abi.limit(name) if caps else None) for name in LIMITS},
+        "ovs_version": _optional(record.ovs_version),
+        "dpdk_version": _optional(record.dpdk_version),
+        "default_policy": record.default_policy,
+        "modes": _set(mode_refs[key] for key in own),
+        "runnable": _set(mode_refs[key] for key in own if key[0] not in unavailable),
+        "unavailable": ["map", sorted(unavailable.items())],
+        "heartbeat_interval": record.heartbeat_interval,
+        "agent_version": _optional(record.agent_version),
+    }
+
+
+def port_row(host: str, port: PortView, mode_ref: list[str] | None) -> dict[str, Any]:
+    """The fleet Port row of one of `host`'s ports."""
+    return {
+        "host": host, "interface_name": port.name, "interface_type": port.interface_type,
+        "requested": port.requested, "resolved": _optional(port.resolved), "state": port.state,
+        "error": _optional(port.error),
+        "negotiated_features": _set(catalog.bits_of(port.negotiated_features)),
+        "verification": _optional(port.verification), "violation": _optional(port.violation),
+        "mode": _set([mode_ref] if mode_ref else []),
+    }
+
+
+def canonical(value: Any) -> Any:
+    """An OVSDB JSON value in one comparable form: sets and maps as frozensets,
+    uuids as (tag, uuid) pairs."""
+    if isinstance(value, list) and len(value) == 2 and value[0] in ("set", "map", "uuid", "named-uuid"):
+        tag, payload = value
+        if tag == "set":
+            return frozenset(canonical(v) for v in payload)
+        if tag == "map":
+            return frozenset((canonical(k), canonical(v)) for k, v in payload)
+        return (tag, payload)
+    return value
+
+
+def _same(column: str, desired: Any, current: Mapping[str, Any]) -> bool:
+    """Whether `current` (as the server sent it: a one-element set comes back bare)
+    already holds `desired` in `column`."""
+    if column not in current:
+        return False
+    want, have = canonical(desired), canonical(current[column])
+    if isinstance(want, frozenset) and not isinstance(have, frozenset):
+        have = frozenset([have])
+    return want == have
+
+
+def publish_operations(record: HostRecord, current: Published, now_ms: int,
+                       heartbeat: bool = False) -> list[dict[str, Any]]:
+    """The one transaction that makes the fleet hold `record` for its host, given
+    what it holds now: inserts of modes it lacks, and the host's Host and Port rows
+    inserted, updated (changed columns only) or deleted. Rows are addressed by their
+    natural keys (host name, port name), never by a uuid read earlier, so a stale
+    `current` fails (unique index) rather than writes twice. Empty when nothing
+    changed and no `heartbeat` is due."""
+    ops: list[dict[str, Any]] = []
+    refs: dict[tuple[str, str], list[str]] = {}
+    for i, (key, mode) in enumerate(sorted(needed_modes(record).items())):
+        if key in current.modes:
+            refs[key] = ["uuid", current.modes[key]]
+        else:
+            refs[key] = ["named-uuid", f"mode{i}"]
+            ops.append({"op": "insert", "table": "Compat_Mode", "row": mode_row(mode), "uuid-name": f"mode{i}"})
+    where_host = [["name", "==", record.name]]
+    desired = host_row(record, refs)
+    if current.host is None:
+        ops.append({"op": "insert", "table": "Host", "row": {**desired, "last_seen": now_ms}})
+    else:
+        changed = {c: v for c, v in desired.items() if not _same(c, v, current.host)}
+        if changed or heartbeat:
+            ops.append({"op": "update", "table": "Host", "where": where_host, "row": {**changed, "last_seen": now_ms}})
+    for name, port in sorted(record.ports.items()):
+        ref = refs[(port.mode.name, port.mode.digest)] if port.mode is not None else None
+        row = port_row(record.name, port, ref)
+        have = current.ports.get(name)
+        if have is None:
+            ops.append({"op": "insert", "table": "Port", "row": row})
+            continue
+        changed = {c: v for c, v in row.items() if not _same(c, v, have)}
+        if changed:
+            ops.append({"op": "update", "table": "Port", "row": changed,
+                        "where": [["host", "==", record.name], ["interface_name", "==", name]]})
+    for name in sorted(set(current.ports) - set(record.ports)):
+        ops.append({"op": "delete", "table": "Port",
+                    "where": [["host", "==", record.name], ["interface_name", "==", name]]})
+    if ops and not any(op["table"] == "Host" for op in ops):
+        ops.append({"op": "update", "table": "Host", "where": where_host, "row": {"last_seen": now_ms}})
+    return ops
+
+
