@@ -26,27 +26,30 @@ def _no_environment_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VUCOMPAT_TABLES", raising=False)
 
 
+def build_host(root: Path, name: str, upstream_until: str | None = None, capabilities: str | None = None,
+               extra: dict[str, str] | None = None, distro: bool = True) -> Path:
+    """A host directory under `root`: the shipped upstream table (cut after
+    `upstream_until`), the fc26 lineage, a capabilities file, `extra` files."""
+    shipped = shipped_tables_dir()
+    host = root / name
+    host.mkdir()
+    text = (shipped / "upstream.ovs-dpdk.toml").read_text()
+    if upstream_until:
+        text = truncated_upstream(text, upstream_until)
+    (host / "upstream.ovs-dpdk.toml").write_text(text)
+    if distro:
+        shutil.copy(shipped / "fc26.ovs-dpdk.toml", host)
+    if capabilities is not None:
+        (host / "capabilities.toml").write_text(capabilities)
+    for file, content in (extra or {}).items():
+        (host / file).write_text(content)
+    return host
+
+
 @pytest.fixture
-def make_host(tmp_path: Path, shipped: Path) -> Callable[..., Path]:
+def make_host(tmp_path: Path) -> Callable[..., Path]:
     """make_host(name, upstream_until=None, capabilities=None, extra={file: text}) -> dir."""
-
-    def build(name: str, upstream_until: str | None = None, capabilities: str | None = None,
-              extra: dict[str, str] | None = None, distro: bool = True) -> Path:
-        host = tmp_path / name
-        host.mkdir()
-        text = (shipped / "upstream.ovs-dpdk.toml").read_text()
-        if upstream_until:
-            text = truncated_upstream(text, upstream_until)
-        (host / "upstream.ovs-dpdk.toml").write_text(text)
-        if distro:
-            shutil.copy(shipped / "fc26.ovs-dpdk.toml", host)
-        if capabilities is not None:
-            (host / "capabilities.toml").write_text(capabilities)
-        for file, content in (extra or {}).items():
-            (host / file).write_text(content)
-        return host
-
-    return build
+    return lambda name, **kw: build_host(tmp_path, name, **kw)
 
 
 def capabilities_toml(virtio: list[str], protocol: list[str], queue_pairs: int = 128,

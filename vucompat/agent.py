@@ -10,6 +10,7 @@ what both databases hold now, so nothing is resolved twice and nothing is lost.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import signal
@@ -22,7 +23,9 @@ from typing import Any
 import ovs.poller
 
 from . import catalog
+from .fleet import DEFAULT_HEARTBEAT, HostRecord
 from .mode import Capabilities, Mode
+from .ovsdb.fleet import FleetPublisher
 from .ovsdb.load import read_switch, record_probe
 from .probe import ProbeError, probe_bridge, probe_record, settings_fingerprint
 from .ovsdb.connection import Connection
@@ -37,6 +40,10 @@ from .registry import Host
 from .resolve import NONCONFORMANT, REJECTED
 
 log = logging.getLogger("vucompat.agent")
+try:
+    _VERSION: str | None = importlib.metadata.version("vucompat")
+except importlib.metadata.PackageNotFoundError:
+    _VERSION = None
 
 DEFAULT_RELAY_DIR = Path("/var/run/vucompat")
 DEFAULT_OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
@@ -60,6 +67,12 @@ class Agent:
     relay_dir: Path = DEFAULT_RELAY_DIR
     #: ovs-vswitchd's run directory (its dpdkvhostuser sockets are under it)
     ovs_rundir: Path = DEFAULT_OVS_RUNDIR
+    #: the fleet cluster to publish into (comma-separated remotes); None: do not publish
+    fleet: str | None = None
+    #: this host's name in the fleet (default: its Host row's name); must be its certificate's CN
+    fleet_name: str | None = None
+    pool: str | None = None
+    heartbeat: int = DEFAULT_HEARTBEAT
     registry: Connection | None = field(default=None, init=False)
     ovs: Connection | None = field(default=None, init=False)
     _stop: bool = field(default=False, init=False)
@@ -74,6 +87,7 @@ class Agent:
         self.relays = RelayManager(self._on_violation) if self.enforce else None
         self._probe_attempted: str | None = None
         self._pending: list[PendingRedirects] = []
+        self.publisher = FleetPublisher(self.fleet, self.timeout, self.ssl) if self.fleet else None
 
     def _on_violation(self, port: str, reason: str) -> None:
         """Called from the relay thread: recorded on the port by the next reconcile."""
@@ -106,6 +120,7 @@ class Agent:
                 if self._ready() and (now != seen or time.monotonic() >= next_periodic or self._violations):
                     self.probe_if_changed()
                     self.reconcile()
+                    self.publish()
                     seen = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
                     next_periodic = time.monotonic() + PERIODIC_MS / 1000
                 backoff = BACKOFF_MIN
@@ -116,6 +131,8 @@ class Agent:
                 backoff = min(backoff * 2, BACKOFF_MAX)
         if self.relays is not None:
             self.relays.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
         self.close()
         log.info("vucompat agent: stopped")
 
@@ -152,6 +169,23 @@ class Agent:
         start_relays([])  # and again with what the Interfaces hold now
         log.debug("reconcile: %d action(s) in %.1f ms", len(actions), (time.perf_counter() - started) * 1000)
         return actions
+
+    def publish(self) -> None:
+        """Offer this host's record to the fleet publisher (it writes only what changed,
+        from its own thread: the agent never waits for the fleet)."""
+        if self.publisher is None:
+            return
+        assert self.registry is not None
+        host = self._current_host()
+        rows = self.registry.rows("Host")
+        row = rows[0] if rows else None
+        self.publisher.offer(HostRecord(
+            host=replace(host, name=self.fleet_name or host.name), ports=read_ports(self.registry), pool=self.pool,
+            ovs_version=optional(row.ovs_version) if row else None,
+            dpdk_version=optional(row.dpdk_version) if row else None,
+            default_policy=row.default_policy if row else "latest",
+            capabilities_source=row.capabilities_source if row else "none",
+            heartbeat_interval=self.heartbeat, agent_version=_VERSION))
 
     def finish_due_redirects(self) -> None:
         """Finish the redirects ovs-vswitchd has caught up with (see ovsdb.ports.apply)."""

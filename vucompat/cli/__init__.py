@@ -92,4 +92,4 @@ def main() -> None:
 
 
 # the commands, by subject (each module registers its commands on `main`)
-from . import migration, modes, ports, registry  # noqa: E402,F401
+from . import fleet, migration, modes, ports, registry  # noqa: E402,F401

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 
 from . import _FORMAT, _conn, _connection_options, _emit, main
+
+if TYPE_CHECKING:
+    from ..migration import Verdict
 
 
 @main.command("check-migration")
@@ -27,15 +30,21 @@ def check_migration(interface: str, source: str, dest: str, allow_outside_contra
 
     with Client(**_conn(kw)) as client:
         verdict = client.check_migration(interface, source, dest, allow_outside_contract)
+    print_verdict(verdict, fmt)
 
+
+def print_verdict(verdict: Verdict, fmt: str, extra: dict[str, Any] | None = None,
+                  notes: Sequence[str] = ()) -> None:
+    """Print a migration verdict (and `extra` fields in JSON, `notes` in text);
+    exit 1 when refused."""
     def text() -> str:
         head = click.style("ALLOWED" if verdict.allowed else "REFUSED", fg="green" if verdict.allowed else "red",
                            bold=True)
-        lines = [f"{head} ({verdict.level}): {verdict.sentence}"]
+        lines = [f"{head} ({verdict.level}): {verdict.sentence}", *notes]
         lines += [f"  {r.kind}: {r.name} (source {r.source}, destination {r.destination})" for r in verdict.reasons]
         return "\n".join(lines)
 
-    _emit(fmt, verdict.as_dict(), text)
+    _emit(fmt, {**verdict.as_dict(), **(extra or {})}, text)
     if not verdict.allowed:
         raise SystemExit(1)
 

@@ -25,9 +25,18 @@ from . import _FORMAT, _conn, _connection_options, _emit, main
               help="Where the relays' sockets live.")
 @click.option("--ovs-rundir", type=click.Path(path_type=Path), envvar="OVS_RUNDIR", default="/var/run/openvswitch",
               show_default=True, help="ovs-vswitchd's run directory (dpdkvhostuser sockets are under it).")
+@click.option("--fleet", metavar="REMOTES", envvar="VUCOMPAT_FLEET",
+              help="Publish this host into the fleet cluster (comma-separated ssl: remotes of its agent "
+                   "listener; the --ssl-* files are this host's identity: its certificate's CN must be the "
+                   "host's name). Env: VUCOMPAT_FLEET.")
+@click.option("--fleet-name", metavar="NAME", help="This host's name in the fleet (default: its Host row's name).")
+@click.option("--pool", help="The host's pool (an aggregate, a rack, a cell) in the fleet.")
+@click.option("--heartbeat", type=click.IntRange(min=1, max=86400), default=60, show_default=True,
+              help="Seconds between the fleet's last_seen refreshes; stale after 3 missed.")
 @_connection_options
 def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enforcement: str, relay_dir: Path,
-          ovs_rundir: Path, **kw: Any) -> None:
+          ovs_rundir: Path, fleet: str | None, fleet_name: str | None, pool: str | None, heartbeat: int,
+          **kw: Any) -> None:
     """Run the port agent in the foreground: resolve each vhost-user port's
     options:vhost-compat once, record it (Port row, Interface external_ids) and
     verify what its frontend negotiated. Stops on SIGTERM or SIGINT."""
@@ -39,7 +48,7 @@ def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enfo
                         level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     Agent(db=db, ovs_db=ovs_db, enforce=enforcement == "relay", relay_dir=relay_dir, ovs_rundir=ovs_rundir,
-          **_conn(kw)).run()
+          fleet=fleet, fleet_name=fleet_name, pool=pool, heartbeat=heartbeat, **_conn(kw)).run()
 
 
 @main.group()

@@ -95,7 +95,7 @@ def read_operations(record: HostRecord) -> list[dict[str, Any]]:
     ops: list[dict[str, Any]] = [
         {"op": "select", "table": "Host", "where": [["name", "==", record.name]], "columns": list(HOST_COLUMNS)},
         {"op": "select", "table": "Port", "where": [["host", "==", record.name]],
-         "columns": [*PORT_COLUMNS, "mode"]}]
+         "columns": ["host", *PORT_COLUMNS, "mode"]}]
     for name, digest in sorted(needed_modes(record)):
         ops.append({"op": "select", "table": "Compat_Mode", "where": [["name", "==", name], ["digest", "==", digest]],
                     "columns": ["_uuid", *MODE_COLUMNS]})
@@ -243,15 +243,28 @@ def _modes_by_uuid(rows: Iterable[dict[str, Any]], remote: str) -> dict[str, Mod
     return {row["_uuid"][1]: row_to_mode(json_row(row, "Compat_Mode", "fleet"), remote) for row in rows}
 
 
-def load_fleet(session: Session, hosts: Sequence[str] = ()) -> list[FleetHost]:
-    """Every host of the fleet (or only `hosts`), read once. Raises OvsdbError."""
-    where = [] if len(hosts) != 1 else [["name", "==", hosts[0]]]
-    modes, rows = session.transact([
-        {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", *MODE_COLUMNS]},
-        {"op": "select", "table": "Host", "where": where, "columns": list(READ_HOST_COLUMNS)}])
-    by_uuid = _modes_by_uuid(modes["rows"], session.remote or "")
-    out = [fleet_host(json_row(r, "Host", "fleet"), by_uuid, session.remote or "") for r in rows["rows"]]
-    return [h for h in out if not hosts or h.name in hosts]
+def load_fleet(session: Session, names: Sequence[str] | None = None,
+               defining: str | None = None) -> list[FleetHost]:
+    """Hosts of the fleet, read once: all of them, the hosts `names`, or (the server
+    filters) the hosts that define mode `defining` ("NAME" or "NAME@DIGEST").
+    Raises OvsdbError."""
+    modes = session.transact([{"op": "select", "table": "Compat_Mode", "where": [],
+                               "columns": ["_uuid", *MODE_COLUMNS]}])[0]["rows"]
+    by_uuid = _modes_by_uuid(modes, session.remote or "")
+    columns = list(READ_HOST_COLUMNS)
+    if names is not None:
+        wheres = [[["name", "==", n]] for n in names]
+    elif defining is not None:
+        name, _, digest = defining.partition("@")
+        wheres = [[["modes", "includes", ["uuid", u]]] for u, m in by_uuid.items()
+                  if m.name == name and (not digest or m.digest == digest)]
+    else:
+        wheres = [[]]
+    if not wheres:
+        return []
+    replies = session.transact([{"op": "select", "table": "Host", "where": w, "columns": columns} for w in wheres])
+    return [fleet_host(json_row(r, "Host", "fleet"), by_uuid, session.remote or "")
+            for reply in replies for r in reply["rows"]]
 
 
 def load_ports(session: Session, host: str | None = None, interface: str | None = None) -> list[tuple[str, PortView]]:

@@ -1,0 +1,247 @@
+"""The fleet database on a real 3-server OVSDB cluster (Raft over SSL on loopback,
+certificates from ovs-pki): agents publish over SSL with RBAC, schedulers query
+read-only, the leader is killed mid-publish, a follower restarts and catches up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from conftest import build_host, capabilities_toml
+from switch_env import VUCOMPAT, eventually
+from vucompat.fleet import HostRecord, hosts_that_can_run
+from vucompat.hosts import load_host
+from vucompat.loadgen import FleetShape, generate, synthetic_record
+from vucompat.migration import Scope, check_migration, select_mode
+from vucompat.ovsdb import rpc
+from vucompat.ovsdb.cluster import FleetCluster
+from vucompat.ovsdb.fleet import FleetPublisher, FleetView, load_fleet, now_ms, publish
+from vucompat.ovsdb.rpc import OvsdbError, Session, SslOptions
+from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
+from vucompat.reconcile import CLIENT_TYPE, PortView
+from vucompat.resolve import APPLIED
+
+HOSTS_LISTENER, READERS_LISTENER = "pssl:0:127.0.0.1", "pssl:0:127.0.0.2"
+
+
+class Pki:
+    """Certificates made by ovs-pki: the CN of each is exactly its name (-u)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        subprocess.run(["ovs-pki", f"--dir={directory / 'pki'}", "init"], cwd=directory, check=True,
+                       capture_output=True)
+
+    def identity(self, name: str) -> SslOptions:
+        key = self.directory / f"{name}-privkey.pem"
+        if not key.exists():
+            subprocess.run(["ovs-pki", f"--dir={self.directory / 'pki'}", "-u", "req+sign", name, "switch"],
+                           cwd=self.directory, check=True, capture_output=True)
+        return SslOptions(str(key), str(self.directory / f"{name}-cert.pem"),
+                          str(self.directory / "pki" / "switchca" / "cacert.pem"))
+
+
+class Fleet:
+    def __init__(self, cluster: FleetCluster, pki: Pki) -> None:
+        self.cluster, self.pki = cluster, pki
+
+    @property
+    def admin(self) -> str:
+        return ",".join(m.admin_remote for m in self.cluster.members if m.pid is not None)
+
+    def agents(self) -> str:
+        return self.cluster.remotes(HOSTS_LISTENER)
+
+    def readers(self) -> str:
+        return self.cluster.remotes(READERS_LISTENER)
+
+    def ssl_args(self, name: str) -> list[str]:
+        ssl = self.pki.identity(name)
+        return ["--ssl-key", ssl.private_key, "--ssl-cert", ssl.certificate, "--ssl-ca", ssl.ca_cert]
+
+    def cli(self, *args: str, identity: str = "scheduler", check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([VUCOMPAT, "fleet", *args, *self.ssl_args(identity), "--timeout", "20"],
+                              capture_output=True, text=True, timeout=120)
+        if check and done.returncode not in (0, 1):
+            raise AssertionError(f"vucompat fleet {' '.join(args)}: {done.returncode}: {done.stderr}")
+        return done
+
+    def rows(self, table: str, where: list | None = None) -> list[dict]:
+        session = Session(self.admin, FLEET_DB, 20)
+        try:
+            return session.transact([{"op": "select", "table": table, "where": where or []}])[0]["rows"]
+        finally:
+            session.close()
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    directory = Path(tempfile.mkdtemp(prefix="vuc-fleet-", dir="/tmp"))
+    pki = Pki(directory)
+    cluster = FleetCluster(directory / "cluster", ssl=pki.identity("fleet-server"))
+    cluster.start()
+    try:
+        subprocess.run([VUCOMPAT, "fleet", "configure", "--db", cluster.leader().admin_remote,
+                        "--host-listener", HOSTS_LISTENER, "--reader-listener", READERS_LISTENER],
+                       check=True, capture_output=True)
+        yield Fleet(cluster, pki)
+    finally:
+        cluster.stop()
+        subprocess.run(["rm", "-rf", str(directory)], check=False)
+
+
+def record(directory: Path, name: str, pool: str, ports: dict[str, str]) -> HostRecord:
+    """The host a table directory describes, named `name`, with ports on named modes."""
+    host = replace(load_host(directory), name=name)
+    views = {}
+    for iface, mode_name in ports.items():
+        mode = host.registry.expand(mode_name)
+        views[iface] = PortView(name=iface, interface_uuid="", requested=mode_name, resolved=mode_name,
+                                state=APPLIED, error=None, mode=mode, negotiated_features=mode.abi.virtio,
+                                interface_type=CLIENT_TYPE)
+    return HostRecord(host=host, ports=views, pool=pool, ovs_version="3.1.0", dpdk_version="22.11.4",
+                      capabilities_source="declared" if host.capabilities else "none", heartbeat_interval=30)
+
+
+def test_three_servers_elect_a_leader_and_status_says_so(fleet: Fleet):
+    roles = []
+    for member in fleet.cluster.members:
+        done = subprocess.run([VUCOMPAT, "fleet", "status", "--ctl", str(member.ctl), "--format", "json"],
+                              capture_output=True, text=True, check=True)
+        status = json.loads(done.stdout)
+        assert status["status"] == "cluster member" and len(status["servers"]) == 3
+        roles.append(status["role"])
+    assert sorted(roles) == ["follower", "follower", "leader"]
+
+
+def test_the_fleet_schema_means_what_the_host_schema_means():
+    host, fleet_schema = shipped_schema("registry")["tables"], shipped_schema("fleet")["tables"]
+    for table in ("Compat_Mode", "Host", "Port"):
+        shared = set(host[table]["columns"]) & set(fleet_schema[table]["columns"])
+        assert len(shared) >= 9
+        for column in shared:
+            assert host[table]["columns"][column] == fleet_schema[table]["columns"][column], (table, column)
+
+
+@pytest.fixture(scope="module")
+def published(fleet: Fleet, tmp_path_factory) -> dict[str, HostRecord]:
+    """host-a (tables up to 3.2, a backend without CSUM) and host-b (tables up to
+    2.13), each published over SSL with its own certificate."""
+    from vucompat import catalog
+
+    root = tmp_path_factory.mktemp("hosts")
+    virtio = [f.name for f in catalog.FEATURES if f.mask == "virtio" and f.name != "VIRTIO_NET_F_CSUM"]
+    protocol = [f.name for f in catalog.FEATURES if f.mask == "protocol"]
+    host_a = record(build_host(root, "a", capabilities=capabilities_toml(virtio, protocol), distro=False),
+                    "host-a", "pool-1", {"vm1-eth0": "upstream.ovs-dpdk.v2.13", "vm2-eth0": "upstream.ovs-dpdk.v2.9"})
+    host_b = record(build_host(root, "b", upstream_until="2.13", distro=False), "host-b", "pool-1",
+                    {"vm3-eth0": "upstream.ovs-dpdk.v2.13"})
+    for rec in (host_a, host_b):
+        session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity(rec.name))
+        try:
+            assert publish(session, rec) > 0
+            assert publish(session, rec) == 0  # nothing changed: nothing written
+        finally:
+            session.close()
+    return {"host-a": host_a, "host-b": host_b}
+
+
+def test_scheduler_queries_give_the_per_host_answers(fleet: Fleet, published: dict[str, HostRecord]):
+    a, b = published["host-a"].host, published["host-b"].host
+    # which hosts can run 2.13: both; 3.2: neither (host-a lacks CSUM, host-b does not define it)
+    done = fleet.cli("hosts", "--fleet", fleet.readers(), "--can-run", "upstream.ovs-dpdk.v2.13", "--format", "json")
+    answer = json.loads(done.stdout)
+    assert done.returncode == 0 and answer["hosts"] == ["host-a", "host-b"]
+    assert list(answer["by_digest"]) == [a.registry.modes["upstream.ovs-dpdk.v2.13"].digest]
+    done = fleet.cli("hosts", "--fleet", fleet.readers(), "--can-run", "upstream.ovs-dpdk.v3.2", "--format", "json")
+    answer = json.loads(done.stdout)
+    assert done.returncode == 1 and answer["hosts"] == []
+    assert "VIRTIO_NET_F_CSUM" in answer["lacking"]["host-a"]
+    # select-mode: the same selection the core makes from the hosts themselves
+    done = fleet.cli("select-mode", "--fleet", fleet.readers(), "--scope", "hosts=host-a,host-b", "--format", "json")
+    expected = select_mode(Scope("hosts"), [a, b])
+    assert json.loads(done.stdout)["mode"] == expected.mode.name and expected.mode is not None
+    # check-migration: the same verdict as the per-host API, by feature name
+    for port, src, dst in (("vm1-eth0", "host-a", "host-b"), ("vm3-eth0", "host-b", "host-a")):
+        done = fleet.cli("check-migration", "--fleet", fleet.readers(), "--port", port, "--source", src,
+                         "--dest", dst, "--format", "json")
+        verdict = json.loads(done.stdout)
+        want = check_migration(published[src].ports[port], published[src].host, published[dst].host)
+        assert {k: v for k, v in verdict.items() if k != "stale"} == want.as_dict()
+        assert done.returncode == (0 if want.allowed else 1)
+    # the per-pool report: pool-1 runs 2 modes (2.13 on two ports, 2.9 on one)
+    done = fleet.cli("report", "--fleet", fleet.readers(), "--max-active", "1", "--format", "json")
+    (pool,) = [p for p in json.loads(done.stdout)["pools"] if p["pool"] == "pool-1"]
+    assert pool["active_modes"] == 2 and pool["at_risk"] and done.returncode == 1
+    assert sum(pool["ports"].values()) == 3
+
+
+def test_a_warm_scheduler_sees_changes(fleet: Fleet, published: dict[str, HostRecord]):
+    view = FleetView(fleet.readers(), 20, fleet.pki.identity("scheduler"))
+    try:
+        now = now_ms()
+        assert hosts_that_can_run(view.hosts(), "upstream.ovs-dpdk.v2.13", now).all_hosts == ["host-a", "host-b"]
+        # host-b's backend loses MRG_RXBUF: the replica follows, 2.13 moves to "lacking"
+        from vucompat.mode import Capabilities
+
+        rec = published["host-b"]
+        modes = rec.host.registry.modes
+        caps = Capabilities(replace(modes["upstream.ovs-dpdk.v2.13"].abi, virtio=modes[
+            "upstream.ovs-dpdk.v2.13"].abi.virtio & ~(1 << 15)))
+        changed = replace(rec, host=replace(rec.host, capabilities=caps), capabilities_source="probed")
+        session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-b"))
+        try:
+            assert publish(session, changed) == 1  # one update of the Host row
+            eventually(lambda: "host-b" in hosts_that_can_run(view.hosts(), "upstream.ovs-dpdk.v2.13",
+                                                              now_ms()).lacking, what="the replica to follow")
+            publish(session, rec)
+        finally:
+            session.close()
+    finally:
+        view.close()
+
+
+def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str, HostRecord]):
+    before = fleet.rows("Host", [["name", "==", "host-b"]])
+    session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-a"))
+    try:
+        forged = [
+            [{"op": "update", "table": "Host", "where": [["name", "==", "host-b"]], "row": {"pool": "stolen"}}],
+            [{"op": "delete", "table": "Port", "where": [["host", "==", "host-b"]]}],
+            [{"op": "insert", "table": "Host", "row": {"name": "host-z", "capabilities_source": "none",
+                                                       "default_policy": "latest", "last_seen": 1,
+                                                       "heartbeat_interval": 30}}],
+            [{"op": "update", "table": "Compat_Mode", "where": [], "row": {"note": "forged"}}],
+        ]
+        for ops in forged:
+            with pytest.raises(OvsdbError, match="permission error"):
+                session.transact(ops)
+        # modes are shared: a host may add one, but not remove one another host refers to
+        with pytest.raises(OvsdbError, match="referential integrity violation"):
+            session.transact([{"op": "delete", "table": "Compat_Mode", "where": []}])
+        # its own row: allowed
+        session.transact([{"op": "update", "table": "Host", "where": [["name", "==", "host-a"]],
+                           "row": {"pool": "pool-1"}}])
+    finally:
+        session.close()
+    assert fleet.rows("Host", [["name", "==", "host-b"]]) == before
+    assert len(fleet.rows("Port", [["host", "==", "host-b"]])) == 1
+    assert not fleet.rows("Host", [["name", "==", "host-z"]])
+    # a scheduler's listener is read-only, whatever it sends
+    reader = Session(fleet.readers(), FLEET_DB, 20, fleet.pki.identity("scheduler"))
+    try:
+        with pytest.raises(OvsdbError):
+            reader.transact([{"op": "update", "table": "Host", "where": [["name", "==", "host-b"]],
+                              "row": {"pool": "stolen"}}])
+        assert reader.transact([{"op": "select", "table": "Host", "where": [], "columns": ["name"]}])
+    finally:
+        reader.close()
+    assert fleet.rows("Host", [["name", "==", "host-b"]]) == before
