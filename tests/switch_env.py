@@ -51,6 +51,8 @@ class AgentProcess:
     remote: str
     log: Path
     enforce: bool = False
+    #: more `vucompat agent` arguments (e.g. --fleet ...)
+    extra: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = field(default=None, init=False)
     logs: list[Path] = field(default_factory=list)
 
@@ -60,7 +62,8 @@ class AgentProcess:
         directory = self.log.parent
         self.process = subprocess.Popen([VUCOMPAT, "agent", "--db", self.remote, "--log-file", str(log),
                                          "--enforcement", "relay" if self.enforce else "off",
-                                         "--relay-dir", str(directory / "relays"), "--ovs-rundir", str(directory)],
+                                         "--relay-dir", str(directory / "relays"), "--ovs-rundir", str(directory),
+                                         *self.extra],
                                         env=ENV)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

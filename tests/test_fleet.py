@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -15,15 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_host, capabilities_toml
-from switch_env import VUCOMPAT, eventually
+from conftest import build_host, capabilities_toml, select
+from switch_env import VUCOMPAT, AgentProcess, eventually
 from vucompat.fleet import HostRecord, hosts_that_can_run
 from vucompat.hosts import load_host
 from vucompat.loadgen import FleetShape, generate, synthetic_record
 from vucompat.migration import Scope, check_migration, select_mode
-from vucompat.ovsdb import rpc
 from vucompat.ovsdb.cluster import FleetCluster
-from vucompat.ovsdb.fleet import FleetPublisher, FleetView, load_fleet, now_ms, publish
+from vucompat.ovsdb.fleet import FleetView, now_ms, publish
 from vucompat.ovsdb.rpc import OvsdbError, Session, SslOptions
 from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
 from vucompat.reconcile import CLIENT_TYPE, PortView
@@ -245,3 +245,117 @@ def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str,
     finally:
         reader.close()
     assert fleet.rows("Host", [["name", "==", "host-b"]]) == before
+
+
+def _counts(fleet: Fleet, prefix: str, remote: str | None = None) -> tuple[int, int, int, int]:
+    """(host rows, distinct host names, port rows, distinct (host, port)) of the hosts named prefix*."""
+    session = Session(remote or fleet.admin, FLEET_DB, 20)
+    try:
+        hosts, ports = session.transact([
+            {"op": "select", "table": "Host", "where": [], "columns": ["name", "modes"]},
+            {"op": "select", "table": "Port", "where": [], "columns": ["host", "interface_name"]}])
+    finally:
+        session.close()
+    names = [r["name"] for r in hosts["rows"] if r["name"].startswith(prefix)]
+    keys = [(r["host"], r["interface_name"]) for r in ports["rows"] if r["host"].startswith(prefix)]
+    return len(names), len(set(names)), len(keys), len(set(keys))
+
+
+def test_leader_killed_mid_publish_loses_and_duplicates_nothing(fleet: Fleet):
+    shape = FleetShape(hosts=600, modes_per_host=50, ports_per_host=20)
+    records = [synthetic_record(i, shape) for i in range(shape.hosts)]
+    leader = fleet.cluster.leader()
+    session = Session(fleet.admin, FLEET_DB, 20)
+    progress: dict = {}
+    halfway = threading.Event()
+
+    def run() -> None:
+        try:
+            progress["done"] = generate(session, records, window=32, batch=64,
+                                        on_batch=lambda n: n >= 150 and halfway.set())
+        except Exception as err:  # noqa: BLE001 - reported below
+            progress["error"] = err
+            halfway.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert halfway.wait(120)
+    fleet.cluster.kill(leader)  # SIGKILL, mid-publish
+    at_kill = _counts(fleet, "host-0")[0]
+    thread.join(300)
+    session.close()
+    assert "error" not in progress, progress.get("error")
+    done = progress["done"]
+    assert done.published == shape.hosts and 150 <= at_kill < shape.hosts
+    print(f"killed the leader at {at_kill} hosts; {done.retried} publish(es) read back and finished")
+    new_leader = fleet.cluster.wait_for_leader()
+    assert new_leader is not leader
+    # every host once, every port once: nothing lost, nothing duplicated
+    assert _counts(fleet, "host-0") == (600, 600, 600 * 20, 600 * 20)
+    for rec in records[::97]:  # and each as published (nothing half-written)
+        (row,) = fleet.rows("Host", [["name", "==", rec.name]])
+        assert len(row["modes"][1]) == 50 and row["pool"] == rec.pool
+    # the killed server comes back as a follower and catches up from the log
+    fleet.cluster.start_member(leader)
+    assert leader.status()["role"] == "follower"
+    eventually(lambda: _counts(fleet, "host-0", leader.admin_remote) == (600, 600, 12000, 12000), timeout=60,
+               what="the restarted server to catch up")
+
+
+def test_agent_publishes_keeps_working_while_the_fleet_is_down_and_goes_stale(fleet: Fleet, ovsdb_servers,
+                                                                               tmp_path: Path):
+    """Runs last: it freezes the whole cluster for a while."""
+    server = ovsdb_servers("agent-host")
+    subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote, "--host-name", "host-c"], check=True,
+                   capture_output=True)
+
+    def vsctl(*args: str) -> None:
+        subprocess.run(["ovs-vsctl", f"--db={server.unix_remote}", "--no-wait", *args], check=True,
+                       capture_output=True)
+
+    def add_port(name: str, mode: str) -> None:
+        vsctl("add-port", "br0", name, "--", "set", "Interface", name, "type=dpdkvhostuserclient",
+              f"options:vhost-server-path={tmp_path / name}.sock", f"options:vhost-compat={mode}")
+
+    def fleet_ports() -> set[str]:
+        return {r["interface_name"] for r in fleet.rows("Port", [["host", "==", "host-c"]])}
+
+    vsctl("init")
+    vsctl("add-br", "br0")
+    add_port("c1", "upstream.ovs-dpdk.v2.13")
+    agent = AgentProcess(server.unix_remote, tmp_path / "agent.log",
+                         extra=["--fleet", fleet.agents(), "--fleet-name", "host-c", "--pool", "pool-2",
+                                "--heartbeat", "1", "--timeout", "2", *fleet.ssl_args("host-c")])
+    agent.start()
+    try:
+        eventually(lambda: fleet_ports() == {"c1"}, timeout=30, what="host-c and its port in the fleet")
+        (row,) = fleet.rows("Host", [["name", "==", "host-c"]])
+        assert row["pool"] == "pool-2" and len(row["modes"][1]) == len(load_host_modes(server.unix_remote))
+        # the whole cluster hangs: the agent warns, goes on resolving ports, and catches up after
+        for member in fleet.cluster.members:
+            os.kill(member.pid, signal.SIGSTOP)
+        try:
+            add_port("c2", "upstream.ovs-dpdk.v2.9")
+            eventually(lambda: any(r["interface_name"] == "c2" and r["state"] == "applied"
+                                   for r in select(server.unix_remote, "Port")), what="c2 resolved locally")
+            eventually(lambda: "fleet database unreachable" in agent.text(), timeout=30, what="the warning")
+        finally:
+            for member in fleet.cluster.members:
+                os.kill(member.pid, signal.SIGCONT)
+        eventually(lambda: fleet_ports() == {"c1", "c2"}, timeout=60, what="the agent to catch up")
+        assert "reachable again" in agent.text()
+    finally:
+        agent.stop()
+    # it stops publishing: after 3 heartbeats it is stale, marked, kept, and not offered for placement
+    time.sleep(3.5)
+    done = fleet.cli("hosts", "--fleet", fleet.readers(), "--format", "json")
+    (listed,) = [h for h in json.loads(done.stdout)["hosts"] if h["name"] == "host-c"]
+    assert listed["stale"] is True
+    done = fleet.cli("hosts", "--fleet", fleet.readers(), "--can-run", "upstream.ovs-dpdk.v2.13", "--format",
+                     "json")
+    answer = json.loads(done.stdout)
+    assert "host-c" in answer["stale"] and "host-c" not in answer["hosts"]
+
+
+def load_host_modes(remote: str) -> list[str]:
+    return [r["name"] for r in select(remote, "Compat_Mode") if not r["derived_from"][1]]
