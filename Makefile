@@ -3,10 +3,10 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup demo demo-stop test bench lint clean
+.PHONY: help setup demo demo-stop test bench bench-fleet lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: ## install Debian packages and the venv (.venv), only what is missing
 	@scripts/setup.sh
@@ -26,6 +26,10 @@ bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
 	$(PY) bench/agent.py
 	$(PY) bench/relay.py
 	$(PY) bench/migration.py
+	$(PY) bench/fleet.py $(SIZES)
+
+bench-fleet: setup ## the fleet cluster at scale: SIZES="1000 3000 10000" hosts (the default); minutes
+	$(PY) bench/fleet.py $(SIZES)
 
 lint: setup ## lint the shipped compat tables and their released.lock
 	$(VENV)/bin/vucompat lint compat_tables

@@ -5,7 +5,7 @@ per host. Used by bench/fleet.py, the leader-kill test and `vucompat fleet loadg
 
 The synthetic fleet: `lineages` lineages of `modes_per_host` modes each (distinct
 digests: the queue-pair limit grows with the version); host i runs lineage
-i % lineages, sits in pool "pool-<i % pools>", and its backend offers up to
+i % lineages, sits in pool "pool-<i % pools>" (with pools a multiple of lineages, one lineage per pool), and its backend offers up to
 `modes_per_host - (i // lineages) % 4` queue pairs, so its newest modes are unavailable by name.
 """
 
@@ -39,7 +39,7 @@ class FleetShape:
     modes_per_host: int = 50
     ports_per_host: int = 20
     lineages: int = 4
-    pools: int = 10
+    pools: int = 8
 
 
 @lru_cache(maxsize=8)
@@ -57,14 +57,14 @@ def synthetic_record(index: int, shape: FleetShape) -> HostRecord:
     """Host number `index` of the synthetic fleet."""
     lineage = index % shape.lineages
     modes = lineage_modes(lineage, shape.modes_per_host)
-    offered = shape.modes_per_host - (index // shape.lineages) % 4
+    offered = max(1, shape.modes_per_host - (index // shape.lineages) % 4)
     caps = Capabilities(Abi(virtio=_VIRTIO, protocol=_PROTOCOL, max_queue_pairs=offered,
                             max_rx_queue_size=256 << (lineage % 4), max_tx_queue_size=256), "synthetic")
     host = Host(f"host-{index:05d}", Registry({m.name: m for m in modes}), caps)
     usable = [m for m in modes if m.abi.max_queue_pairs <= offered]
     ports = {}
     for p in range(shape.ports_per_host):
-        mode = usable[-1 - (p % 3)]  # most ports on the newest runnable modes
+        mode = usable[-1 - p % min(3, len(usable))]  # the ports use its 3 newest runnable modes
         ports[f"vhu{index:05d}-{p:02d}"] = PortView(
             name=f"vhu{index:05d}-{p:02d}", interface_uuid="", requested="latest", resolved=mode.name,
             state=APPLIED, error=None, mode=mode, negotiated_features=_VIRTIO, interface_type=CLIENT_TYPE)

@@ -27,8 +27,8 @@ class StdlibJsonParser:
     """Incremental parser of one JSON object or array, as ovs.json.Parser."""
 
     def __init__(self, check_trailer: bool = False) -> None:
-        self._buffer = ""
-        self._scanned = 0  # everything before this index is scanned, and not inside a string
+        self._chunks: list[str] = []  # scanned text (joined once, at the end: no quadratic copying)
+        self._tail = ""  # not scanned yet: at most an unfinished string from the previous chunk
         self._depth = 0
         self._text: str | None = None
 
@@ -36,27 +36,31 @@ class StdlibJsonParser:
         """Take `data`; return how many of its characters belong to this value."""
         if self._text is not None:
             return 0
-        offset = len(self._buffer)
-        buffer = self._buffer = self._buffer + data
-        position = self._scanned
+        carried = len(self._tail)
+        text = self._tail + data
+        position = 0
         while True:
-            match = _SPECIAL.search(buffer, position)
+            match = _SPECIAL.search(text, position)
             if match is None:
-                self._scanned = len(buffer)
+                self._chunks.append(text)
+                self._tail = ""
                 return len(data)
             char = match.group()
             if char == '"':
-                rest = _STRING_REST.match(buffer, match.end())
-                if rest is None:  # the string goes on in the next chunk: rescan it then
-                    self._scanned = match.start()
+                rest = _STRING_REST.match(text, match.end())
+                if rest is None:  # the string goes on in the next chunk: scan it then
+                    self._chunks.append(text[:match.start()])
+                    self._tail = text[match.start():]
                     return len(data)
                 position = rest.end()
                 continue
             self._depth += 1 if char in "{[" else -1
             position = match.end()
             if self._depth == 0:
-                self._text = buffer[:position]
-                return position - offset
+                self._chunks.append(text[:position])
+                self._text = "".join(self._chunks)
+                self._chunks, self._tail = [], ""
+                return position - carried
 
     def is_done(self) -> bool:
         return self._text is not None

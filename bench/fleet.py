@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""The fleet database at scale: benchmarks. Prints figures; not a test.
+
+Run: make bench-fleet   (or .venv/bin/python bench/fleet.py [HOSTS ...], default 1000 3000 10000)
+For each fleet size: a fresh 3-server cluster (raft and listeners over SSL, ovs-pki
+certificates), the load generator publishing HOSTS x 50 modes x 20 ports through
+the servers' admin sockets, then a warm scheduler (FleetView over the read-only
+SSL listener) asking hosts --can-run and select-mode.
+Targets (issue 7): warm `hosts --can-run` and `select-mode` p99 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vucompat.fleet import hosts_that_can_run, select_fleet_mode
+from vucompat.loadgen import FleetShape, generate, lineage_modes, synthetic_record
+from vucompat.migration import Scope
+from vucompat.ovsdb.cluster import FleetCluster
+from vucompat.ovsdb.fleet import FleetView, configure, load_fleet, now_ms
+from vucompat.ovsdb.rpc import Session, SslOptions
+from vucompat.ovsdb.schema import FLEET_DB
+
+READERS = "pssl:0:127.0.0.2"
+
+
+def pki(directory: Path) -> dict[str, SslOptions]:
+    subprocess.run(["ovs-pki", f"--dir={directory / 'pki'}", "init"], cwd=directory, check=True, capture_output=True)
+    out = {}
+    for name in ("fleet-server", "scheduler"):
+        subprocess.run(["ovs-pki", f"--dir={directory / 'pki'}", "-u", "req+sign", name, "switch"], cwd=directory,
+                       check=True, capture_output=True)
+        out[name] = SslOptions(str(directory / f"{name}-privkey.pem"), str(directory / f"{name}-cert.pem"),
+                               str(directory / "pki" / "switchca" / "cacert.pem"))
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
+
+
+def rss_mb(pid: int) -> float:
+    return int(subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True).stdout) / 1024
+
+
+def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float]:
+    shape = FleetShape(hosts=hosts)
+    cluster = FleetCluster(root / f"cluster-{hosts}", ssl=files["fleet-server"])
+    cluster.start()
+    try:
+        configure(cluster.leader().admin_remote, ["pssl:0:127.0.0.1"], [READERS])
+        records = [synthetic_record(i, shape) for i in range(hosts)]
+        session = Session(",".join(m.admin_remote for m in cluster.members), FLEET_DB, 60)
+        progress = generate(session, records)
+        assert progress.published == hosts
+        one_shot = []
+        for mode in random.Random(1).sample([m.name for lin in range(4) for m in lineage_modes(lin, 50)], 7):
+            start = time.perf_counter()
+            load_fleet(session, defining=mode)
+            one_shot.append(time.perf_counter() - start)
+        session.close()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        start = time.perf_counter()
+        view = FleetView(cluster.remotes(READERS), 120, files["scheduler"])
+        view.hosts()
+        sync = time.perf_counter() - start
+        replica = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+        rng = random.Random(7)
+        names = [m.name for lin in range(4) for m in lineage_modes(lin, 50)]
+        can_run, select = [], []
+        for _ in range(200):
+            start = time.perf_counter()
+            hosts_that_can_run(view.hosts(), rng.choice(names), now_ms())
+            can_run.append(time.perf_counter() - start)
+            pool = f"pool-{rng.randrange(shape.pools)}"
+            start = time.perf_counter()
+            selection = select_fleet_mode(Scope("everywhere"), [h for h in view.hosts() if h.pool == pool])
+            select.append(time.perf_counter() - start)
+            assert selection.mode is not None
+        view.close()
+        servers = [rss_mb(m.pid) for m in cluster.members]
+        db_mb = max(m.db_file.stat().st_size for m in cluster.members) / 2**20
+    finally:
+        cluster.stop()
+    return {"hosts": hosts, "publish_s": progress.seconds, "hosts_per_s": hosts / progress.seconds,
+            "server_rss_mb": max(servers), "db_file_mb": db_mb, "one_shot_can_run_ms": statistics.median(one_shot) * 1e3,
+            "sync_s": sync, "replica_mb": replica,
+            "can_run_p50": pct(can_run, 0.5), "can_run_p99": pct(can_run, 0.99),
+            "select_p50": pct(select, 0.5), "select_p99": pct(select, 0.99)}
+
+
+def main() -> None:
+    sizes = [int(a) for a in sys.argv[1:]] or [1000, 3000, 10000]
+    with tempfile.TemporaryDirectory(prefix="vuc-bench-fleet-", dir="/tmp") as tmp:
+        root = Path(tmp)
+        files = pki(root)
+        rows = []
+        for hosts in sizes:
+            row = run(hosts, files, root)
+            rows.append(row)
+            print(f"{hosts:6} hosts ({hosts * 50:,} host-modes, {hosts * 20:,} ports): publish {row['publish_s']:.1f} s "
+                  f"({row['hosts_per_s']:.0f} hosts/s); server RSS max {row['server_rss_mb']:.0f} MB, db file "
+                  f"{row['db_file_mb']:.0f} MB; one-shot --can-run (server filters) {row['one_shot_can_run_ms']:.0f} ms; "
+                  f"warm replica sync {row['sync_s']:.1f} s, +{row['replica_mb']:.0f} MB", flush=True)
+            print(f"        warm --can-run p50 {row['can_run_p50']:.2f} ms p99 {row['can_run_p99']:.2f} ms; "
+                  f"select-mode (a pool, everywhere) p50 {row['select_p50']:.2f} ms p99 {row['select_p99']:.2f} ms"
+                  "   [target p99 < 50 ms]", flush=True)
+        if len(rows) > 1:
+            first, last = rows[0], rows[-1]
+            factor = last["hosts"] / first["hosts"]
+            print(f"growth {first['hosts']} -> {last['hosts']} hosts (x{factor:g}): "
+                  + ", ".join(f"{k} x{last[k] / first[k]:.1f}" for k in
+                              ("publish_s", "server_rss_mb", "db_file_mb", "sync_s", "can_run_p99", "select_p99")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The fleet's pure parts: the publish transaction (what changes, what not), and
+the scheduler answers over fleet hosts (digests, staleness, pools)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from vucompat.fleet import FleetHost, active_modes_report, hosts_that_can_run
+from vucompat.loadgen import FleetShape, synthetic_record
+from vucompat.ovsdb.fleetrows import Published, canonical, publish_operations
+from vucompat.registry import Host, Registry
+
+SHAPE = FleetShape(hosts=8, modes_per_host=5, ports_per_host=3)
+
+
+def as_server_sends(ops: list[dict]) -> Published:
+    """What the fleet would hold after `ops` (a first publish), as a select returns it:
+    one-element sets bare, uuids for the named ones."""
+    host = port_rows = None
+    uuids = {}
+    modes = {}
+    for i, op in enumerate(o for o in ops if o["table"] == "Compat_Mode"):
+        uuids[op["uuid-name"]] = f"00000000-0000-0000-0000-{i:012d}"
+        modes[(op["row"]["name"], op["row"]["digest"])] = uuids[op["uuid-name"]]
+
+    def served(value):
+        if isinstance(value, list) and value[0] == "named-uuid":
+            return ["uuid", uuids[value[1]]]
+        if isinstance(value, list) and value[0] == "set":
+            items = [served(v) for v in value[1]]
+            return items[0] if len(items) == 1 else ["set", items]
+        return value
+
+    port_rows = {}
+    for op in ops:
+        row = {c: served(v) for c, v in op.get("row", {}).items()}
+        if op["table"] == "Host":
+            host = row
+        elif op["table"] == "Port":
+            port_rows[row["interface_name"]] = row
+    return Published(host=host, ports=port_rows, modes=modes)
+
+
+def test_first_publish_inserts_everything_then_nothing_changes():
+    record = synthetic_record(1, SHAPE)
+    ops = publish_operations(record, Published(), now_ms=1000)
+    tables = [op["table"] for op in ops]
+    assert tables.count("Compat_Mode") == 5 and tables.count("Host") == 1 and tables.count("Port") == 3
+    current = as_server_sends(ops)
+    assert publish_operations(record, current, now_ms=2000) == []
+    # a heartbeat touches last_seen only
+    (beat,) = publish_operations(record, current, now_ms=3000, heartbeat=True)
+    assert beat["op"] == "update" and beat["row"] == {"last_seen": 3000}
+
+
+def test_a_changed_port_and_a_removed_port_are_one_small_transaction():
+    record = synthetic_record(2, SHAPE)
+    current = as_server_sends(publish_operations(record, Published(), now_ms=1000))
+    ports = dict(record.ports)
+    first, second, _ = sorted(ports)
+    ports[first] = replace(ports[first], state="nonconformant", verification="negotiated beyond the mode")
+    del ports[second]
+    ops = publish_operations(replace(record, ports=ports), current, now_ms=2000)
+    assert [(op["op"], op["table"]) for op in ops] == [("update", "Port"), ("delete", "Port"), ("update", "Host")]
+    assert set(ops[0]["row"]) == {"state", "verification"}
+    assert ops[0]["where"] == [["host", "==", record.name], ["interface_name", "==", first]]
+
+
+def test_canonical_values_compare_whatever_the_server_order():
+    assert canonical(["set", [3, 1, 2]]) == canonical(["set", [1, 2, 3]])
+    assert canonical(["map", [["b", "1"], ["a", "2"]]]) == canonical(["map", [["a", "2"], ["b", "1"]]])
+    assert canonical(["set", []]) != canonical(["set", [0]])
+
+
+def fleet_host(record, last_seen: int, **changes) -> FleetHost:
+    host = replace(record.host, **changes)
+    caps = host.capabilities.abi
+    runnable = frozenset(m.name for m in host.registry.modes.values()
+                         if m.abi.max_queue_pairs <= caps.max_queue_pairs)
+    return FleetHost(host, record.pool, "3.1.0", None, last_seen, record.heartbeat_interval, runnable,
+                     {m: "max_queue_pairs" for m in set(host.registry.modes) - runnable})
+
+
+def test_can_run_groups_by_digest_and_leaves_stale_hosts_out():
+    now = 10_000_000
+    records = [synthetic_record(i, SHAPE) for i in (0, 4, 8, 12)]  # lineage 0; offered 5, 4, 3, 2 queue pairs
+    hosts = [fleet_host(r, now) for r in records]
+    name = "synthetic0.ovs-dpdk.v2"  # needs 3 queue pairs
+    answer = hosts_that_can_run(hosts, name, now)
+    assert answer.all_hosts == ["host-00000", "host-00004", "host-00008"]
+    assert answer.lacking == {"host-00012": "max_queue_pairs"}
+    # host-00004 stops publishing: after 3 heartbeats it is stale and left out, not dropped
+    hosts[1] = replace(hosts[1], last_seen=now - 3 * 60_000 - 1)
+    answer = hosts_that_can_run(hosts, name, now)
+    assert "host-00004" not in answer.all_hosts and answer.stale == ("host-00004",)
+    assert "host-00004" in hosts_that_can_run(hosts, name, now, include_stale=True).all_hosts
+    # the same name with another meaning on one host: two digests, a warning, and NAME@DIGEST narrows it
+    other = hosts[0].host.registry.modes[name]
+    redefined = replace(other, abi=replace(other.abi, max_rx_queue_size=1024))
+    hosts[2] = replace(hosts[2], host=Host(hosts[2].name, Registry({**hosts[2].host.registry.modes,
+                                                                     name: redefined}), hosts[2].host.capabilities))
+    answer = hosts_that_can_run(hosts, name, now)
+    assert len(answer.hosts) == 2 and "different digests" in answer.sentence()
+    assert hosts_that_can_run(hosts, f"{name}@{other.digest}", now).all_hosts == ["host-00000"]
+
+
+def test_report_flags_pools_with_too_many_active_modes():
+    records = [synthetic_record(i, SHAPE) for i in range(8)]
+    hosts = [fleet_host(r, 0) for r in records]
+    ports = [(r.name, p) for r in records for p in r.ports.values()]
+    reports = {r.pool: r for r in active_modes_report(hosts, ports, max_active=2)}
+    assert set(reports) == {f"pool-{i}" for i in range(8)}
+    pool0 = reports["pool-0"]  # host 0 alone: its 3 ports on its 3 newest runnable modes
+    assert pool0.hosts == 1 and sum(pool0.active.values()) == 3 and len(pool0.active) == 3 and pool0.at_risk
+    assert "3 active modes" in pool0.why()
