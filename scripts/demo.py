@@ -53,8 +53,8 @@ def vucompat(*args: str, expect: int = 0) -> None:
 def stop_leftovers() -> None:
     """Stop what an earlier `make demo KEEP=1` left running, by its pid files: the
     agent and the frontends first, then ovs-vswitchd, then the ovsdb-servers."""
-    order = {"agent.pid": 0, "testpmd": 1, "ovs-vswitchd.pid": 2, "ovsdb-server.pid": 3}
-    pidfiles = sorted(RUN.glob("*/*.pid"), key=lambda p: next((v for k, v in order.items() if k in p.name), 1))
+    order = {"agent.pid": 0, "testpmd": 1, "ovs-vswitchd.pid": 2, "ovsdb-server.pid": 3, "fleet.pid": 3}
+    pidfiles = sorted(RUN.glob("**/*.pid"), key=lambda p: next((v for k, v in order.items() if k in p.name), 1))
     for pidfile in pidfiles:
         try:
             stop_pid(int(pidfile.read_text()))
@@ -139,6 +139,7 @@ def main() -> None:
 
         ports_screens(old, started)
         migration_screens(new, old, started)
+        fleet_screens(new, old, started)
     finally:
         if keep:
             screen("KEEP=1: the servers keep running")
@@ -161,6 +162,7 @@ class AgentProcess:
     """`vucompat agent` as the demo runs it: a process with a pid file and a log."""
 
     def __init__(self, server: OvsdbSandbox, *extra: str) -> None:
+        self.server, self.extra = server, extra
         self.log = server.directory / "agent.log"
         self.process = subprocess.Popen([VUCOMPAT, "agent", "--db", server.unix_remote, "--log-file", str(self.log),
                                          "--relay-dir", str(server.directory / "relays"),
@@ -288,6 +290,83 @@ def migration_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> No
     vucompat("frontend-args", "upstream.ovs-dpdk.v2.13")
     say("And what a scheduler can filter on before asking any host (Placement traits of compute-old):")
     vucompat("traits", "--db", old.tcp_remote)
+
+
+def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
+    from vucompat.ovsdb.cluster import FleetCluster
+    from vucompat.ovsdb.rpc import SslOptions
+
+    screen("11. The fleet: every host in one clustered database, for the scheduler (docs/fleet.md)")
+    pki = RUN / "pki"
+    pki.mkdir()
+    subprocess.run(["ovs-pki", f"--dir={pki / 'ca'}", "init"], cwd=pki, check=True, capture_output=True)
+    ssl = {}
+    for name in ("fleet-server", "compute-new", "compute-old", "scheduler"):
+        subprocess.run(["ovs-pki", f"--dir={pki / 'ca'}", "-u", "req+sign", name, "switch"], cwd=pki, check=True,
+                       capture_output=True)
+        ssl[name] = SslOptions(str(pki / f"{name}-privkey.pem"), str(pki / f"{name}-cert.pem"),
+                               str(pki / "ca" / "switchca" / "cacert.pem"))
+    say("Certificates from ovs-pki (`-u`: each CN is exactly the host's name, which RBAC checks).")
+    cluster = FleetCluster(RUN / "fleet", ssl=ssl["fleet-server"])
+    cluster.start()
+    started.append(cluster)
+    say("Three ovsdb-servers form a Raft cluster over SSL (vucompat fleet create-cluster / join-cluster / start):")
+    vucompat("fleet", "status", "--ctl", str(cluster.leader().ctl))
+    vucompat("fleet", "configure", "--db", cluster.leader().admin_remote,
+             "--host-listener", "pssl:0:127.0.0.1", "--reader-listener", "pssl:0:127.0.0.2")
+    say("(port 0: three servers share this machine, so the kernel picks each one's ports; "
+        "a real deployment uses pssl:6650 and pssl:6651.)")
+    agents_remote, readers = cluster.remotes("pssl:0:127.0.0.1"), cluster.remotes("pssl:0:127.0.0.2")
+
+    def files(name: str) -> list[str]:
+        return ["--ssl-key", ssl[name].private_key, "--ssl-cert", ssl[name].certificate, "--ssl-ca", ssl[name].ca_cert]
+
+    say("Each host's agent is restarted with --fleet: it publishes its host, modes and ports over SSL, as itself:")
+    for agent in [a for a in started if isinstance(a, AgentProcess)]:
+        name = agent.server.directory.name
+        agent.stop()
+        started.remove(agent)
+        started.append(AgentProcess(agent.server, *agent.extra, "--fleet", agents_remote, "--fleet-name", name,
+                                    "--pool", "pool-1", "--heartbeat", "10", *files(name)))
+    reader = files("scheduler")
+    deadline = time.monotonic() + 30
+    while True:
+        done = subprocess.run([VUCOMPAT, "fleet", "hosts", "--fleet", readers, *reader, "--format", "json"],
+                              capture_output=True, text=True, env=ENV)
+        if done.returncode == 0 and '"compute-old"' in done.stdout and '"compute-new"' in done.stdout:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: the hosts did not appear in the fleet: {done.stderr}")
+        time.sleep(0.2)
+    say("The scheduler reads the read-only listener of all three servers (any member answers):")
+    vucompat("fleet", "hosts", "--fleet", readers, *reader)
+    vucompat("fleet", "hosts", "--fleet", readers, "--can-run", "upstream.ovs-dpdk.v2.13", *reader)
+    vucompat("fleet", "select-mode", "--fleet", readers, "--scope", "everywhere", *reader)
+    say("The same verdicts as asking the hosts, from the fleet database alone:")
+    vucompat("fleet", "check-migration", "--fleet", readers, "--port", "vm10", "--source", "compute-new",
+             "--dest", "compute-old", *reader, expect=1)
+    vucompat("fleet", "check-migration", "--fleet", readers, "--port", "vm11", "--source", "compute-new",
+             "--dest", "compute-old", *reader)
+    vucompat("fleet", "report", "--fleet", readers, *reader, expect=1)
+    say("RBAC: compute-old's certificate may write only its own rows; a forged write to compute-new's is refused:")
+    forged = '["VuCompat_Fleet", {"op": "update", "table": "Host", "where": [["name", "==", "compute-new"]], ' \
+             '"row": {"pool": "stolen"}}]'
+    key = ssl["compute-old"]
+    print(f"\n$ ovsdb-client --private-key=pki/compute-old-privkey.pem ... transact {agents_remote.split(',')[0]} "
+          f"'{forged}'")
+    done = subprocess.run(["ovsdb-client", f"--private-key={key.private_key}", f"--certificate={key.certificate}",
+                           f"--ca-cert={key.ca_cert}", "transact", agents_remote.split(",")[0], forged],
+                          capture_output=True, text=True)
+    print((done.stdout + done.stderr).strip())
+    if "permission error" not in done.stdout + done.stderr:
+        raise SystemExit("demo: the forged write was not refused")
+    leader = cluster.leader()
+    say(f"Kill the cluster's leader ({leader.rundir.name}, SIGKILL): the other two elect a new one, "
+        "and the scheduler's next question is answered as before:")
+    cluster.kill(leader)
+    follower = cluster.wait_for_leader()
+    vucompat("fleet", "status", "--ctl", str(follower.ctl))
+    vucompat("fleet", "hosts", "--fleet", readers, "--can-run", "upstream.ovs-dpdk.v2.13", *reader)
 
 
 if __name__ == "__main__":

@@ -141,8 +141,8 @@ def published(fleet: Fleet, tmp_path_factory) -> dict[str, HostRecord]:
     virtio = [f.name for f in catalog.FEATURES if f.mask == "virtio" and f.name != "VIRTIO_NET_F_CSUM"]
     protocol = [f.name for f in catalog.FEATURES if f.mask == "protocol"]
     host_a = record(build_host(root, "a", capabilities=capabilities_toml(virtio, protocol), distro=False),
-                    "host-a", "pool-1", {"vm1-eth0": "upstream.ovs-dpdk.v2.13", "vm2-eth0": "upstream.ovs-dpdk.v2.9"})
-    host_b = record(build_host(root, "b", upstream_until="2.13", distro=False), "host-b", "pool-1",
+                    "host-a", "rack-1", {"vm1-eth0": "upstream.ovs-dpdk.v2.13", "vm2-eth0": "upstream.ovs-dpdk.v2.9"})
+    host_b = record(build_host(root, "b", upstream_until="2.13", distro=False), "host-b", "rack-1",
                     {"vm3-eth0": "upstream.ovs-dpdk.v2.13"})
     for rec in (host_a, host_b):
         session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity(rec.name))
@@ -169,6 +169,11 @@ def test_scheduler_queries_give_the_per_host_answers(fleet: Fleet, published: di
     done = fleet.cli("select-mode", "--fleet", fleet.readers(), "--scope", "hosts=host-a,host-b", "--format", "json")
     expected = select_mode(Scope("hosts"), [a, b])
     assert json.loads(done.stdout)["mode"] == expected.mode.name and expected.mode is not None
+    done = fleet.cli("select-mode", "--fleet", fleet.readers(), "--scope", "everywhere", "--pool", "rack-1",
+                     "--format", "json")
+    assert json.loads(done.stdout)["mode"] == expected.mode.name
+    done = fleet.cli("hosts", "--fleet", fleet.readers(), "--pool", "rack-1", "--format", "json")
+    assert [h["name"] for h in json.loads(done.stdout)["hosts"]] == ["host-a", "host-b"]
     # check-migration: the same verdict as the per-host API, by feature name
     for port, src, dst in (("vm1-eth0", "host-a", "host-b"), ("vm3-eth0", "host-b", "host-a")):
         done = fleet.cli("check-migration", "--fleet", fleet.readers(), "--port", port, "--source", src,
@@ -177,9 +182,9 @@ def test_scheduler_queries_give_the_per_host_answers(fleet: Fleet, published: di
         want = check_migration(published[src].ports[port], published[src].host, published[dst].host)
         assert {k: v for k, v in verdict.items() if k != "stale"} == want.as_dict()
         assert done.returncode == (0 if want.allowed else 1)
-    # the per-pool report: pool-1 runs 2 modes (2.13 on two ports, 2.9 on one)
+    # the per-pool report: rack-1 runs 2 modes (2.13 on two ports, 2.9 on one)
     done = fleet.cli("report", "--fleet", fleet.readers(), "--max-active", "1", "--format", "json")
-    (pool,) = [p for p in json.loads(done.stdout)["pools"] if p["pool"] == "pool-1"]
+    (pool,) = [p for p in json.loads(done.stdout)["pools"] if p["pool"] == "rack-1"]
     assert pool["active_modes"] == 2 and pool["at_risk"] and done.returncode == 1
     assert sum(pool["ports"].values()) == 3
 
@@ -188,7 +193,10 @@ def test_a_warm_scheduler_sees_changes(fleet: Fleet, published: dict[str, HostRe
     view = FleetView(fleet.readers(), 20, fleet.pki.identity("scheduler"))
     try:
         now = now_ms()
-        assert hosts_that_can_run(view.hosts(), "upstream.ovs-dpdk.v2.13", now).all_hosts == ["host-a", "host-b"]
+        mode = "upstream.ovs-dpdk.v2.13"
+        assert hosts_that_can_run(view.hosts(defining=mode), mode, now).all_hosts == ["host-a", "host-b"]
+        assert {h.name for h in view.hosts(pool="rack-1")} >= {"host-a", "host-b"}
+        assert "host-b" not in {h.name for h in view.hosts(defining="upstream.ovs-dpdk.v3.2")}
         # host-b's backend loses MRG_RXBUF: the replica follows, 2.13 moves to "lacking"
         from vucompat.mode import Capabilities
 
@@ -200,8 +208,8 @@ def test_a_warm_scheduler_sees_changes(fleet: Fleet, published: dict[str, HostRe
         session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-b"))
         try:
             assert publish(session, changed) == 1  # one update of the Host row
-            eventually(lambda: "host-b" in hosts_that_can_run(view.hosts(), "upstream.ovs-dpdk.v2.13",
-                                                              now_ms()).lacking, what="the replica to follow")
+            eventually(lambda: "host-b" in hosts_that_can_run(view.hosts(defining=mode), mode, now_ms()).lacking,
+                       what="the replica to follow")
             publish(session, rec)
         finally:
             session.close()
@@ -229,7 +237,7 @@ def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str,
             session.transact([{"op": "delete", "table": "Compat_Mode", "where": []}])
         # its own row: allowed
         session.transact([{"op": "update", "table": "Host", "where": [["name", "==", "host-a"]],
-                           "row": {"pool": "pool-1"}}])
+                           "row": {"pool": "rack-1"}}])
     finally:
         session.close()
     assert fleet.rows("Host", [["name", "==", "host-b"]]) == before
@@ -324,13 +332,13 @@ def test_agent_publishes_keeps_working_while_the_fleet_is_down_and_goes_stale(fl
     vsctl("add-br", "br0")
     add_port("c1", "upstream.ovs-dpdk.v2.13")
     agent = AgentProcess(server.unix_remote, tmp_path / "agent.log",
-                         extra=["--fleet", fleet.agents(), "--fleet-name", "host-c", "--pool", "pool-2",
+                         extra=["--fleet", fleet.agents(), "--fleet-name", "host-c", "--pool", "rack-2",
                                 "--heartbeat", "1", "--timeout", "2", *fleet.ssl_args("host-c")])
     agent.start()
     try:
         eventually(lambda: fleet_ports() == {"c1"}, timeout=30, what="host-c and its port in the fleet")
         (row,) = fleet.rows("Host", [["name", "==", "host-c"]])
-        assert row["pool"] == "pool-2" and len(row["modes"][1]) == len(load_host_modes(server.unix_remote))
+        assert row["pool"] == "rack-2" and len(row["modes"][1]) == len(load_host_modes(server.unix_remote))
         # the whole cluster hangs: the agent warns, goes on resolving ports, and catches up after
         for member in fleet.cluster.members:
             os.kill(member.pid, signal.SIGSTOP)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from . import catalog
-from .compare import compare, runnable
+from .compare import compare, fits, runnable
 from .mode import Mode
 from .reconcile import PortView
 from .registry import Host
@@ -200,7 +200,8 @@ class Selection:
 def select_mode(scope: Scope, hosts: Sequence[Host], explain: int = 5) -> Selection:
     """The newest mode every host of the scope defines with the same digest and can
     run (restricted to a lineage for scope lineage); passthrough for scope none.
-    `refused` explains up to `explain` newer candidates."""
+    `refused` explains up to `explain` newer candidates, each by up to `explain`
+    hosts."""
     names = tuple(h.name for h in hosts)
     if scope.kind == "none":
         return Selection(scope, names, None, passthrough=True)
@@ -219,10 +220,10 @@ def select_mode(scope: Scope, hosts: Sequence[Host], explain: int = 5) -> Select
             elif theirs.digest != mode.digest:
                 problems.append(f"{host.name}: DIGEST DIFFERS")
             else:
-                verdict = runnable(mode.abi, host.capabilities.abi if host.capabilities else None)
-                if not verdict.runnable:
-                    problems.append(f"{host.name}: missing {verdict.describe()}")
-            if problems and len(refused) >= explain:
+                caps = host.capabilities.abi if host.capabilities else None
+                if not fits(mode.abi, caps):
+                    problems.append(f"{host.name}: missing {runnable(mode.abi, caps).describe()}")
+            if problems and (len(refused) >= explain or len(problems) >= explain):
                 break  # enough said; go on to the next candidate
         if not problems:
             return Selection(scope, names, mode, refused=refused)

@@ -145,9 +145,9 @@ def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool,
     """The fleet's hosts; with --can-run, those that can take a port in MODE (exit 1
     when none can)."""
     from ..fleet import hosts_that_can_run
-    from ..ovsdb.fleet import load_fleet, now_ms
+    from ..ovsdb.fleet import load_can_run, load_fleet, now_ms
 
-    found = _with_session(remotes, kw, lambda s: load_fleet(s, defining=mode))
+    found = _with_session(remotes, kw, lambda s: load_can_run(s, mode) if mode else load_fleet(s, pool=pool))
     now = now_ms()
     if mode is None:
         listed = sorted((h for h in found if not pool or h.pool == pool), key=lambda h: h.name)
@@ -192,7 +192,8 @@ def select_mode(remotes: str, scope: str, pool: str | None, fmt: str, **kw: Any)
         parsed = Scope.parse("hosts" if kind == "hosts" else scope)
     except ValueError as err:
         raise UsageError(message=str(err)) from None
-    found = _with_session(remotes, kw, lambda s: load_fleet(s, names=names)) if parsed.kind != "none" else []
+    found = _with_session(remotes, kw, lambda s: load_fleet(s, names=names, pool=None if names else pool)) \
+        if parsed.kind != "none" else []
     now = now_ms()
     if names is None:
         found = [h for h in found if not h.stale(now) and (not pool or h.pool == pool)]

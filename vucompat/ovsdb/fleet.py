@@ -243,44 +243,70 @@ def _modes_by_uuid(rows: Iterable[dict[str, Any]], remote: str) -> dict[str, Mod
     return {row["_uuid"][1]: row_to_mode(json_row(row, "Compat_Mode", "fleet"), remote) for row in rows}
 
 
-def load_fleet(session: Session, names: Sequence[str] | None = None,
-               defining: str | None = None) -> list[FleetHost]:
-    """Hosts of the fleet, read once: all of them, the hosts `names`, or (the server
-    filters) the hosts that define mode `defining` ("NAME" or "NAME@DIGEST").
-    Raises OvsdbError."""
-    modes = session.transact([{"op": "select", "table": "Compat_Mode", "where": [],
-                               "columns": ["_uuid", *MODE_COLUMNS]}])[0]["rows"]
-    by_uuid = _modes_by_uuid(modes, session.remote or "")
-    columns = list(READ_HOST_COLUMNS)
-    if names is not None:
-        wheres = [[["name", "==", n]] for n in names]
-    elif defining is not None:
-        name, _, digest = defining.partition("@")
-        wheres = [[["modes", "includes", ["uuid", u]]] for u, m in by_uuid.items()
-                  if m.name == name and (not digest or m.digest == digest)]
-    else:
-        wheres = [[]]
+def load_fleet(session: Session, names: Sequence[str] | None = None, pool: str | None = None) -> list[FleetHost]:
+    """Hosts of the fleet, read once: all of them, the hosts `names`, or the hosts of
+    `pool` (the server filters). Raises OvsdbError."""
+    by_uuid = _load_modes(session)
+    wheres = [[["name", "==", n]] for n in names] if names is not None else \
+        [[["pool", "==", ["set", [pool]]]] if pool is not None else []]
     if not wheres:
         return []
-    replies = session.transact([{"op": "select", "table": "Host", "where": w, "columns": columns} for w in wheres])
+    replies = session.transact([{"op": "select", "table": "Host", "where": w, "columns": list(READ_HOST_COLUMNS)}
+                                for w in wheres])
     return [fleet_host(json_row(r, "Host", "fleet"), by_uuid, session.remote or "")
             for reply in replies for r in reply["rows"]]
+
+
+def load_can_run(session: Session, mode: str) -> list[FleetHost]:
+    """The hosts that define `mode` ("NAME" or "NAME@DIGEST"), read once, the server
+    filtering (`includes` on Host.modes and Host.runnable) and sending only what
+    hosts_that_can_run needs. The hosts are partial: their registries hold only that
+    mode; use them for hosts_that_can_run alone. Raises OvsdbError."""
+    name, _, digest = mode.partition("@")
+    matching = {u: m for u, m in _load_modes(session).items()
+                if m.name == name and (not digest or m.digest == digest)}
+    light = ["name", "pool", "ovs_version", "dpdk_version", "last_seen", "heartbeat_interval"]
+    ops = []
+    for uuid in matching:
+        ref = ["uuid", uuid]
+        ops += [{"op": "select", "table": "Host", "columns": light,
+                 "where": [["modes", "includes", ref], ["runnable", "includes", ref]]},
+                {"op": "select", "table": "Host", "columns": [*light, "unavailable"],
+                 "where": [["modes", "includes", ref], ["runnable", "excludes", ref]]}]
+    replies = session.transact(ops) if ops else []
+    out = []
+    for i, (uuid, found) in enumerate(matching.items()):
+        for can, reply in ((True, replies[2 * i]), (False, replies[2 * i + 1])):
+            for raw in reply["rows"]:
+                row = json_row(raw, "Host", "fleet")
+                out.append(FleetHost(Host(row.name, Registry({found.name: found})), optional(row.pool),
+                                     optional(row.ovs_version), optional(row.dpdk_version), int(row.last_seen),
+                                     int(row.heartbeat_interval), frozenset([found.name] if can else []),
+                                     {} if can else dict(row.unavailable)))
+    return out
+
+
+def _load_modes(session: Session) -> dict[str, Mode]:
+    """Every Compat_Mode row of the fleet by uuid (digests checked)."""
+    rows = session.transact([{"op": "select", "table": "Compat_Mode", "where": [],
+                              "columns": ["_uuid", *MODE_COLUMNS]}])[0]["rows"]
+    return _modes_by_uuid(rows, session.remote or "")
 
 
 def load_ports(session: Session, host: str | None = None, interface: str | None = None) -> list[tuple[str, PortView]]:
     """Ports of the fleet (of one host, or one port), read once. Raises OvsdbError."""
     where = ([["host", "==", host]] if host else []) + ([["interface_name", "==", interface]] if interface else [])
-    modes, rows = session.transact([
-        {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", *MODE_COLUMNS]},
-        {"op": "select", "table": "Port", "where": where, "columns": ["host", *PORT_COLUMNS, "mode"]}])
-    by_uuid = _modes_by_uuid(modes["rows"], session.remote or "")
+    by_uuid = _load_modes(session)
+    (rows,) = session.transact([{"op": "select", "table": "Port", "where": where,
+                                 "columns": ["host", *PORT_COLUMNS, "mode"]}])
     return [fleet_port(json_row(r, "Port", "fleet"), by_uuid) for r in rows["rows"]]
 
 
 class FleetView:
     """A warm scheduler's replica of the fleet's hosts (an IDL monitor on any
-    cluster member; it fails over along the remotes). hosts() rebuilds only the
-    rows that changed since the last call. Not thread-safe."""
+    cluster member; it fails over along the remotes), indexed by pool and by mode
+    name. Each call rebuilds only the hosts that changed since the last one.
+    Not thread-safe."""
 
     TABLES = {"Compat_Mode": MODE_COLUMNS, "Host": READ_HOST_COLUMNS}
 
@@ -288,15 +314,27 @@ class FleetView:
         self.connection = Connection(remotes, timeout, ssl, tables=self.TABLES, database=FLEET_DB)
         self._modes: dict[str, Mode] = {}
         self._hosts: dict[Any, FleetHost] = {}
+        self._by_pool: dict[str | None, dict[Any, FleetHost]] = {}
+        self._by_mode: dict[str, dict[Any, FleetHost]] = {}
 
-    def refresh(self) -> None:
-        self.connection.refresh()
+    def hosts(self, pool: str | None = None, defining: str | None = None) -> list[FleetHost]:
+        """The hosts as the replica holds them now: all, those of `pool`, and/or
+        those that define mode `defining` ("NAME" or "NAME@DIGEST": by name here;
+        hosts_that_can_run checks the digest)."""
+        self._update()
+        if defining is not None:
+            found = self._by_mode.get(defining.partition("@")[0], {}).values()
+            return [h for h in found if pool is None or h.pool == pool]
+        if pool is not None:
+            return list(self._by_pool.get(pool, {}).values())
+        return list(self._hosts.values())
 
-    def hosts(self) -> list[FleetHost]:
-        """Every host as the replica holds it now."""
+    def _update(self) -> None:
         self.connection.refresh()
         idl = self.connection.idl
         changed, idl.changed = idl.changed, {}
+        if not changed:
+            return
         remote = self.connection.remote
         mode_table = idl.tables["Compat_Mode"].rows
         for uuid in changed.get("Compat_Mode", ()):
@@ -306,14 +344,26 @@ class FleetView:
             else:
                 self._modes[str(uuid)] = row_to_mode(row, remote)
         host_table = idl.tables["Host"].rows
+        # a new mode can make a host's reference resolvable: then look at every host again
         rebuild = set(changed.get("Host", ())) if not changed.get("Compat_Mode") else set(host_table)
         for uuid in rebuild | (set(self._hosts) - set(host_table)):
+            self._drop(uuid)
             row = host_table.get(uuid)
-            if row is None:
-                self._hosts.pop(uuid, None)
-            else:
-                self._hosts[uuid] = fleet_host(row, self._modes, remote)
-        return list(self._hosts.values())
+            if row is not None:
+                self._add(uuid, fleet_host(row, self._modes, remote))
+
+    def _add(self, uuid: Any, host: FleetHost) -> None:
+        self._hosts[uuid] = host
+        self._by_pool.setdefault(host.pool, {})[uuid] = host
+        for name in host.host.registry.modes:
+            self._by_mode.setdefault(name, {})[uuid] = host
+
+    def _drop(self, uuid: Any) -> None:
+        old = self._hosts.pop(uuid, None)
+        if old is not None:
+            self._by_pool[old.pool].pop(uuid, None)
+            for name in old.host.registry.modes:
+                self._by_mode[name].pop(uuid, None)
 
     def close(self) -> None:
         self.connection.close()
