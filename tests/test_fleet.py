@@ -255,6 +255,17 @@ def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str,
     assert fleet.rows("Host", [["name", "==", "host-b"]]) == before
 
 
+def test_loadgen_cli_publishes_synthetic_hosts_over_two_connections(fleet: Fleet):
+    done = subprocess.run([VUCOMPAT, "fleet", "loadgen", "--fleet", fleet.admin, "--hosts", "24", "--first", "90000",
+                           "--modes", "6", "--ports", "2", "--connections", "2"], capture_output=True, text=True,
+                          check=True)
+    assert json.loads(done.stdout)["hosts"] == 24
+    assert _counts(fleet, "host-9") == (24, 24, 48, 48)
+    for n in range(90000, 90024):
+        subprocess.run([VUCOMPAT, "fleet", "forget", "--db", fleet.admin, f"host-{n}"], check=True, capture_output=True)
+    assert _counts(fleet, "host-9") == (0, 0, 0, 0)
+
+
 def _counts(fleet: Fleet, prefix: str, remote: str | None = None) -> tuple[int, int, int, int]:
     """(host rows, distinct host names, port rows, distinct (host, port)) of the hosts named prefix*."""
     session = Session(remote or fleet.admin, FLEET_DB, 20)

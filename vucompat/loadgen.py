@@ -1,7 +1,7 @@
 """A load generator for the fleet database: synthetic hosts (each with its
 lineage's modes, a backend that can run most of them, and ports), published the
-way agents publish them, over a few pipelined connections instead of one process
-per host. Used by bench/fleet.py, the leader-kill test and `vucompat fleet loadgen`.
+way agents publish them, over a few pipelined connections (generate_parallel)
+instead of one process per host. Used by bench/fleet.py, the leader-kill test and `vucompat fleet loadgen`.
 
 The synthetic fleet: `lineages` lineages of `modes_per_host` modes each (distinct
 digests: the queue-pair limit grows with the version); host i runs lineage
@@ -11,6 +11,7 @@ i % lineages, sits in pool "pool-<i % pools>" (with pools a multiple of lineages
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -22,7 +23,8 @@ from .fleet import HostRecord, needed_modes
 from .mode import Abi, Capabilities, Mode
 from .ovsdb.fleet import now_ms, publish
 from .ovsdb.fleetrows import Published, publish_operations
-from .ovsdb.rpc import OvsdbError, Session, failed_operation
+from .ovsdb.rpc import OvsdbError, Session, SslOptions, failed_operation
+from .ovsdb.schema import FLEET_DB
 from .reconcile import CLIENT_TYPE, PortView
 from .registry import Host, Registry
 from .resolve import APPLIED
@@ -131,6 +133,37 @@ def generate(session: Session, records: Sequence[HostRecord], window: int = 64, 
             on_batch(progress.published)
     progress.seconds = time.perf_counter() - started
     return progress
+
+
+def generate_parallel(remotes: str, records: Sequence[HostRecord], connections: int = 2, window: int = 64,
+                      timeout: float = 60.0, ssl: SslOptions | None = None) -> Progress:
+    """generate() over `connections` sessions at once (threads, records dealt out in
+    turn). Raises the first OvsdbError a connection gave up with."""
+    results: list[Progress | BaseException] = [Progress()] * connections
+    started = time.perf_counter()
+
+    def run(k: int) -> None:
+        session = Session(remotes, FLEET_DB, timeout, ssl)
+        try:
+            results[k] = generate(session, records[k::connections], window)
+        except BaseException as err:  # noqa: BLE001 - raised below, in the caller's thread
+            results[k] = err
+        finally:
+            session.close()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = Progress(seconds=time.perf_counter() - started)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        total.published += result.published
+        total.retried += result.retried
+        total.errors += result.errors
+    return total
 
 
 def _publish_until_done(session: Session, record: HostRecord, retry_for: float, progress: Progress) -> None:

@@ -298,16 +298,18 @@ def forget(admin: str, host: str, **kw: Any) -> None:
 @click.option("--modes", type=click.IntRange(min=1, max=256), default=50, show_default=True)
 @click.option("--ports", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option("--window", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Transactions in flight at once.")
+              help="Transactions in flight at once, per connection.")
+@click.option("--connections", type=click.IntRange(min=1, max=64), default=1, show_default=True)
 @_connection_options
-def loadgen(remotes: str, count: int, first: int, modes: int, ports: int, window: int, **kw: Any) -> None:
+def loadgen(remotes: str, count: int, first: int, modes: int, ports: int, window: int, connections: int,
+            **kw: Any) -> None:
     """Publish synthetic hosts (host-NNNNN) as agents would, to size a cluster.
     Needs an admin remote (no RBAC role): one certificate cannot stand for many hosts."""
-    from ..loadgen import FleetShape, generate, synthetic_record
+    from ..loadgen import FleetShape, generate_parallel, synthetic_record
 
     shape = FleetShape(hosts=first + count, modes_per_host=modes, ports_per_host=ports)
     records = [synthetic_record(i, shape) for i in range(first, first + count)]
-    progress = _with_session(remotes, kw, lambda s: generate(s, records, window))
+    progress = generate_parallel(remotes, records, connections, window, **_conn(kw))
     click.echo(json.dumps({"hosts": progress.published, "retried": progress.retried,
                            "seconds": round(progress.seconds, 2),
                            "hosts_per_second": round(progress.published / max(progress.seconds, 1e-9))}))
