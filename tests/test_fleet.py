@@ -23,7 +23,7 @@ from vucompat.hosts import load_host
 from vucompat.loadgen import FleetShape, generate, synthetic_record
 from vucompat.migration import Scope, check_migration, select_mode
 from vucompat.ovsdb.cluster import FleetCluster
-from vucompat.ovsdb.fleet import FleetView, now_ms, publish
+from vucompat.ovsdb.fleet import FleetPublisher, FleetView, now_ms, publish
 from vucompat.ovsdb.rpc import OvsdbError, Session, SslOptions
 from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
 from vucompat.reconcile import CLIENT_TYPE, PortView
@@ -147,8 +147,8 @@ def published(fleet: Fleet, tmp_path_factory) -> dict[str, HostRecord]:
     for rec in (host_a, host_b):
         session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity(rec.name))
         try:
-            assert publish(session, rec) > 0
-            assert publish(session, rec) == 0  # nothing changed: nothing written
+            assert publish(session, rec).written > 0
+            assert publish(session, rec).written == 0  # nothing changed: nothing written
         finally:
             session.close()
     return {"host-a": host_a, "host-b": host_b}
@@ -207,7 +207,7 @@ def test_a_warm_scheduler_sees_changes(fleet: Fleet, published: dict[str, HostRe
         changed = replace(rec, host=replace(rec.host, capabilities=caps), capabilities_source="probed")
         session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-b"))
         try:
-            assert publish(session, changed) == 1  # one update of the Host row
+            assert publish(session, changed).written == 1  # one update of the Host row
             eventually(lambda: "host-b" in hosts_that_can_run(view.hosts(defining=mode), mode, now_ms()).lacking,
                        what="the replica to follow")
             publish(session, rec)
@@ -253,6 +253,51 @@ def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str,
     finally:
         reader.close()
     assert fleet.rows("Host", [["name", "==", "host-b"]]) == before
+
+
+def test_a_publish_built_on_a_stale_read_writes_nothing(fleet: Fleet, published: dict[str, HostRecord]):
+    """The admin forgets host-b between the agent's read and its write: the write
+    fails as a whole (its `wait`), and the next publish puts the host back whole."""
+    from vucompat.ovsdb.fleet import published_from, read_operations
+    from vucompat.ovsdb.fleetrows import publish_operations
+
+    rec = published["host-b"]
+    session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-b"))
+    try:
+        current = published_from(session.transact(read_operations(rec)), "")
+        moved = replace(rec, pool="rack-9")
+        subprocess.run([VUCOMPAT, "fleet", "forget", "--db", fleet.admin, "host-b"], check=True, capture_output=True)
+        with pytest.raises(OvsdbError, match="timed out"):
+            session.transact(publish_operations(moved, current, now_ms()))
+        assert not fleet.rows("Host", [["name", "==", "host-b"]]) and not fleet.rows("Port", [["host", "==", "host-b"]])
+        assert publish(session, rec).written > 0
+    finally:
+        session.close()
+    (row,) = fleet.rows("Host", [["name", "==", "host-b"]])
+    assert row["pool"] == "rack-1" and len(fleet.rows("Port", [["host", "==", "host-b"]])) == 1
+
+
+def test_publisher_heartbeats_and_puts_back_a_forgotten_host(fleet: Fleet, published: dict[str, HostRecord]):
+    def host_b() -> list[dict]:
+        return fleet.rows("Host", [["name", "==", "host-b"]])
+
+    publisher = FleetPublisher(fleet.agents(), 10, fleet.pki.identity("host-b"))
+    try:
+        publisher.offer(replace(published["host-b"], heartbeat_interval=1))
+        eventually(lambda: publisher.published >= 1, what="a first publish")
+        seen = host_b()[0]["last_seen"]
+        eventually(lambda: host_b()[0]["last_seen"] > seen, timeout=10, what="a heartbeat")
+        subprocess.run([VUCOMPAT, "fleet", "forget", "--db", fleet.admin, "host-b"], check=True, capture_output=True)
+        eventually(lambda: host_b() and len(fleet.rows("Port", [["host", "==", "host-b"]])) == 1, timeout=10,
+                   what="the next heartbeat to put the forgotten host back, whole")
+        assert publisher.last_error is None
+    finally:
+        publisher.stop()
+    publish_back = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-b"))
+    try:
+        publish(publish_back, published["host-b"])  # heartbeat_interval 30 again
+    finally:
+        publish_back.close()
 
 
 def test_loadgen_cli_publishes_synthetic_hosts_over_two_connections(fleet: Fleet):

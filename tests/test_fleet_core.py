@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from vucompat.fleet import FleetHost, active_modes_report, hosts_that_can_run
 from vucompat.loadgen import FleetShape, synthetic_record
-from vucompat.ovsdb.fleetrows import Published, canonical, publish_operations
+from vucompat.ovsdb.fleetrows import Published, canonical, heartbeat_operations, publish_operations
 from vucompat.registry import Host, Registry
 
 SHAPE = FleetShape(hosts=8, modes_per_host=5, ports_per_host=3)
@@ -32,8 +32,9 @@ def as_server_sends(ops: list[dict]) -> Published:
         return value
 
     port_rows = {}
-    for op in ops:
+    for i, op in enumerate(ops):
         row = {c: served(v) for c, v in op.get("row", {}).items()}
+        row["_uuid"] = ["uuid", f"10000000-0000-0000-0000-{i:012d}"]
         if op["table"] == "Host":
             host = row
         elif op["table"] == "Port":
@@ -48,9 +49,13 @@ def test_first_publish_inserts_everything_then_nothing_changes():
     assert tables.count("Compat_Mode") == 5 and tables.count("Host") == 1 and tables.count("Port") == 3
     current = as_server_sends(ops)
     assert publish_operations(record, current, now_ms=2000) == []
-    # a heartbeat touches last_seen only
-    (beat,) = publish_operations(record, current, now_ms=3000, heartbeat=True)
-    assert beat["op"] == "update" and beat["row"] == {"last_seen": 3000}
+    # a heartbeat touches last_seen only (if the row is still there)
+    wait, beat = publish_operations(record, current, now_ms=3000, heartbeat=True)
+    assert wait["op"] == "wait" and wait["where"] == [["_uuid", "==", current.host["_uuid"]]]
+    assert wait["rows"] == [{"name": record.name}]
+    assert beat["op"] == "update" and beat["row"] == {"last_seen": 3000} and beat["where"] == wait["where"]
+    assert publish_operations(record, current, now_ms=3000, heartbeat=True) == \
+        heartbeat_operations(record.name, current.host["_uuid"], 3000)
 
 
 def test_a_changed_port_and_a_removed_port_are_one_small_transaction():
@@ -61,9 +66,11 @@ def test_a_changed_port_and_a_removed_port_are_one_small_transaction():
     ports[first] = replace(ports[first], state="nonconformant", verification="negotiated beyond the mode")
     del ports[second]
     ops = publish_operations(replace(record, ports=ports), current, now_ms=2000)
-    assert [(op["op"], op["table"]) for op in ops] == [("update", "Port"), ("delete", "Port"), ("update", "Host")]
-    assert set(ops[0]["row"]) == {"state", "verification"}
-    assert ops[0]["where"] == [["host", "==", record.name], ["interface_name", "==", first]]
+    assert [(op["op"], op["table"]) for op in ops] == [("wait", "Host"), ("update", "Port"), ("delete", "Port"),
+                                                       ("update", "Host")]
+    assert set(ops[1]["row"]) == {"state", "verification"}
+    assert ops[1]["where"] == [["_uuid", "==", current.ports[first]["_uuid"]]]
+    assert ops[2]["where"] == [["_uuid", "==", current.ports[second]["_uuid"]]]
 
 
 def test_canonical_values_compare_whatever_the_server_order():

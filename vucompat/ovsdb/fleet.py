@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from ..fleet import FleetHost, HostRecord, needed_modes
@@ -18,7 +19,7 @@ from ..mode import Mode
 from ..reconcile import PortView
 from ..registry import Host, Registry
 from .connection import Connection
-from .fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, publish_operations
+from .fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, heartbeat_operations, publish_operations
 from .rows import bits_to_mask, host_capabilities, json_row, optional, row_to_mode
 from .rpc import DEFAULT_TIMEOUT, OvsdbError, Session, SslOptions
 from .schema import FLEET_DB
@@ -93,9 +94,10 @@ def configure(admin_remote: str, host_targets: Sequence[str], reader_targets: Se
 def read_operations(record: HostRecord) -> list[dict[str, Any]]:
     """The selects that read what the fleet holds for `record`'s host (Published)."""
     ops: list[dict[str, Any]] = [
-        {"op": "select", "table": "Host", "where": [["name", "==", record.name]], "columns": list(HOST_COLUMNS)},
+        {"op": "select", "table": "Host", "where": [["name", "==", record.name]],
+         "columns": ["_uuid", *HOST_COLUMNS]},
         {"op": "select", "table": "Port", "where": [["host", "==", record.name]],
-         "columns": ["host", *PORT_COLUMNS, "mode"]}]
+         "columns": ["_uuid", "host", *PORT_COLUMNS, "mode"]}]
     for name, digest in sorted(needed_modes(record)):
         ops.append({"op": "select", "table": "Compat_Mode", "where": [["name", "==", name], ["digest", "==", digest]],
                     "columns": ["_uuid", *MODE_COLUMNS]})
@@ -114,23 +116,35 @@ def published_from(results: list[dict[str, Any]], remote: str) -> Published:
     return Published(host=hosts[0] if hosts else None, ports={p["interface_name"]: p for p in ports}, modes=known)
 
 
-def publish(session: Session, record: HostRecord, heartbeat: bool = False, attempts: int = 3) -> int:
+@dataclass(frozen=True)
+class PublishResult:
+    #: operations that changed rows (0: the fleet was up to date)
+    written: int
+    #: the host's Host row
+    host_uuid: list[str]
+
+
+def publish(session: Session, record: HostRecord, heartbeat: bool = False, attempts: int = 3) -> PublishResult:
     """Make the fleet hold `record`: read what it holds, write the difference in one
-    transaction. Returns the number of operations written (0: it was up to date).
-    A write that loses a race (another host added the same mode first) reads again.
-    Raises OvsdbError (nothing half-written: one transaction), CorruptRowError."""
+    transaction. A write that loses a race (another host added the same mode first;
+    the row was deleted meanwhile) reads again. Raises OvsdbError (nothing
+    half-written: one transaction), CorruptRowError."""
     for attempt in range(attempts):
         current = published_from(session.transact(read_operations(record)), session.remote or "")
         ops = publish_operations(record, current, now_ms(), heartbeat)
-        if not ops:
-            return 0
+        written = sum(1 for op in ops if op["op"] != "wait")
         try:
-            session.transact(ops)
-            return len(ops)
+            results = session.transact(ops) if ops else []
         except OvsdbError as err:
-            if "constraint violation" not in err.reason or attempt == attempts - 1:
+            stale_read = "constraint violation" in err.reason or "timed out" in err.reason  # index or wait
+            if not stale_read or attempt == attempts - 1:
                 raise
-    return 0
+            continue
+        if current.host is not None:
+            return PublishResult(written, current.host["_uuid"])
+        (inserted,) = [r for op, r in zip(ops, results) if op["op"] == "insert" and op["table"] == "Host"]
+        return PublishResult(written, inserted["uuid"])
+    raise AssertionError("unreachable")
 
 
 class FleetPublisher:
@@ -145,6 +159,8 @@ class FleetPublisher:
         self.session = Session(remotes, FLEET_DB, timeout, ssl)
         self.backoff_max = backoff_max
         self._record: HostRecord | None = None
+        #: the Host row of the last successful publish: heartbeats then need no read
+        self._host_uuid: list[str] | None = None
         self._wake = threading.Condition()
         self._stop = False
         self._dirty = False
@@ -173,31 +189,31 @@ class FleetPublisher:
         next_heartbeat = 0.0
         while True:
             with self._wake:
-                record = self._record
-                wait = (backoff if self.last_error else
-                        max(0.0, next_heartbeat - time.monotonic()) if record is not None else None)
-                if not self._stop and not self._dirty and (wait is None or wait > 0):
-                    self._wake.wait(wait)
+                if self.last_error is not None:  # failing: wait out the backoff (an offer or stop() cuts it short)
+                    self._wake.wait(backoff)
+                elif not self._dirty:
+                    self._wake.wait(None if self._record is None else max(0.0, next_heartbeat - time.monotonic()))
                 if self._stop:
                     return
                 record, dirty, self._dirty = self._record, self._dirty, False
             if record is None:
                 continue
             heartbeat = time.monotonic() >= next_heartbeat
+            if not (dirty or heartbeat or self.last_error):
+                continue
             try:
-                publish(self.session, record, heartbeat=heartbeat)
-            except OvsdbError as err:
-                if self.last_error is None:
+                if dirty or self._host_uuid is None or self.last_error is not None:
+                    self._host_uuid = publish(self.session, record, heartbeat=heartbeat).host_uuid
+                else:
+                    self._heartbeat(record)
+            except Exception as err:  # noqa: BLE001 - unreachable, refused, a forged mode row: keep the agent up
+                if self.last_error is None:  # once per outage; the rest at debug level
                     log.warning("fleet database unreachable or refusing (%s); this host keeps working and "
                                 "publishes when it answers again", err)
+                else:
+                    log.debug("fleet publish failed again: %s", err)
                 self.last_error = str(err)
-                self._dirty = self._dirty or dirty or heartbeat
                 backoff = min(backoff * 2, self.backoff_max)
-                continue
-            except Exception as err:  # noqa: BLE001 - a forged mode row, a bug: say so, keep the agent up
-                log.error("fleet publish failed: %s", err)
-                self.last_error = str(err)
-                backoff = self.backoff_max
                 continue
             if self.last_error is not None:
                 log.warning("fleet database reachable again: %s is published", record.name)
@@ -205,6 +221,16 @@ class FleetPublisher:
             backoff = 0.25
             self.published += 1
             next_heartbeat = time.monotonic() + record.heartbeat_interval
+
+
+    def _heartbeat(self, record: HostRecord) -> None:
+        assert self._host_uuid is not None
+        try:
+            self.session.transact(heartbeat_operations(record.name, self._host_uuid, now_ms()))
+        except OvsdbError as err:
+            if "timed out" not in err.reason:  # the row is gone (forgotten): publish it whole
+                raise
+            self._host_uuid = publish(self.session, record, heartbeat=True).host_uuid
 
 
 # ---- reading (schedulers) -----------------------------------------------------------------------

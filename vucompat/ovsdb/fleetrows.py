@@ -104,10 +104,10 @@ def publish_operations(record: HostRecord, current: Published, now_ms: int,
                        heartbeat: bool = False) -> list[dict[str, Any]]:
     """The one transaction that makes the fleet hold `record` for its host, given
     what it holds now: inserts of modes it lacks, and the host's Host and Port rows
-    inserted, updated (changed columns only) or deleted. Rows are addressed by their
-    natural keys (host name, port name), never by a uuid read earlier, so a stale
-    `current` fails (unique index) rather than writes twice. Empty when nothing
-    changed and no `heartbeat` is due."""
+    inserted, updated (changed columns only) or deleted. A stale `current` fails the
+    whole transaction (a unique index on the natural keys, or the `wait` that the
+    Host row read is still there) rather than writes twice or half. Empty when
+    nothing changed and no `heartbeat` is due."""
     ops: list[dict[str, Any]] = []
     refs: dict[tuple[str, str], list[str]] = {}
     for i, (key, mode) in enumerate(sorted(needed_modes(record).items())):
@@ -116,7 +116,9 @@ def publish_operations(record: HostRecord, current: Published, now_ms: int,
         else:
             refs[key] = ["named-uuid", f"mode{i}"]
             ops.append({"op": "insert", "table": "Compat_Mode", "row": mode_row(mode), "uuid-name": f"mode{i}"})
-    where_host = [["name", "==", record.name]]
+    # rows already there are addressed by their uuid (the server finds those at once; a
+    # condition on another column scans the table), guarded by the `wait` below
+    where_host = [["_uuid", "==", current.host["_uuid"]]] if current.host is not None else []
     desired = host_row(record, refs)
     if current.host is None:
         ops.append({"op": "insert", "table": "Host", "row": {**desired, "last_seen": now_ms}})
@@ -133,13 +135,27 @@ def publish_operations(record: HostRecord, current: Published, now_ms: int,
             continue
         changed = {c: v for c, v in row.items() if not _same(c, v, have)}
         if changed:
-            ops.append({"op": "update", "table": "Port", "row": changed,
-                        "where": [["host", "==", record.name], ["interface_name", "==", name]]})
+            ops.append({"op": "update", "table": "Port", "row": changed, "where": [["_uuid", "==", have["_uuid"]]]})
     for name in sorted(set(current.ports) - set(record.ports)):
-        ops.append({"op": "delete", "table": "Port",
-                    "where": [["host", "==", record.name], ["interface_name", "==", name]]})
+        ops.append({"op": "delete", "table": "Port", "where": [["_uuid", "==", current.ports[name]["_uuid"]]]})
     if ops and not any(op["table"] == "Host" for op in ops):
         ops.append({"op": "update", "table": "Host", "where": where_host, "row": {"last_seen": now_ms}})
+    if ops and current.host is not None:
+        ops.insert(0, host_still_there(record.name, current.host["_uuid"]))
     return ops
+
+
+def host_still_there(name: str, uuid: list[str]) -> dict[str, Any]:
+    """A `wait` that fails the transaction unless the Host row read earlier (`uuid`)
+    is still there and still `name`'s: only the host itself writes its rows (RBAC),
+    so its Port rows read with it are then still there too."""
+    return {"op": "wait", "table": "Host", "where": [["_uuid", "==", uuid]], "columns": ["name"], "until": "==",
+            "rows": [{"name": name}], "timeout": 0}
+
+
+def heartbeat_operations(name: str, uuid: list[str], now_ms: int) -> list[dict[str, Any]]:
+    """Refresh last_seen of host `name` whose Host row is `uuid` (nothing to read first)."""
+    return [host_still_there(name, uuid),
+            {"op": "update", "table": "Host", "where": [["_uuid", "==", uuid]], "row": {"last_seen": now_ms}}]
 
 
