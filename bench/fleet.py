@@ -25,6 +25,7 @@ from vucompat.loadgen import FleetShape, generate, lineage_modes, synthetic_reco
 from vucompat.migration import Scope
 from vucompat.ovsdb.cluster import FleetCluster
 from vucompat.ovsdb.fleet import FleetView, configure, load_can_run, now_ms
+from vucompat.ovsdb.fleetrows import heartbeat_operations
 from vucompat.ovsdb.rpc import Session, SslOptions
 from vucompat.ovsdb.schema import FLEET_DB
 
@@ -61,8 +62,9 @@ def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float
         session = Session(",".join(m.admin_remote for m in cluster.members), FLEET_DB, 60)
         progress = generate(session, records)
         assert progress.published == hosts
-        beat = [[{"op": "update", "table": "Host", "where": [["name", "==", r.name]], "row": {"last_seen": now_ms()}}]
-                for r in records]
+        rows = session.transact([{"op": "select", "table": "Host", "where": [], "columns": ["_uuid", "name"]}])[0]
+        uuids = {r["name"]: r["_uuid"] for r in rows["rows"]}
+        beat = [heartbeat_operations(r.name, uuids[r.name], now_ms()) for r in records]  # as agents send them
         start = time.perf_counter()
         assert all(session.transact_many(beat))
         heartbeat_s = time.perf_counter() - start

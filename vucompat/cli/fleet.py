@@ -10,6 +10,7 @@ from typing import Any, Callable
 import click
 
 from . import _FORMAT, _conn, _connection_options, _emit, main
+from .migration import check_options, print_verdict
 from ..errors import UsageError
 
 _FLEET = click.option("--fleet", "remotes", metavar="REMOTES", envvar="VUCOMPAT_FLEET", required=True,
@@ -217,12 +218,7 @@ def select_mode(remotes: str, scope: str, pool: str | None, fmt: str, **kw: Any)
 
 @fleet.command("check-migration")
 @_FLEET
-@click.option("--port", "interface", required=True, help="The port's Interface name on the source host.")
-@click.option("--source", required=True, metavar="HOST", help="The source host's name in the fleet.")
-@click.option("--dest", required=True, metavar="HOST", help="The destination host's name in the fleet.")
-@click.option("--allow-outside-contract", is_flag=True,
-              help="Accept a port whose mode the destination cannot honour, when the features its guest "
-                   "negotiated are all offered there.")
+@check_options("name in the fleet", "HOST")
 @_connection_options
 @_FORMAT
 def check_migration(remotes: str, interface: str, source: str, dest: str, allow_outside_contract: bool,
@@ -231,7 +227,6 @@ def check_migration(remotes: str, interface: str, source: str, dest: str, allow_
     check-migration, from the fleet database alone. Exit 0 allowed, 1 refused."""
     from ..fleet import check_fleet_migration
     from ..ovsdb.fleet import load_fleet, load_ports, now_ms
-    from .migration import print_verdict
 
     def read(session: Any) -> tuple[Any, Any]:
         return load_fleet(session, names=[source, dest]), load_ports(session, host=source, interface=interface)

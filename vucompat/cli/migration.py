@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
@@ -13,13 +13,25 @@ if TYPE_CHECKING:
     from ..migration import Verdict
 
 
+def check_options(where: str, metavar: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--port, --source, --dest (`metavar`s: `where` says what they name) and
+    --allow-outside-contract, for both check-migration commands."""
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed([
+            click.option("--port", "interface", required=True, help="The port's Interface name on the source host."),
+            click.option("--source", required=True, metavar=metavar, help=f"The source host's {where}."),
+            click.option("--dest", required=True, metavar=metavar, help=f"The destination host's {where}."),
+            click.option("--allow-outside-contract", is_flag=True,
+                         help="Accept a port whose mode the destination cannot honour, when the features its "
+                              "guest really negotiated are all offered there."),
+        ]):
+            f = option(f)
+        return f
+    return decorate
+
+
 @main.command("check-migration")
-@click.option("--port", "interface", required=True, help="The port's Interface name on the source host.")
-@click.option("--source", required=True, metavar="REMOTE", help="The source host's registry (OVSDB remote).")
-@click.option("--dest", required=True, metavar="REMOTE", help="The destination host's registry (OVSDB remote).")
-@click.option("--allow-outside-contract", is_flag=True,
-              help="Accept a port whose mode the destination cannot honour, when the features its guest "
-                   "really negotiated are all offered there.")
+@check_options("registry (OVSDB remote)", "REMOTE")
 @_connection_options
 @_FORMAT
 def check_migration(interface: str, source: str, dest: str, allow_outside_contract: bool, fmt: str,
