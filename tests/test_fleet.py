@@ -343,6 +343,7 @@ def test_leader_killed_mid_publish_loses_and_duplicates_nothing(fleet: Fleet):
 
     thread = threading.Thread(target=run)
     thread.start()
+    readers = fleet.readers()  # the killed server's listener first or not: clients move on to the next
     assert halfway.wait(120)
     fleet.cluster.kill(leader)  # SIGKILL, mid-publish
     at_kill = _counts(fleet, "host-0")[0]
@@ -359,16 +360,31 @@ def test_leader_killed_mid_publish_loses_and_duplicates_nothing(fleet: Fleet):
     for rec in records[::97]:  # and each as published (nothing half-written)
         (row,) = fleet.rows("Host", [["name", "==", rec.name]])
         assert len(row["modes"][1]) == 50 and row["pool"] == rec.pool
+    # a scheduler given all three remotes is answered by a survivor
+    done = fleet.cli("hosts", "--fleet", readers, "--can-run", "synthetic0.ovs-dpdk.v40", "--format", "json")
+    assert len(json.loads(done.stdout)["hosts"]) == 150  # the 150 lineage-0 hosts, all able
     # the killed server comes back as a follower and catches up from the log
     fleet.cluster.start_member(leader)
     assert leader.status()["role"] == "follower"
     eventually(lambda: _counts(fleet, "host-0", leader.admin_remote) == (600, 600, 12000, 12000), timeout=60,
                what="the restarted server to catch up")
+    # a follower stopped while 60 more hosts are published catches up when it is back
+    follower = next(m for m in fleet.cluster.members if m.pid is not None and m.status()["role"] == "follower")
+    fleet.cluster.kill(follower, signal.SIGTERM)
+    more = [synthetic_record(i, FleetShape(hosts=660)) for i in range(600, 660)]
+    session = Session(fleet.admin, FLEET_DB, 20)
+    try:
+        assert generate(session, more).published == 60
+    finally:
+        session.close()
+    fleet.cluster.start_member(follower)
+    eventually(lambda: _counts(fleet, "host-0", follower.admin_remote) == (660, 660, 13200, 13200), timeout=60,
+               what="the restarted follower to catch up")
 
 
 def test_agent_publishes_keeps_working_while_the_fleet_is_down_and_goes_stale(fleet: Fleet, ovsdb_servers,
                                                                                tmp_path: Path):
-    """Runs last: it freezes the whole cluster for a while."""
+    """The last test on the shared cluster: it freezes the whole cluster for a while."""
     server = ovsdb_servers("agent-host")
     subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote, "--host-name", "host-c"], check=True,
                    capture_output=True)
@@ -423,3 +439,40 @@ def test_agent_publishes_keeps_working_while_the_fleet_is_down_and_goes_stale(fl
 
 def load_host_modes(remote: str) -> list[str]:
     return [r["name"] for r in select(remote, "Compat_Mode") if not r["derived_from"][1]]
+
+
+def test_the_documented_cli_steps_build_a_cluster(tmp_path: Path):
+    """create-cluster, join-cluster, start and status, as docs/fleet.md runs them."""
+    from vucompat.ovsdb.cluster import free_port
+    from vucompat.processes import stop_pid
+
+    run = Path(tempfile.mkdtemp(prefix="vuc-steps-", dir="/tmp"))  # short: unix socket paths
+    first, second = f"tcp:127.0.0.1:{free_port()}", f"tcp:127.0.0.1:{free_port()}"
+    pids = []
+    try:
+        def vuc(*args: str, expect: int = 0) -> str:
+            done = subprocess.run([VUCOMPAT, "fleet", *args], capture_output=True, text=True, timeout=60)
+            assert done.returncode == expect, done.stderr
+            return done.stdout + done.stderr
+
+        vuc("create-cluster", "--db-file", str(run / "a.db"), "--local", first)
+        assert "already exists" in vuc("create-cluster", "--db-file", str(run / "a.db"), "--local", first, expect=2)
+        assert "not a raft address" in vuc("join-cluster", "--db-file", str(run / "b.db"), "--local", "127.0.0.1:1",
+                                           "--remote", first, expect=2)
+        assert not (run / "b.db").exists()  # a refused step leaves nothing behind
+        vuc("join-cluster", "--db-file", str(run / "b.db"), "--local", second, "--remote", first)
+        for name in ("a", "b"):
+            assert "ovsdb-server" in vuc("start", "--db-file", str(run / f"{name}.db"), "--rundir", str(run / name),
+                                         "--dry-run")
+            vuc("start", "--db-file", str(run / f"{name}.db"), "--rundir", str(run / name))
+            pids.append(int((run / name / "fleet.pid").read_text()))
+
+        def joined() -> bool:
+            status = json.loads(vuc("status", "--ctl", str(run / "b" / "fleet.ctl"), "--format", "json"))
+            return status["status"] == "cluster member" and len(status["servers"]) == 2
+
+        eventually(joined, timeout=30, what="the second server to join")
+    finally:
+        for pid in pids:
+            stop_pid(pid)
+        subprocess.run(["rm", "-rf", str(run)], check=False)

@@ -9,6 +9,7 @@ All consensus and replication is ovsdb-server's own; this module only wraps
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -218,10 +219,9 @@ class FleetCluster:
                         for m in self.members if m.pid is not None)
 
     def kill(self, member: Member, sig: int = signal.SIGKILL) -> None:
-        """Crash one server (SIGKILL) and wait until it is gone."""
+        """Stop one server with `sig` (SIGKILL: a crash) and wait until it is gone."""
         if member.pid is not None:
             try:
-                import os
                 os.kill(member.pid, sig)
             except ProcessLookupError:
                 pass
