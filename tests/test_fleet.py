@@ -187,6 +187,8 @@ def test_scheduler_queries_give_the_per_host_answers(fleet: Fleet, published: di
     (pool,) = [p for p in json.loads(done.stdout)["pools"] if p["pool"] == "rack-1"]
     assert pool["active_modes"] == 2 and pool["at_risk"] and done.returncode == 1
     assert sum(pool["ports"].values()) == 3
+    done = fleet.cli("report", "--fleet", fleet.readers(), "--pool", "rack-1", "--format", "json")
+    assert json.loads(done.stdout)["pools"] == [{**pool, "at_risk": False, "why": ""}] and done.returncode == 0
 
 
 def test_a_warm_scheduler_sees_changes(fleet: Fleet, published: dict[str, HostRecord]):

@@ -113,9 +113,8 @@ def test_can_run_groups_by_digest_and_leaves_stale_hosts_out():
 
 def test_report_flags_pools_with_too_many_active_modes():
     records = [synthetic_record(i, SHAPE) for i in range(8)]
-    hosts = [fleet_host(r, 0) for r in records]
-    ports = [(r.name, p) for r in records for p in r.ports.values()]
-    reports = {r.pool: r for r in active_modes_report(hosts, ports, max_active=2)}
+    ports = [(r.name, p.mode) for r in records for p in r.ports.values()]
+    reports = {r.pool: r for r in active_modes_report({r.name: r.pool for r in records}, ports, max_active=2)}
     assert set(reports) == {f"pool-{i}" for i in range(8)}
     pool0 = reports["pool-0"]  # host 0 alone: its 3 ports on its 3 newest runnable modes
     assert pool0.hosts == 1 and sum(pool0.active.values()) == 3 and len(pool0.active) == 3 and pool0.at_risk

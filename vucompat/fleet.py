@@ -1,6 +1,6 @@
 """The fleet: what every host publishes about its registry, and the questions a
-scheduler asks of all hosts at once. Pure: records in, OVSDB operations and
-answers out (the ovsdb.fleet shell sends them).
+scheduler asks of all hosts at once. Pure: records and fleet hosts in, answers out
+(ovsdb.fleetrows turns a record into OVSDB operations; ovsdb.fleet reads and writes).
 
 One fleet row means what the same row means in a host's own registry: a
 Compat_Mode row is the same mode (the fleet keeps one row per name and digest,
@@ -31,7 +31,6 @@ STALE_FACTOR = 3
 DEFAULT_HEARTBEAT = 60
 #: a pool running more distinct modes than this is flagged by the report
 DEFAULT_MAX_ACTIVE = 3
-
 
 
 @dataclass(frozen=True)
@@ -210,16 +209,16 @@ class PoolReport:
         return "; ".join(reasons)
 
 
-def active_modes_report(hosts: Iterable[FleetHost], ports: Iterable[tuple[str, PortView]],
+def active_modes_report(pools: Mapping[str, str | None], port_modes: Iterable[tuple[str, Mode | None]],
                         max_active: int = DEFAULT_MAX_ACTIVE) -> list[PoolReport]:
     """Per pool (hosts without one: "(none)"), the modes its ports use, flagged when
-    there are more than `max_active` or one name has several digests. `ports` are
-    (host name, port) pairs."""
-    pool_of = {h.name: h.pool or "(none)" for h in hosts}
+    there are more than `max_active` or one name has several digests. `pools`: host
+    name -> pool; `port_modes`: (host name, the port's mode) for each port."""
+    pool_of = {host: pool or "(none)" for host, pool in pools.items()}
     counts: dict[str, Counter[tuple[str, str]]] = {pool: Counter() for pool in pool_of.values()}
-    for host, port in ports:
-        if port.mode is not None and host in pool_of:
-            counts[pool_of[host]][(port.mode.name, port.mode.digest)] += 1
+    for host, mode in port_modes:
+        if mode is not None and host in pool_of:
+            counts[pool_of[host]][(mode.name, mode.digest)] += 1
     reports = []
     for pool in sorted(counts):
         active = counts[pool]

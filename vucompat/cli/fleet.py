@@ -248,16 +248,17 @@ def check_migration(remotes: str, interface: str, source: str, dest: str, allow_
 @_FLEET
 @click.option("--max-active", type=click.IntRange(min=1), default=3, show_default=True,
               help="Flag pools whose ports use more distinct modes than this.")
+@click.option("--pool", help="Only this pool (the server filters).")
 @_connection_options
 @_FORMAT
-def report(remotes: str, max_active: int, fmt: str, **kw: Any) -> None:
+def report(remotes: str, max_active: int, pool: str | None, fmt: str, **kw: Any) -> None:
     """The modes in use per pool; too many active modes (or one name with several
     meanings) is a risk. Exit 1 when a pool is flagged."""
     from ..fleet import active_modes_report
-    from ..ovsdb.fleet import load_fleet, load_ports
+    from ..ovsdb.fleet import load_pools, load_port_modes
 
-    found, ports = _with_session(remotes, kw, lambda s: (load_fleet(s), load_ports(s)))
-    reports = active_modes_report(found, ports, max_active)
+    pools, port_modes = _with_session(remotes, kw, lambda s: (load_pools(s, pool), load_port_modes(s)))
+    reports = active_modes_report(pools, port_modes, max_active)
 
     def text() -> str:
         lines = []

@@ -320,12 +320,27 @@ def _load_modes(session: Session) -> dict[str, Mode]:
 
 
 def load_ports(session: Session, host: str | None = None, interface: str | None = None) -> list[tuple[str, PortView]]:
-    """Ports of the fleet (of one host, or one port), read once. Raises OvsdbError."""
-    where = ([["host", "==", host]] if host else []) + ([["interface_name", "==", interface]] if interface else [])
+    """Ports of the fleet (of one host, or one port), read once, as (host name,
+    port). Raises OvsdbError."""
     by_uuid = _load_modes(session)
+    where = ([["host", "==", host]] if host else []) + ([["interface_name", "==", interface]] if interface else [])
     (rows,) = session.transact([{"op": "select", "table": "Port", "where": where,
                                  "columns": ["host", *PORT_COLUMNS, "mode"]}])
     return [fleet_port(json_row(r, "Port", "fleet"), by_uuid) for r in rows["rows"]]
+
+
+def load_pools(session: Session, pool: str | None = None) -> dict[str, str | None]:
+    """Host name -> pool, for every host (or those of `pool`). Raises OvsdbError."""
+    where = [["pool", "==", ["set", [pool]]]] if pool is not None else []
+    (rows,) = session.transact([{"op": "select", "table": "Host", "where": where, "columns": ["name", "pool"]}])
+    return {r["name"]: optional(json_row(r, "Host", "fleet").pool) for r in rows["rows"]}
+
+
+def load_port_modes(session: Session) -> list[tuple[str, Mode | None]]:
+    """(host name, mode) of every port: the two columns a report needs, in one scan."""
+    by_uuid = _load_modes(session)
+    (rows,) = session.transact([{"op": "select", "table": "Port", "where": [], "columns": ["host", "mode"]}])
+    return [(r["host"], by_uuid.get(_uuid(r["mode"])) if r["mode"] != ["set", []] else None) for r in rows["rows"]]
 
 
 class FleetView:
