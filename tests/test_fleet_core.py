@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from vucompat.fleet import FleetHost, active_modes_report, hosts_that_can_run
+import pytest
+
+from vucompat.fleet import FleetHost, active_modes_report, hosts_that_can_run, select_fleet_mode
+from vucompat.migration import Scope
 from vucompat.loadgen import FleetShape, synthetic_record
 from vucompat.ovsdb.fleetrows import Published, canonical, heartbeat_operations, publish_operations
 from vucompat.registry import Host, Registry
@@ -119,3 +122,13 @@ def test_report_flags_pools_with_too_many_active_modes():
     pool0 = reports["pool-0"]  # host 0 alone: its 3 ports on its 3 newest runnable modes
     assert pool0.hosts == 1 and sum(pool0.active.values()) == 3 and len(pool0.active) == 3 and pool0.at_risk
     assert "3 active modes" in pool0.why()
+
+
+def test_select_mode_for_a_lineage_takes_the_hosts_that_run_it():
+    records = [synthetic_record(i, SHAPE) for i in range(8)]
+    hosts = [fleet_host(r, 0) for r in records]
+    selection = select_fleet_mode(Scope("lineage", "synthetic1.ovs-dpdk"), hosts)
+    # hosts 1 and 5 run lineage 1 and offer 5 and 4 queue pairs: v3 (4 queue pairs) is the newest for both
+    assert selection.hosts == ("host-00001", "host-00005") and selection.mode.name == "synthetic1.ovs-dpdk.v3"
+    with pytest.raises(ValueError, match="no host"):
+        select_fleet_mode(Scope("lineage", "nobody.ovs-dpdk"), hosts)

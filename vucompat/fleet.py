@@ -158,10 +158,15 @@ def hosts_that_can_run(hosts: Iterable[FleetHost], mode: str, now_ms: int, inclu
 
 
 def select_fleet_mode(scope: Scope, hosts: Sequence[FleetHost], names: Sequence[str] = ()) -> Selection:
-    """select_mode over the fleet: for scope hosts, the named hosts; for everywhere
-    and lineage, every fresh host (the caller filters stale ones). Raises ValueError
-    for an unknown host name."""
+    """select_mode over the fleet: for scope hosts, the named hosts; for everywhere,
+    every host given (the caller leaves out stale ones); for lineage=L, those of them
+    that run the platform L (define a mode of it). Raises ValueError for an unknown
+    host name, or when no host runs the lineage."""
     chosen = list(hosts)
+    if scope.kind == "lineage":
+        chosen = [h for h in hosts if any(m.lineage == scope.lineage for m in h.host.registry.modes.values())]
+        if not chosen:
+            raise ValueError(f"no host in the fleet defines a mode of lineage {scope.lineage}")
     if scope.kind == "hosts":
         by_name = {h.name: h for h in hosts}
         unknown = [n for n in names if n not in by_name]

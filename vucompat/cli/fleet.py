@@ -174,7 +174,9 @@ def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool,
 
 @fleet.command("select-mode")
 @_FLEET
-@click.option("--scope", required=True, help="everywhere (every fresh host), hosts=A,B,..., lineage=NAME, or none.")
+@click.option("--scope", required=True,
+              help="everywhere (every fresh host), hosts=A,B,..., lineage=NAME (the fresh hosts that run that "
+                   "platform), or none.")
 @click.option("--pool", help="With everywhere or lineage: only the hosts of this pool.")
 @_connection_options
 @_FORMAT
