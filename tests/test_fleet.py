@@ -255,6 +255,15 @@ def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str,
     finally:
         reader.close()
     assert fleet.rows("Host", [["name", "==", "host-b"]]) == before
+    # an agent that publishes under another name than its certificate's is told why it is refused
+    publisher = FleetPublisher(fleet.agents(), 10, fleet.pki.identity("host-a"))
+    try:
+        publisher.offer(published["host-b"])
+        eventually(lambda: publisher.last_error, what="the refusal")
+        assert "permission error" in publisher.last_error and "certificate's CN must be" in publisher.last_error
+    finally:
+        publisher.stop()
+    assert fleet.rows("Host", [["name", "==", "host-b"]]) == before
 
 
 def test_a_publish_built_on_a_stale_read_writes_nothing(fleet: Fleet, published: dict[str, HostRecord]):

@@ -207,6 +207,10 @@ class FleetPublisher:
                 else:
                     self._heartbeat(record)
             except Exception as err:  # noqa: BLE001 - unreachable, refused, a forged mode row: keep the agent up
+                if "permission error" in str(err):
+                    err = OvsdbError(remote=self.session.remote, reason=f"{err}; this host publishes as "
+                                     f"{record.name!r}: its certificate's CN must be that name (or give the CN "
+                                     "as --fleet-name)")
                 if self.last_error is None:  # once per outage; the rest at debug level
                     log.warning("fleet database unreachable or refusing (%s); this host keeps working and "
                                 "publishes when it answers again", err)
