@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..fleet import FleetHost, HostRecord, needed_modes
 from ..mode import Mode
@@ -412,13 +412,3 @@ class FleetView:
 
     def close(self) -> None:
         self.connection.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `predicate` until true; raise OvsdbError after `timeout` seconds (tests, demo)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise OvsdbError(remote="fleet", reason=f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
