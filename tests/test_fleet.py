@@ -174,6 +174,14 @@ def test_scheduler_queries_give_the_per_host_answers(fleet: Fleet, published: di
     assert json.loads(done.stdout)["mode"] == expected.mode.name
     done = fleet.cli("hosts", "--fleet", fleet.readers(), "--pool", "rack-1", "--format", "json")
     assert [h["name"] for h in json.loads(done.stdout)["hosts"]] == ["host-a", "host-b"]
+    # bad input: a clear error, exit 2
+    done = fleet.cli("select-mode", "--fleet", fleet.readers(), "--scope", "hosts=host-a,host-q", check=False)
+    assert done.returncode == 2 and "no host host-q in the fleet database" in done.stderr
+    done = fleet.cli("check-migration", "--fleet", fleet.readers(), "--port", "nope", "--source", "host-a",
+                     "--dest", "host-b", check=False)
+    assert done.returncode == 2 and "no port nope of host-a" in done.stderr
+    done = fleet.cli("hosts", "--fleet", "ssl:127.0.0.1:1,ssl:127.0.0.1:2", check=False)
+    assert done.returncode == 2 and "no server answers" in done.stderr
     # check-migration: the same verdict as the per-host API, by feature name
     for port, src, dst in (("vm1-eth0", "host-a", "host-b"), ("vm3-eth0", "host-b", "host-a")):
         done = fleet.cli("check-migration", "--fleet", fleet.readers(), "--port", port, "--source", src,
