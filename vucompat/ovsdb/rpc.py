@@ -70,7 +70,7 @@ def _remaining_ms(deadline: float) -> int:
 
 def _unreachable(remote: str, timeout: float, reason: str) -> OvsdbError:
     return OvsdbError(remote=remote, reason=f"cannot reach ovsdb-server within {timeout:g}s: {reason}; "
-                                           "check that it runs and listens there (--db, --timeout)")
+                                           "check that it runs and listens there (the remote given, --timeout)")
 
 
 def _open(remote: str, deadline: float, timeout: float) -> ovs.jsonrpc.Connection:
