@@ -227,6 +227,61 @@ def test_a_warm_scheduler_sees_changes(fleet: Fleet, published: dict[str, HostRe
         view.close()
 
 
+def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(fleet: Fleet,
+                                                                            published: dict[str, HostRecord]):
+    """40 random changes to host-a (ports added, removed, re-stated; its backend
+    changing), each published as one transaction and read back as a scheduler would."""
+    import random
+
+    from vucompat.compare import fits
+    from vucompat.ovsdb.fleet import load_fleet, load_ports
+    from vucompat.resolve import NONCONFORMANT, REJECTED
+
+    rng = random.Random(20261122)
+    rec = published["host-a"]
+    modes = list(rec.host.registry.modes.values())
+    session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-a"))
+    try:
+        for step in range(40):
+            ports = dict(rec.ports)
+            action = rng.choice(["add", "add", "remove", "restate", "backend"])
+            if action == "add" or not ports:
+                mode = rng.choice(modes)
+                name = f"p{step}"
+                ports[name] = PortView(name=name, interface_uuid="", requested=mode.name, resolved=mode.name,
+                                       state=APPLIED, error=None, mode=mode, negotiated_features=mode.abi.virtio,
+                                       interface_type=CLIENT_TYPE)
+            elif action == "remove":
+                del ports[rng.choice(sorted(ports))]
+            elif action == "restate":
+                name = rng.choice(sorted(ports))
+                state = rng.choice([NONCONFORMANT, REJECTED])
+                ports[name] = replace(ports[name], state=state, mode=None if state == REJECTED else ports[name].mode,
+                                      resolved=None if state == REJECTED else ports[name].resolved,
+                                      error="changed in step %d" % step, violation=None)
+            host = rec.host
+            if action == "backend":
+                abi = rng.choice(modes).abi
+                host = replace(host, capabilities=replace(host.capabilities, abi=abi))
+            rec = replace(rec, host=host, ports=ports)
+            assert publish(session, rec).written >= 1
+            (seen,) = load_fleet(session, names=["host-a"])
+            assert seen.host.capabilities.abi == rec.host.capabilities.abi
+            assert {n: m.digest for n, m in seen.host.registry.modes.items()} == {m.name: m.digest for m in modes}
+            assert seen.runnable == {m.name for m in modes if fits(m.abi, rec.host.capabilities.abi)}
+            assert set(seen.unavailable) == {m.name for m in modes} - seen.runnable
+            held = {p.name: p for _, p in load_ports(session, host="host-a")}
+            assert held.keys() == ports.keys(), step
+            for name, port in ports.items():
+                got = held[name]
+                assert (got.state, got.resolved, got.error, got.negotiated_features) == \
+                    (port.state, port.resolved, port.error, port.negotiated_features), (step, name)
+                assert (got.mode.digest if got.mode else None) == (port.mode.digest if port.mode else None)
+    finally:
+        publish(session, published["host-a"])  # as the other tests expect it
+        session.close()
+
+
 def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str, HostRecord]):
     before = fleet.rows("Host", [["name", "==", "host-b"]])
     session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-a"))
