@@ -146,6 +146,10 @@ def main() -> None:
             for server in (new, old):
                 print(f"  {server.directory.name}: ovsdb-server pid {server.pid}, {server.tcp_remote}, "
                       f"{server.unix_remote}")
+            for thing in started:
+                if hasattr(thing, "members"):  # the fleet cluster
+                    print("  the fleet cluster: " + ", ".join(f"{m.rundir.name} pid {m.pid} ({m.admin_remote})"
+                                                               for m in thing.members if m.pid is not None))
             print(f"  compute-old also runs ovs-vswitchd-dpdk, the agent and two testpmd frontends; try:\n"
                   f"    ovs-vsctl --db={old.unix_remote} list Interface\n"
                   f"    .venv/bin/vucompat port list --db {old.unix_remote}")

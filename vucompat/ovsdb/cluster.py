@@ -225,13 +225,18 @@ class FleetCluster:
                 os.kill(member.pid, sig)
             except ProcessLookupError:
                 pass
-            stop_pid(member.pid, 10)
-            member.pid = None
+            self._stopped(member)
 
     def stop(self) -> None:
         for member in self.members:
-            stop_pid(member.pid, 10)
-            member.pid = None
+            self._stopped(member)
+
+    @staticmethod
+    def _stopped(member: Member) -> None:
+        """Stop `member` if it runs; remove its pid file, so no one stops a reused pid later."""
+        stop_pid(member.pid, 10)
+        member.pid = None
+        (member.rundir / "fleet.pid").unlink(missing_ok=True)
 
     def __enter__(self) -> "FleetCluster":
         self.start()
