@@ -103,8 +103,9 @@ class Agent:
         """Run until stop() (SIGTERM, SIGINT)."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        log.info("vucompat agent: registry %s, Open_vSwitch %s, enforcement %s", self.db, self.ovs_db or self.db,
-                 f"on (relays in {self.relay_dir})" if self.enforce else "off")
+        log.info("vucompat agent: registry %s, Open_vSwitch %s, enforcement %s, fleet %s", self.db,
+                 self.ovs_db or self.db, f"on (relays in {self.relay_dir})" if self.enforce else "off",
+                 f"{self.fleet} (pool {self.pool or '-'}, heartbeat {self.heartbeat}s)" if self.fleet else "off")
         backoff = BACKOFF_MIN
         seen: tuple[int, int] | None = None
         next_periodic = 0.0
