@@ -11,13 +11,13 @@ help: ## list the targets
 setup: ## install Debian packages and the venv (.venv), only what is missing
 	@scripts/setup.sh
 
-demo: setup ## the main job: two hosts, registry, negotiate, ports on ovs-vswitchd-dpdk (KEEP=1 keeps them)
+demo: setup ## the main job: two hosts, registry, negotiate, ports on ovs-vswitchd-dpdk, the fleet cluster (KEEP=1 keeps them)
 	@KEEP=$(KEEP) $(PY) scripts/demo.py
 
 demo-stop: ## stop what `make demo KEEP=1` left running (by pid)
 	@$(PY) scripts/demo.py --stop
 
-test: setup ## run the test suite (unit, property, CLI, functional on real ovsdb-server/vswitchd/testpmd)
+test: setup ## run the test suite (unit, property, CLI, functional on real ovsdb-server/cluster/vswitchd/testpmd)
 	$(PY) -m pytest -q
 
 bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
