@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The main job (`make demo`): two hosts as two real ovsdb-servers, loaded with the
 shipped tables, then negotiate, compare and a refused load, as a person would run
-them. Everything runs under run/demo/ on private unix sockets and loopback TCP.
+them; ports on ovs-vswitchd-dpdk and migration verdicts; then the fleet: a 3-server
+OVSDB cluster over SSL that both hosts' agents publish into and a scheduler asks.
+Everything runs under run/demo/ on private unix sockets and loopback TCP.
 
 KEEP=1 leaves the servers running and says how to stop them; a second run first
 stops what an earlier one left.
