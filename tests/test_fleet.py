@@ -418,6 +418,7 @@ def test_leader_killed_mid_publish_loses_and_duplicates_nothing(fleet: Fleet):
     thread = threading.Thread(target=run)
     thread.start()
     readers = fleet.readers()  # the killed server's listener first or not: clients move on to the next
+    view = FleetView(readers, 20, fleet.pki.identity("scheduler"))  # a warm scheduler, connected to one of them
     assert halfway.wait(120)
     fleet.cluster.kill(leader)  # SIGKILL, mid-publish
     at_kill = _counts(fleet, "host-0")[0]
@@ -437,6 +438,11 @@ def test_leader_killed_mid_publish_loses_and_duplicates_nothing(fleet: Fleet):
     # a scheduler given all three remotes is answered by a survivor
     done = fleet.cli("hosts", "--fleet", readers, "--can-run", "synthetic0.ovs-dpdk.v40", "--format", "json")
     assert len(json.loads(done.stdout)["hosts"]) == 150  # the 150 lineage-0 hosts, all able
+    try:  # and the warm replica, whichever server it was on, has every host
+        eventually(lambda: len(view.hosts(defining="synthetic0.ovs-dpdk.v40")) == 150, timeout=30,
+                   what="the warm replica to have every host")
+    finally:
+        view.close()
     # the killed server comes back as a follower and catches up from the log
     fleet.cluster.start_member(leader)
     assert leader.status()["role"] == "follower"
