@@ -300,6 +300,15 @@ def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str,
         # modes are shared: a host may add one, but not remove one another host refers to
         with pytest.raises(OvsdbError, match="referential integrity violation"):
             session.transact([{"op": "delete", "table": "Compat_Mode", "where": []}])
+        # a forged mode (its digest does not match its contents) under host-a's own row: every reader
+        # leaves it out, with a warning, and answers the rest as before
+        (good,) = fleet.rows("Compat_Mode", [["name", "==", "upstream.ovs-dpdk.v2.13"]])
+        forged = {k: v for k, v in good.items() if k not in ("_uuid", "_version")}
+        forged.update(name="upstream.ovs-dpdk.v9.9", max_queue_pairs=1)
+        session.transact([{"op": "insert", "table": "Compat_Mode", "row": forged, "uuid-name": "f"},
+                          {"op": "mutate", "table": "Host", "where": [["name", "==", "host-a"]],
+                           "mutations": [["modes", "insert", ["set", [["named-uuid", "f"]]]],
+                                         ["runnable", "insert", ["set", [["named-uuid", "f"]]]]]}])
         # its own row: allowed
         session.transact([{"op": "update", "table": "Host", "where": [["name", "==", "host-a"]],
                            "row": {"pool": "rack-1"}}])
@@ -308,6 +317,16 @@ def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str,
     assert fleet.rows("Host", [["name", "==", "host-b"]]) == before
     assert len(fleet.rows("Port", [["host", "==", "host-b"]])) == 1
     assert not fleet.rows("Host", [["name", "==", "host-z"]])
+    done = fleet.cli("hosts", "--fleet", fleet.readers(), "--can-run", "upstream.ovs-dpdk.v9.9", "--format", "json")
+    assert done.returncode == 1 and json.loads(done.stdout)["hosts"] == [] and "does not match" in done.stderr
+    done = fleet.cli("hosts", "--fleet", fleet.readers(), "--can-run", "upstream.ovs-dpdk.v2.13", "--format", "json")
+    assert json.loads(done.stdout)["hosts"] == ["host-a", "host-b"]
+    session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-a"))
+    try:  # host-a's next publish drops the forged reference; the orphaned row is collected
+        assert publish(session, published["host-a"]).written == 1
+    finally:
+        session.close()
+    assert not fleet.rows("Compat_Mode", [["name", "==", "upstream.ovs-dpdk.v9.9"]])
     # a scheduler's listener is read-only, whatever it sends
     reader = Session(fleet.readers(), FLEET_DB, 20, fleet.pki.identity("scheduler"))
     try:

@@ -20,7 +20,7 @@ from ..reconcile import PortView
 from ..registry import Host, Registry
 from .connection import Connection
 from .fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, heartbeat_operations, publish_operations
-from .rows import bits_to_mask, host_capabilities, json_row, optional, row_to_mode
+from .rows import CorruptRowError, bits_to_mask, host_capabilities, json_row, optional, row_to_mode
 from .rpc import DEFAULT_TIMEOUT, OvsdbError, Session, SslOptions
 from .schema import FLEET_DB
 
@@ -269,8 +269,20 @@ def fleet_port(row: Any, modes: dict[str, Mode]) -> tuple[str, PortView]:
                               interface_type=row.interface_type)
 
 
+def checked_mode(row: Any, remote: str) -> Mode | None:
+    """The Mode a fleet Compat_Mode row holds, or None (with a warning) when its
+    contents do not match its digest: a forged row must not blind the readers, and
+    a host that refers to it simply does not offer that mode."""
+    try:
+        return row_to_mode(row, remote)
+    except CorruptRowError as err:
+        log.warning("%s (left out of every answer)", err)
+        return None
+
+
 def _modes_by_uuid(rows: Iterable[dict[str, Any]], remote: str) -> dict[str, Mode]:
-    return {row["_uuid"][1]: row_to_mode(json_row(row, "Compat_Mode", "fleet"), remote) for row in rows}
+    modes = {row["_uuid"][1]: checked_mode(json_row(row, "Compat_Mode", "fleet"), remote) for row in rows}
+    return {uuid: mode for uuid, mode in modes.items() if mode is not None}
 
 
 def load_fleet(session: Session, names: Sequence[str] | None = None, pool: str | None = None) -> list[FleetHost]:
@@ -384,10 +396,11 @@ class FleetView:
         mode_table = idl.tables["Compat_Mode"].rows
         for uuid in changed.get("Compat_Mode", ()):
             row = mode_table.get(uuid)
-            if row is None:
+            mode = checked_mode(row, remote) if row is not None else None
+            if mode is None:
                 self._modes.pop(str(uuid), None)
             else:
-                self._modes[str(uuid)] = row_to_mode(row, remote)
+                self._modes[str(uuid)] = mode
         host_table = idl.tables["Host"].rows
         # a new mode can make a host's reference resolvable: then look at every host again
         rebuild = set(changed.get("Host", ())) if not changed.get("Compat_Mode") else set(host_table)
