@@ -10,7 +10,9 @@ import pytest
 from vucompat.fleet import FleetHost, active_modes_report, hosts_that_can_run, select_fleet_mode
 from vucompat.migration import Scope
 from vucompat.loadgen import FleetShape, synthetic_record
-from vucompat.ovsdb.fleetrows import Published, canonical, heartbeat_operations, publish_operations
+from vucompat.ovsdb.fleetrows import (Published, canonical, heartbeat_operations, publish_operations,
+                                      published_after)
+from vucompat.ovsdb.fleetrows import _same as same
 from vucompat.registry import Host, Registry
 
 SHAPE = FleetShape(hosts=8, modes_per_host=5, ports_per_host=3)
@@ -132,3 +134,33 @@ def test_select_mode_for_a_lineage_takes_the_hosts_that_run_it():
     assert selection.hosts == ("host-00001", "host-00005") and selection.mode.name == "synthetic1.ovs-dpdk.v3"
     with pytest.raises(ValueError, match="no host"):
         select_fleet_mode(Scope("lineage", "nobody.ovs-dpdk"), hosts)
+
+
+def results_of(ops: list[dict]) -> list[dict]:
+    """What a server answers to `ops`: a fresh uuid per insert, a count per update."""
+    return [{"uuid": ["uuid", f"20000000-0000-0000-0000-{i:012d}"]} if op["op"] == "insert" else
+            {"count": 1} if op["op"] in ("update", "delete") else {} for i, op in enumerate(ops)]
+
+
+def test_the_state_after_a_publish_lets_the_next_one_skip_the_read():
+    record = synthetic_record(3, SHAPE)
+    first = publish_operations(record, Published(), now_ms=1000)
+    state = published_after(record, Published(), first, results_of(first))
+    assert publish_operations(record, state, now_ms=2000) == []  # nothing changed: nothing to write
+    # it matches what a read would have found (but for the uuids, which this simulation draws apart)
+    read = as_server_sends(first)
+    for column, value in state.host.items():
+        if column not in ("_uuid", "modes", "runnable"):
+            assert same(column, value, read.host), column
+    assert len(state.host["modes"][1]) == 5 and len(state.host["runnable"][1]) == 5 - len(state.host["unavailable"][1])
+    assert state.modes.keys() == read.modes.keys() and state.ports.keys() == read.ports.keys()
+    # a change: one port's update, by the uuid its insert got
+    name = sorted(record.ports)[1]
+    changed = replace(record, ports={**record.ports, name: replace(record.ports[name], state="nonconformant")})
+    ops = publish_operations(changed, state, now_ms=3000)
+    (port_update,) = [op for op in ops if op["table"] == "Port"]
+    inserted = next(r for op, r in zip(first, results_of(first))
+                    if op["table"] == "Port" and op["row"]["interface_name"] == name)
+    assert port_update["where"] == [["_uuid", "==", inserted["uuid"]]] and port_update["row"] == {"state": "nonconformant"}
+    state = published_after(changed, state, ops, results_of(ops))
+    assert publish_operations(changed, state, now_ms=4000) == []

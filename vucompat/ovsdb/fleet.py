@@ -19,7 +19,7 @@ from ..mode import Mode
 from ..reconcile import PortView
 from ..registry import Host, Registry
 from .connection import Connection
-from .fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, heartbeat_operations, publish_operations
+from .fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, published_after, publish_operations
 from .rows import CorruptRowError, bits_to_mask, host_capabilities, json_row, optional, row_to_mode
 from .rpc import DEFAULT_TIMEOUT, OvsdbError, Session, SslOptions
 from .schema import FLEET_DB
@@ -27,6 +27,11 @@ from .schema import FLEET_DB
 log = logging.getLogger("vucompat.fleet")
 
 HOST_ROLE = "vucompat-host"
+#: a publisher diffs against what it last wrote, and reads the fleet's rows again
+#: after this many publishes (heartbeats included: about daily with the default heartbeat), after a
+#: failure, and at start. Only admins can write a host's rows besides the host (RBAC), so this is a
+#: safety net; a read costs ~120 ms of a server at 10,000 hosts (bench/README.md)
+REREAD_EVERY = 1440
 READER_ROLE = "vucompat-reader"
 MODE_COLUMNS = ("name", "lineage", "version", "released", "digest", "virtio_features", "protocol_features",
                 "max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size", "deprecated_features",
@@ -120,17 +125,20 @@ def published_from(results: list[dict[str, Any]], remote: str) -> Published:
 class PublishResult:
     #: operations that changed rows (0: the fleet was up to date)
     written: int
-    #: the host's Host row
-    host_uuid: list[str]
+    #: what the fleet holds for the host now: the next publish needs no read
+    state: Published
 
 
-def publish(session: Session, record: HostRecord, heartbeat: bool = False, attempts: int = 3) -> PublishResult:
-    """Make the fleet hold `record`: read what it holds, write the difference in one
-    transaction. A write that loses a race (another host added the same mode first;
-    the row was deleted meanwhile) reads again. Raises OvsdbError (nothing
-    half-written: one transaction), CorruptRowError."""
+def publish(session: Session, record: HostRecord, heartbeat: bool = False, attempts: int = 3,
+            known: Published | None = None) -> PublishResult:
+    """Make the fleet hold `record` in one transaction that writes only the
+    difference from what it holds: `known` (a previous result's state), or else
+    what it reads first. A write built on a stale picture (the row was deleted
+    meanwhile; another host added the same mode first) reads and tries again.
+    Raises OvsdbError (nothing half-written: one transaction), CorruptRowError."""
     for attempt in range(attempts):
-        current = published_from(session.transact(read_operations(record)), session.remote or "")
+        current = known or published_from(session.transact(read_operations(record)), session.remote or "")
+        known = None
         ops = publish_operations(record, current, now_ms(), heartbeat)
         written = sum(1 for op in ops if op["op"] != "wait")
         try:
@@ -140,10 +148,7 @@ def publish(session: Session, record: HostRecord, heartbeat: bool = False, attem
             if not stale_read or attempt == attempts - 1:
                 raise
             continue
-        if current.host is not None:
-            return PublishResult(written, current.host["_uuid"])
-        (inserted,) = [r for op, r in zip(ops, results) if op["op"] == "insert" and op["table"] == "Host"]
-        return PublishResult(written, inserted["uuid"])
+        return PublishResult(written, published_after(record, current, ops, results) if ops else current)
     raise AssertionError("unreachable")
 
 
@@ -151,16 +156,20 @@ class FleetPublisher:
     """Publishes one host into the fleet from a thread of its own, so the agent
     never waits for the fleet: offer() the newest record; it is published in one
     transaction, again whenever it changes, and its last_seen refreshed every
-    heartbeat interval. While the fleet is unreachable it warns once, retries with
-    backoff and, when the fleet returns, publishes what changed meanwhile."""
+    heartbeat interval. Each publish diffs against what the last one wrote (no
+    read: reading a host's ports scans the fleet's Port table), and every
+    REREAD_EVERY publishes against what the fleet holds. While the fleet is
+    unreachable it warns once, retries with backoff and, when the fleet returns,
+    publishes what changed meanwhile."""
 
     def __init__(self, remotes: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None,
                  backoff_max: float = 8.0) -> None:
         self.session = Session(remotes, FLEET_DB, timeout, ssl)
         self.backoff_max = backoff_max
         self._record: HostRecord | None = None
-        #: the Host row of the last successful publish: heartbeats then need no read
-        self._host_uuid: list[str] | None = None
+        #: what the fleet holds for this host after the last successful publish (None: read first)
+        self._state: Published | None = None
+        self._since_read = 0
         self._wake = threading.Condition()
         self._stop = False
         self._dirty = False
@@ -201,11 +210,11 @@ class FleetPublisher:
             heartbeat = time.monotonic() >= next_heartbeat
             if not (dirty or heartbeat or self.last_error):
                 continue
+            known = self._state if self.last_error is None and self._since_read < REREAD_EVERY else None
+            self._state = None
             try:
-                if dirty or self._host_uuid is None or self.last_error is not None:
-                    self._host_uuid = publish(self.session, record, heartbeat=heartbeat).host_uuid
-                else:
-                    self._heartbeat(record)
+                self._state = publish(self.session, record, heartbeat=heartbeat, known=known).state
+                self._since_read = self._since_read + 1 if known is not None else 0
             except Exception as err:  # noqa: BLE001 - unreachable, refused, a forged mode row: keep the agent up
                 if "permission error" in str(err):
                     err = OvsdbError(remote=self.session.remote, reason=f"{err}; this host publishes as "
@@ -225,16 +234,6 @@ class FleetPublisher:
             backoff = 0.25
             self.published += 1
             next_heartbeat = time.monotonic() + record.heartbeat_interval
-
-
-    def _heartbeat(self, record: HostRecord) -> None:
-        assert self._host_uuid is not None
-        try:
-            self.session.transact(heartbeat_operations(record.name, self._host_uuid, now_ms()))
-        except OvsdbError as err:
-            if "timed out" not in err.reason:  # the row is gone (forgotten): publish it whole
-                raise
-            self._host_uuid = publish(self.session, record, heartbeat=True).host_uuid
 
 
 # ---- reading (schedulers) -----------------------------------------------------------------------

@@ -159,3 +159,33 @@ def heartbeat_operations(name: str, uuid: list[str], now_ms: int) -> list[dict[s
             {"op": "update", "table": "Host", "where": [["_uuid", "==", uuid]], "row": {"last_seen": now_ms}}]
 
 
+def published_after(record: HostRecord, current: Published, ops: list[dict[str, Any]],
+                    results: list[dict[str, Any]]) -> Published:
+    """What the fleet holds for the host once `ops` (publish_operations(record,
+    current, ...)) committed with `results`: the next publish can diff against it
+    without reading anything."""
+    named: dict[str, str] = {}
+    inserted_ports: dict[str, str] = {}
+    host_uuid = current.host["_uuid"][1] if current.host is not None else None
+    for op, result in zip(ops, results):
+        if op["op"] != "insert":
+            continue
+        if "uuid-name" in op:
+            named[op["uuid-name"]] = result["uuid"][1]
+        if op["table"] == "Host":
+            host_uuid = result["uuid"][1]
+        elif op["table"] == "Port":
+            inserted_ports[op["row"]["interface_name"]] = result["uuid"][1]
+    modes = dict(current.modes)
+    for op in ops:
+        if op["op"] == "insert" and op["table"] == "Compat_Mode":
+            modes[(op["row"]["name"], op["row"]["digest"])] = named[op["uuid-name"]]
+    refs = {key: ["uuid", modes[key]] for key in needed_modes(record)}
+    ports = {}
+    for name, port in record.ports.items():
+        uuid = inserted_ports.get(name) or current.ports[name]["_uuid"][1]
+        ref = refs[(port.mode.name, port.mode.digest)] if port.mode is not None else None
+        ports[name] = {**port_row(record.name, port, ref), "_uuid": ["uuid", uuid]}
+    assert host_uuid is not None
+    return Published(host={**host_row(record, refs), "_uuid": ["uuid", host_uuid]}, ports=ports, modes=modes)
+
