@@ -4,7 +4,8 @@
 Run: make bench-fleet   (or .venv/bin/python bench/fleet.py [HOSTS ...], default 1000 3000 10000)
 For each fleet size: a fresh 3-server cluster (raft and listeners over SSL, ovs-pki
 certificates), the load generator publishing HOSTS x 50 modes x 20 ports through
-the servers' admin sockets, a heartbeat of every host, then a warm scheduler (FleetView over the read-only
+the servers' admin sockets, a heartbeat of every host, a port change published
+with and without reading first, one-shot CLI queries, then a warm scheduler (FleetView over the read-only
 SSL listener) asking hosts --can-run and select-mode.
 Targets (issue 7): warm `hosts --can-run` and `select-mode` p99 < 50 ms.
 """
@@ -18,13 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from vucompat.fleet import hosts_that_can_run, select_fleet_mode
 from vucompat.loadgen import FleetShape, generate, lineage_modes, synthetic_record
 from vucompat.migration import Scope
 from vucompat.ovsdb.cluster import FleetCluster
-from vucompat.ovsdb.fleet import FleetView, configure, load_can_run, now_ms
+from vucompat.ovsdb.fleet import FleetView, configure, load_can_run, now_ms, publish
 from vucompat.ovsdb.fleetrows import heartbeat_operations
 from vucompat.ovsdb.rpc import Session, SslOptions
 from vucompat.ovsdb.schema import FLEET_DB
@@ -69,6 +71,17 @@ def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float
         start = time.perf_counter()
         assert all(session.transact_many(beat))
         heartbeat_s = time.perf_counter() - start
+        # one port of a host changes: publish after reading the fleet's rows, or from what the last
+        # publish wrote (the agent's way), alternating over 50 hosts
+        with_read, from_state = [], []
+        for rec in records[:: max(1, hosts // 50)][:50]:
+            state = publish(session, rec).state
+            for flip, times in ((True, with_read), (False, from_state)):
+                port = sorted(rec.ports)[0]
+                rec = replace(rec, ports={**rec.ports, port: replace(rec.ports[port], error=None if flip else "x")})
+                start = time.perf_counter()
+                state = publish(session, rec, known=None if flip else state).state
+                times.append(time.perf_counter() - start)
         one_shot = []
         for mode in random.Random(1).sample([m.name for lin in range(4) for m in lineage_modes(lin, 50)], 7):
             start = time.perf_counter()
@@ -112,7 +125,8 @@ def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float
     finally:
         cluster.stop()
     return {"hosts": hosts, "publish_s": progress.seconds, "hosts_per_s": hosts / progress.seconds,
-            "heartbeats_per_s": hosts / heartbeat_s,
+            "heartbeats_per_s": hosts / heartbeat_s, "change_read_ms": statistics.median(with_read) * 1e3,
+            "change_state_ms": statistics.median(from_state) * 1e3,
             "server_rss_mb": max(servers), "db_file_mb": db_mb, "one_shot_can_run_ms": statistics.median(one_shot) * 1e3,
             "sync_s": sync, "replica_mb": replica, "cli": cli,
             "can_run_p50": pct(can_run, 0.5), "can_run_p99": pct(can_run, 0.99),
@@ -133,6 +147,8 @@ def main() -> None:
                   f"server RSS max {row['server_rss_mb']:.0f} MB, db file "
                   f"{row['db_file_mb']:.0f} MB; one-shot --can-run (server filters) {row['one_shot_can_run_ms']:.0f} ms; "
                   f"warm replica sync {row['sync_s']:.1f} s, +{row['replica_mb']:.0f} MB", flush=True)
+            print(f"        a port changes, one publish: reading the fleet first {row['change_read_ms']:.1f} ms, "
+                  f"from what the last publish wrote {row['change_state_ms']:.1f} ms (medians of 50)", flush=True)
             print("        one-shot CLI (a cold `vucompat fleet` process): " +
                   ", ".join(f"{what} {s:.2f} s" for what, s in row["cli"].items()), flush=True)
             print(f"        warm --can-run p50 {row['can_run_p50']:.2f} ms p99 {row['can_run_p99']:.2f} ms; "
