@@ -356,13 +356,13 @@ def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str,
 def test_a_publish_built_on_a_stale_read_writes_nothing(fleet: Fleet, published: dict[str, HostRecord]):
     """The admin forgets host-b between the agent's read and its write: the write
     fails as a whole (its `wait`), and the next publish puts the host back whole."""
-    from vucompat.ovsdb.fleet import published_from, read_operations
+    from vucompat.ovsdb.fleet import read_published
     from vucompat.ovsdb.fleetrows import publish_operations
 
     rec = published["host-b"]
     session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-b"))
     try:
-        current = published_from(session.transact(read_operations(rec)), "")
+        current = read_published(session, rec)
         moved = replace(rec, pool="rack-9")
         subprocess.run([VUCOMPAT, "fleet", "forget", "--db", fleet.admin, "host-b"], check=True, capture_output=True)
         with pytest.raises(OvsdbError, match="timed out"):
@@ -527,7 +527,7 @@ def test_agent_publishes_keeps_working_while_the_fleet_is_down_and_goes_stale(fl
             for member in fleet.cluster.members:
                 os.kill(member.pid, signal.SIGCONT)
         eventually(lambda: fleet_ports() == {"c1", "c2"}, timeout=60, what="the agent to catch up")
-        assert "reachable again" in agent.text()
+        eventually(lambda: "reachable again" in agent.text(), what="the agent to say the fleet is back")
     finally:
         agent.stop()
     # it stops publishing: after 3 heartbeats it is stale, marked, kept, and not offered for placement

@@ -24,9 +24,10 @@ def as_server_sends(ops: list[dict]) -> Published:
     host = port_rows = None
     uuids = {}
     modes = {}
-    for i, op in enumerate(o for o in ops if o["table"] == "Compat_Mode"):
+    for i, op in enumerate(o for o in ops if "uuid-name" in o):
         uuids[op["uuid-name"]] = f"00000000-0000-0000-0000-{i:012d}"
-        modes[(op["row"]["name"], op["row"]["digest"])] = uuids[op["uuid-name"]]
+        if op["table"] == "Compat_Mode":
+            modes[(op["row"]["name"], op["row"]["digest"])] = uuids[op["uuid-name"]]
 
     def served(value):
         if isinstance(value, list) and value[0] == "named-uuid":
@@ -37,9 +38,9 @@ def as_server_sends(ops: list[dict]) -> Published:
         return value
 
     port_rows = {}
-    for i, op in enumerate(ops):
+    for op in ops:
         row = {c: served(v) for c, v in op.get("row", {}).items()}
-        row["_uuid"] = ["uuid", f"10000000-0000-0000-0000-{i:012d}"]
+        row["_uuid"] = ["uuid", uuids.get(op.get("uuid-name"), "10000000-0000-0000-0000-000000000000")]
         if op["table"] == "Host":
             host = row
         elif op["table"] == "Port":
@@ -71,11 +72,12 @@ def test_a_changed_port_and_a_removed_port_are_one_small_transaction():
     ports[first] = replace(ports[first], state="nonconformant", verification="negotiated beyond the mode")
     del ports[second]
     ops = publish_operations(replace(record, ports=ports), current, now_ms=2000)
-    assert [(op["op"], op["table"]) for op in ops] == [("wait", "Host"), ("update", "Port"), ("delete", "Port"),
-                                                       ("update", "Host")]
-    assert set(ops[1]["row"]) == {"state", "verification"}
-    assert ops[1]["where"] == [["_uuid", "==", current.ports[first]["_uuid"]]]
-    assert ops[2]["where"] == [["_uuid", "==", current.ports[second]["_uuid"]]]
+    # the removed port is dropped from the host's references (the server deletes its row)
+    assert [(op["op"], op["table"]) for op in ops] == [("wait", "Host"), ("update", "Host"), ("update", "Port")]
+    assert set(ops[1]["row"]) == {"ports", "last_seen"}
+    assert canonical(ops[1]["row"]["ports"]) == {tuple(current.ports[n]["_uuid"]) for n in ports}
+    assert set(ops[2]["row"]) == {"state", "verification"}
+    assert ops[2]["where"] == [["_uuid", "==", current.ports[first]["_uuid"]]]
 
 
 def test_canonical_values_compare_whatever_the_server_order():
@@ -150,7 +152,7 @@ def test_the_state_after_a_publish_lets_the_next_one_skip_the_read():
     # it matches what a read would have found (but for the uuids, which this simulation draws apart)
     read = as_server_sends(first)
     for column, value in state.host.items():
-        if column not in ("_uuid", "modes", "runnable"):
+        if column not in ("_uuid", "modes", "runnable", "ports"):
             assert same(column, value, read.host), column
     assert len(state.host["modes"][1]) == 5 and len(state.host["runnable"][1]) == 5 - len(state.host["unavailable"][1])
     assert state.modes.keys() == read.modes.keys() and state.ports.keys() == read.ports.keys()

@@ -30,13 +30,14 @@ HOST_ROLE = "vucompat-host"
 #: a publisher diffs against what it last wrote, and reads the fleet's rows again
 #: after this many publishes (heartbeats included: about daily with the default heartbeat), after a
 #: failure, and at start. Only admins can write a host's rows besides the host (RBAC), so this is a
-#: safety net; a read costs ~120 ms of a server at 10,000 hosts (bench/README.md)
+#: safety net (bench/README.md has what a read costs)
 REREAD_EVERY = 1440
 READER_ROLE = "vucompat-reader"
 MODE_COLUMNS = ("name", "lineage", "version", "released", "digest", "virtio_features", "protocol_features",
                 "max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size", "deprecated_features",
                 "derived_from", "provenance", "note")
-READ_HOST_COLUMNS = (*HOST_COLUMNS, "last_seen")
+#: what schedulers read of a Host row (its ports are read apart, when needed)
+READ_HOST_COLUMNS = (*(c for c in HOST_COLUMNS if c != "ports"), "last_seen")
 
 
 def now_ms() -> int:
@@ -61,7 +62,7 @@ def configuration_operations(host_targets: Sequence[str], reader_targets: Sequen
 
     ops: list[dict[str, Any]] = [{"op": "delete", "table": t, "where": []}
                                  for t in ("Fleet", "RBAC_Role", "RBAC_Permission")]
-    ops += [perm("p_host", "Host", ["name"], [c for c in READ_HOST_COLUMNS if c != "name"]),
+    ops += [perm("p_host", "Host", ["name"], [c for c in (*HOST_COLUMNS, "last_seen") if c != "name"]),
             perm("p_port", "Port", ["host"], [*PORT_COLUMNS, "mode"]),
             perm("p_mode", "Compat_Mode", [""], [])]
     ops.append({"op": "insert", "table": "RBAC_Role", "row": {"name": HOST_ROLE, "permissions": ["map", [
@@ -96,29 +97,35 @@ def configure(admin_remote: str, host_targets: Sequence[str], reader_targets: Se
 # ---- publishing (a host's agent, the load generator) --------------------------------------------
 
 
-def read_operations(record: HostRecord) -> list[dict[str, Any]]:
-    """The selects that read what the fleet holds for `record`'s host (Published)."""
-    ops: list[dict[str, Any]] = [
-        {"op": "select", "table": "Host", "where": [["name", "==", record.name]],
-         "columns": ["_uuid", *HOST_COLUMNS]},
-        {"op": "select", "table": "Port", "where": [["host", "==", record.name]],
-         "columns": ["_uuid", "host", *PORT_COLUMNS, "mode"]}]
+def read_published(session: Session, record: HostRecord) -> Published:
+    """What the fleet holds for `record`'s host: its Host row (found by name), its
+    Port rows (by the uuids the Host row refers to: found at once) and the modes it
+    needs. Raises OvsdbError, CorruptRowError for a forged mode row."""
+    ops: list[dict[str, Any]] = [{"op": "select", "table": "Host", "where": [["name", "==", record.name]],
+                                  "columns": ["_uuid", *HOST_COLUMNS]}]
     for name, digest in sorted(needed_modes(record)):
         ops.append({"op": "select", "table": "Compat_Mode", "where": [["name", "==", name], ["digest", "==", digest]],
                     "columns": ["_uuid", *MODE_COLUMNS]})
-    return ops
-
-
-def published_from(results: list[dict[str, Any]], remote: str) -> Published:
-    """Published from the replies of read_operations(). Raises CorruptRowError for a
-    Compat_Mode row whose contents do not match its digest (a forged row)."""
-    hosts, ports, *modes = (r["rows"] for r in results)
+    hosts, *modes = (r["rows"] for r in session.transact(ops))
+    remote = session.remote or ""
     known = {}
     for rows in modes:
         for row in rows:
             mode = row_to_mode(json_row(row, "Compat_Mode", "fleet"), remote)
             known[(mode.name, mode.digest)] = row["_uuid"][1]
-    return Published(host=hosts[0] if hosts else None, ports={p["interface_name"]: p for p in ports}, modes=known)
+    host = hosts[0] if hosts else None
+    ports = _ports_of(session, host) if host is not None else []
+    return Published(host=host, ports={p["interface_name"]: p for p in ports}, modes=known)
+
+
+def _ports_of(session: Session, host_row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Port rows (raw) a Host row (raw, with its `ports` column) refers to."""
+    uuids = [_uuid(ref) for ref in json_row({"ports": host_row["ports"]}, "Host", "fleet").ports]
+    if not uuids:
+        return []
+    replies = session.transact([{"op": "select", "table": "Port", "where": [["_uuid", "==", ["uuid", u]]],
+                                 "columns": ["_uuid", "host", *PORT_COLUMNS, "mode"]} for u in uuids])
+    return [row for reply in replies for row in reply["rows"]]
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,7 @@ def publish(session: Session, record: HostRecord, heartbeat: bool = False, attem
     meanwhile; another host added the same mode first) reads and tries again.
     Raises OvsdbError (nothing half-written: one transaction), CorruptRowError."""
     for attempt in range(attempts):
-        current = known or published_from(session.transact(read_operations(record)), session.remote or "")
+        current = known or read_published(session, record)
         known = None
         ops = publish_operations(record, current, now_ms(), heartbeat)
         written = sum(1 for op in ops if op["op"] != "wait")
@@ -157,8 +164,7 @@ class FleetPublisher:
     never waits for the fleet: offer() the newest record; it is published in one
     transaction, again whenever it changes, and its last_seen refreshed every
     heartbeat interval. Each publish diffs against what the last one wrote (no
-    read: reading a host's ports scans the fleet's Port table), and every
-    REREAD_EVERY publishes against what the fleet holds. While the fleet is
+    read), and every REREAD_EVERY publishes against what the fleet holds. While the fleet is
     unreachable it warns once, retries with backoff and, when the fleet returns,
     publishes what changed meanwhile."""
 
@@ -335,13 +341,19 @@ def _load_modes(session: Session) -> dict[str, Mode]:
 
 
 def load_ports(session: Session, host: str | None = None, interface: str | None = None) -> list[tuple[str, PortView]]:
-    """Ports of the fleet (of one host, or one port), read once, as (host name,
-    port). Raises OvsdbError."""
+    """Ports of the fleet (all, one host's, or one port of one host), read once, as
+    (host name, port). Raises OvsdbError."""
     by_uuid = _load_modes(session)
-    where = ([["host", "==", host]] if host else []) + ([["interface_name", "==", interface]] if interface else [])
-    (rows,) = session.transact([{"op": "select", "table": "Port", "where": where,
-                                 "columns": ["host", *PORT_COLUMNS, "mode"]}])
-    return [fleet_port(json_row(r, "Port", "fleet"), by_uuid) for r in rows["rows"]]
+    if host is not None:  # by the host's references: no scan of the Port table
+        (hosts,) = session.transact([{"op": "select", "table": "Host", "where": [["name", "==", host]],
+                                      "columns": ["ports"]}])
+        rows = [r for h in hosts["rows"] for r in _ports_of(session, h)]
+    else:
+        (reply,) = session.transact([{"op": "select", "table": "Port", "where": [],
+                                      "columns": ["host", *PORT_COLUMNS, "mode"]}])
+        rows = reply["rows"]
+    return [fleet_port(json_row(r, "Port", "fleet"), by_uuid) for r in rows
+            if interface is None or r["interface_name"] == interface]
 
 
 def load_pools(session: Session, pool: str | None = None) -> dict[str, str | None]:

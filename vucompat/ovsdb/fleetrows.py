@@ -20,7 +20,7 @@ PORT_COLUMNS = ("interface_name", "interface_type", "requested", "resolved", "st
                 "negotiated_features", "verification", "violation")
 HOST_COLUMNS = ("name", "pool", "capabilities_source", "virtio_features", "protocol_features", *LIMITS,
                 "ovs_version", "dpdk_version", "default_policy", "modes", "runnable", "unavailable",
-                "heartbeat_interval", "agent_version")
+                "heartbeat_interval", "agent_version", "ports")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,10 @@ def _optional(value: Any) -> list[Any]:
     return ["set", [] if value is None else [value]]
 
 
-def host_row(record: HostRecord, mode_refs: Mapping[tuple[str, str], list[str]]) -> dict[str, Any]:
-    """The Host row of `record` (without last_seen), with references to its modes."""
+def host_row(record: HostRecord, mode_refs: Mapping[tuple[str, str], list[str]],
+             port_refs: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The Host row of `record` (without last_seen), with references to its modes
+    and its ports (a Port row lives as long as its host refers to it)."""
     caps = record.host.capabilities
     unavailable = unavailable_features(record)
     own = [(m.name, m.digest) for m in record.host.registry.modes.values()]
@@ -61,6 +63,7 @@ def host_row(record: HostRecord, mode_refs: Mapping[tuple[str, str], list[str]])
         "unavailable": ["map", sorted(unavailable.items())],
         "heartbeat_interval": record.heartbeat_interval,
         "agent_version": _optional(record.agent_version),
+        "ports": _set(port_refs[name] for name in sorted(record.ports)),
     }
 
 
@@ -104,7 +107,7 @@ def publish_operations(record: HostRecord, current: Published, now_ms: int,
                        heartbeat: bool = False) -> list[dict[str, Any]]:
     """The one transaction that makes the fleet hold `record` for its host, given
     what it holds now: inserts of modes it lacks, and the host's Host and Port rows
-    inserted, updated (changed columns only) or deleted. A stale `current` fails the
+    inserted, updated (changed columns only) or dropped. A stale `current` fails the
     whole transaction (a unique index on the natural keys, or the `wait` that the
     Host row read is still there) rather than writes twice or half. Empty when
     nothing changed and no `heartbeat` is due."""
@@ -118,26 +121,30 @@ def publish_operations(record: HostRecord, current: Published, now_ms: int,
             ops.append({"op": "insert", "table": "Compat_Mode", "row": mode_row(mode), "uuid-name": f"mode{i}"})
     # rows already there are addressed by their uuid (the server finds those at once; a
     # condition on another column scans the table), guarded by the `wait` below
+    port_refs: dict[str, list[str]] = {}
+    updates = []
+    for i, (name, port) in enumerate(sorted(record.ports.items())):
+        ref = refs[(port.mode.name, port.mode.digest)] if port.mode is not None else None
+        row = port_row(record.name, port, ref)
+        have = current.ports.get(name)
+        if have is None:
+            port_refs[name] = ["named-uuid", f"port{i}"]
+            ops.append({"op": "insert", "table": "Port", "row": row, "uuid-name": f"port{i}"})
+            continue
+        port_refs[name] = have["_uuid"]
+        changed = {c: v for c, v in row.items() if not _same(c, v, have)}
+        if changed:
+            updates.append({"op": "update", "table": "Port", "row": changed, "where": [["_uuid", "==", have["_uuid"]]]})
+    # a removed port is dropped from Host.ports, and the server deletes its row
     where_host = [["_uuid", "==", current.host["_uuid"]]] if current.host is not None else []
-    desired = host_row(record, refs)
+    desired = host_row(record, refs, port_refs)
     if current.host is None:
         ops.append({"op": "insert", "table": "Host", "row": {**desired, "last_seen": now_ms}})
     else:
         changed = {c: v for c, v in desired.items() if not _same(c, v, current.host)}
         if changed or heartbeat:
             ops.append({"op": "update", "table": "Host", "where": where_host, "row": {**changed, "last_seen": now_ms}})
-    for name, port in sorted(record.ports.items()):
-        ref = refs[(port.mode.name, port.mode.digest)] if port.mode is not None else None
-        row = port_row(record.name, port, ref)
-        have = current.ports.get(name)
-        if have is None:
-            ops.append({"op": "insert", "table": "Port", "row": row})
-            continue
-        changed = {c: v for c, v in row.items() if not _same(c, v, have)}
-        if changed:
-            ops.append({"op": "update", "table": "Port", "row": changed, "where": [["_uuid", "==", have["_uuid"]]]})
-    for name in sorted(set(current.ports) - set(record.ports)):
-        ops.append({"op": "delete", "table": "Port", "where": [["_uuid", "==", current.ports[name]["_uuid"]]]})
+    ops += updates
     if ops and not any(op["table"] == "Host" for op in ops):
         ops.append({"op": "update", "table": "Host", "where": where_host, "row": {"last_seen": now_ms}})
     if ops and current.host is not None:
@@ -187,5 +194,6 @@ def published_after(record: HostRecord, current: Published, ops: list[dict[str, 
         ref = refs[(port.mode.name, port.mode.digest)] if port.mode is not None else None
         ports[name] = {**port_row(record.name, port, ref), "_uuid": ["uuid", uuid]}
     assert host_uuid is not None
-    return Published(host={**host_row(record, refs), "_uuid": ["uuid", host_uuid]}, ports=ports, modes=modes)
+    host = host_row(record, refs, {name: row["_uuid"] for name, row in ports.items()})
+    return Published(host={**host, "_uuid": ["uuid", host_uuid]}, ports=ports, modes=modes)
 
