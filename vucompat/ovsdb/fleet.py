@@ -27,12 +27,12 @@ from .schema import FLEET_DB
 log = logging.getLogger("vucompat.fleet")
 
 HOST_ROLE = "vucompat-host"
+READER_ROLE = "vucompat-reader"
 #: a publisher diffs against what it last wrote, and reads the fleet's rows again
 #: after this many publishes (heartbeats included: about daily with the default heartbeat), after a
 #: failure, and at start. Only admins can write a host's rows besides the host (RBAC), so this is a
 #: safety net (bench/README.md has what a read costs)
 REREAD_EVERY = 1440
-READER_ROLE = "vucompat-reader"
 MODE_COLUMNS = ("name", "lineage", "version", "released", "digest", "virtio_features", "protocol_features",
                 "max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size", "deprecated_features",
                 "derived_from", "provenance", "note")
@@ -41,6 +41,7 @@ READ_HOST_COLUMNS = (*(c for c in HOST_COLUMNS if c != "ports"), "last_seen")
 
 
 def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch, as last_seen holds them."""
     return int(time.time() * 1000)
 
 
@@ -130,6 +131,8 @@ def _ports_of(session: Session, host_row: dict[str, Any]) -> list[dict[str, Any]
 
 @dataclass(frozen=True)
 class PublishResult:
+    """What publish() did."""
+
     #: operations that changed rows (0: the fleet was up to date)
     written: int
     #: what the fleet holds for the host now: the next publish needs no read
