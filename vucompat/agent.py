@@ -155,9 +155,10 @@ class Agent:
             return recorded + plan(read_interfaces(ovs_conn), ports, self._current_host(), enforcement, moving)
 
         def start_relays(actions: list[Any]) -> None:
-            """Before the Interfaces point at them: a redirect waits for its listener."""
+            """Before the Interfaces point at them or their mirrors name them: a redirect
+            or a mirror waits for its relay to listen (no wait when nothing changed)."""
             if self.relays is not None:
-                wait = any(isinstance(a, Redirect) for a in actions)
+                wait = any(isinstance(a, (Redirect, Mirror)) for a in actions)
                 self.relays.ensure(relay_specs(read_ports(registry), read_interfaces(ovs_conn), enforcement),
                                    timeout=5.0 if wait else 0.0)
 
