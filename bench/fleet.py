@@ -25,7 +25,7 @@ from pathlib import Path
 from vucompat.fleet import hosts_that_can_run, select_fleet_mode
 from vucompat.loadgen import FleetShape, generate, lineage_modes, synthetic_record
 from vucompat.migration import Scope
-from vucompat.ovsdb.cluster import FleetCluster
+from vucompat.ovsdb.cluster import FleetCluster, Pki
 from vucompat.ovsdb.fleet import FleetView, configure, load_can_run, now_ms, publish
 from vucompat.ovsdb.fleetrows import heartbeat_operations
 from vucompat.ovsdb.rpc import Session, SslOptions
@@ -33,17 +33,6 @@ from vucompat.ovsdb.schema import FLEET_DB
 
 READERS = "pssl:0:127.0.0.2"
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
-
-
-def pki(directory: Path) -> dict[str, SslOptions]:
-    subprocess.run(["ovs-pki", f"--dir={directory / 'pki'}", "init"], cwd=directory, check=True, capture_output=True)
-    out = {}
-    for name in ("fleet-server", "scheduler"):
-        subprocess.run(["ovs-pki", f"--dir={directory / 'pki'}", "-u", "req+sign", name, "switch"], cwd=directory,
-                       check=True, capture_output=True)
-        out[name] = SslOptions(str(directory / f"{name}-privkey.pem"), str(directory / f"{name}-cert.pem"),
-                               str(directory / "pki" / "switchca" / "cacert.pem"))
-    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -137,7 +126,8 @@ def main() -> None:
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 3000, 10000]
     with tempfile.TemporaryDirectory(prefix="vuc-bench-fleet-", dir="/tmp") as tmp:
         root = Path(tmp)
-        files = pki(root)
+        pki = Pki(root / "pki")
+        files = {name: pki.identity(name) for name in ("fleet-server", "scheduler")}
         rows = []
         for hosts in sizes:
             row = run(hosts, files, root)

@@ -299,19 +299,11 @@ def migration_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> No
 
 
 def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
-    from vucompat.ovsdb.cluster import FleetCluster
-    from vucompat.ovsdb.rpc import SslOptions
+    from vucompat.ovsdb.cluster import FleetCluster, Pki
 
     screen("11. The fleet: every host in one clustered database, for the scheduler (docs/fleet.md)")
-    pki = RUN / "pki"
-    pki.mkdir()
-    subprocess.run(["ovs-pki", f"--dir={pki / 'ca'}", "init"], cwd=pki, check=True, capture_output=True)
-    ssl = {}
-    for name in ("fleet-server", "compute-new", "compute-old", "scheduler"):
-        subprocess.run(["ovs-pki", f"--dir={pki / 'ca'}", "-u", "req+sign", name, "switch"], cwd=pki, check=True,
-                       capture_output=True)
-        ssl[name] = SslOptions(str(pki / f"{name}-privkey.pem"), str(pki / f"{name}-cert.pem"),
-                               str(pki / "ca" / "switchca" / "cacert.pem"))
+    pki = Pki(RUN / "pki")
+    ssl = {name: pki.identity(name) for name in ("fleet-server", "compute-new", "compute-old", "scheduler")}
     say("Certificates from ovs-pki (`-u`: each CN is exactly the host's name, which RBAC checks).")
     cluster = FleetCluster(RUN / "fleet", ssl=ssl["fleet-server"])
     cluster.start()
@@ -324,17 +316,14 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
         "a real deployment uses pssl:6650 and pssl:6651.)")
     agents_remote, readers = cluster.remotes("pssl:0:127.0.0.1"), cluster.remotes("pssl:0:127.0.0.2")
 
-    def files(name: str) -> list[str]:
-        return ["--ssl-key", ssl[name].private_key, "--ssl-cert", ssl[name].certificate, "--ssl-ca", ssl[name].ca_cert]
-
     say("Each host's agent is restarted with --fleet: it publishes its host, modes and ports over SSL, as itself:")
     for agent in [a for a in started if isinstance(a, AgentProcess)]:
         name = agent.server.directory.name
         agent.stop()
         started.remove(agent)
         started.append(AgentProcess(agent.server, *agent.extra, "--fleet", agents_remote, "--fleet-name", name,
-                                    "--pool", "pool-1", "--heartbeat", "10", *files(name)))
-    reader = files("scheduler")
+                                    "--pool", "pool-1", "--heartbeat", "10", *ssl[name].cli_args()))
+    reader = ssl["scheduler"].cli_args()
     deadline = time.monotonic() + 30
     while True:
         done = subprocess.run([VUCOMPAT, "fleet", "hosts", "--fleet", readers, *reader, "--format", "json"],

@@ -22,31 +22,14 @@ from vucompat.fleet import HostRecord, hosts_that_can_run
 from vucompat.hosts import load_host
 from vucompat.loadgen import FleetShape, generate, synthetic_record
 from vucompat.migration import Scope, check_migration, select_mode
-from vucompat.ovsdb.cluster import FleetCluster
+from vucompat.ovsdb.cluster import FleetCluster, Pki
 from vucompat.ovsdb.fleet import FleetPublisher, FleetView, now_ms, publish
-from vucompat.ovsdb.rpc import OvsdbError, Session, SslOptions
+from vucompat.ovsdb.rpc import OvsdbError, Session
 from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
 from vucompat.reconcile import CLIENT_TYPE, PortView
 from vucompat.resolve import APPLIED
 
 HOSTS_LISTENER, READERS_LISTENER = "pssl:0:127.0.0.1", "pssl:0:127.0.0.2"
-
-
-class Pki:
-    """Certificates made by ovs-pki: the CN of each is exactly its name (-u)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        subprocess.run(["ovs-pki", f"--dir={directory / 'pki'}", "init"], cwd=directory, check=True,
-                       capture_output=True)
-
-    def identity(self, name: str) -> SslOptions:
-        key = self.directory / f"{name}-privkey.pem"
-        if not key.exists():
-            subprocess.run(["ovs-pki", f"--dir={self.directory / 'pki'}", "-u", "req+sign", name, "switch"],
-                           cwd=self.directory, check=True, capture_output=True)
-        return SslOptions(str(key), str(self.directory / f"{name}-cert.pem"),
-                          str(self.directory / "pki" / "switchca" / "cacert.pem"))
 
 
 class Fleet:
@@ -64,8 +47,7 @@ class Fleet:
         return self.cluster.remotes(READERS_LISTENER)
 
     def ssl_args(self, name: str) -> list[str]:
-        ssl = self.pki.identity(name)
-        return ["--ssl-key", ssl.private_key, "--ssl-cert", ssl.certificate, "--ssl-ca", ssl.ca_cert]
+        return self.pki.identity(name).cli_args()
 
     def cli(self, *args: str, identity: str = "scheduler", check: bool = True) -> subprocess.CompletedProcess:
         done = subprocess.run([VUCOMPAT, "fleet", *args, *self.ssl_args(identity), "--timeout", "20"],

@@ -355,13 +355,10 @@ def test_the_one_shot_reader_and_the_monitoring_client_agree(ovsdb_servers):
 
 
 def test_ssl_remotes_with_ovs_pki_certificates(ovsdb_servers, tmp_path: Path):
-    from vucompat.ovsdb.rpc import SslOptions
+    from vucompat.ovsdb.cluster import Pki
 
-    pki = tmp_path / "pki"
-    for args in (["init"], ["req+sign", "server", "switch"], ["req+sign", "client", "switch"]):
-        subprocess.run(["ovs-pki", f"--dir={pki}", *args], cwd=tmp_path, check=True, capture_output=True)
-    ca = str(pki / "switchca" / "cacert.pem")
-    server_files = SslOptions(str(tmp_path / "server-privkey.pem"), str(tmp_path / "server-cert.pem"), ca)
+    pki = Pki(tmp_path / "pki")
+    server_files = pki.identity("server")
     import tempfile
 
     from vucompat.ovsdb.sandbox import OvsdbSandbox
@@ -370,8 +367,7 @@ def test_ssl_remotes_with_ovs_pki_certificates(ovsdb_servers, tmp_path: Path):
     server.start()
     try:
         assert server.tcp_remote.startswith("ssl:127.0.0.1:")
-        client = ["--ssl-key", str(tmp_path / "client-privkey.pem"), "--ssl-cert", str(tmp_path / "client-cert.pem"),
-                  "--ssl-ca", ca]
+        client = pki.identity("client").cli_args()
         done = subprocess.run([VUCOMPAT, "load", "--db", server.tcp_remote, *client], capture_output=True, text=True,
                               timeout=60)
         assert done.returncode == 0, done.stderr

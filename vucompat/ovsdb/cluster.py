@@ -104,6 +104,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Pki:
+    """A certificate authority made with ovs-pki in `directory` (tests, the demo,
+    the benchmarks): identity(name) signs a certificate whose CN is exactly `name`
+    (`-u`), as RBAC compares it with a host's name."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        _tool("ovs-pki", f"--dir={directory / 'ca'}", "init")
+
+    def identity(self, name: str) -> SslOptions:
+        """The key, certificate and CA files of `name`, made on first use."""
+        key = self.directory / f"{name}-privkey.pem"
+        if not key.exists():
+            subprocess.run(["ovs-pki", f"--dir={self.directory / 'ca'}", "-u", "req+sign", name, "switch"],
+                           cwd=self.directory, check=True, capture_output=True)
+        return SslOptions(str(key), str(self.directory / f"{name}-cert.pem"),
+                          str(self.directory / "ca" / "switchca" / "cacert.pem"))
+
+
 @dataclass
 class Member:
     """One server of a FleetCluster."""

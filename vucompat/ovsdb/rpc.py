@@ -37,6 +37,10 @@ class SslOptions:
     certificate: str
     ca_cert: str
 
+    def cli_args(self) -> list[str]:
+        """The same files as `vucompat` options."""
+        return ["--ssl-key", self.private_key, "--ssl-cert", self.certificate, "--ssl-ca", self.ca_cert]
+
 
 _ssl_configured = False
 
