@@ -111,14 +111,19 @@ def generate(session: Session, records: Sequence[HostRecord], window: int = 64, 
                 known = known or _known_modes(session)
             except OvsdbError:
                 known = {}
-            ready = [r for r in chunk if all(k in known for k in needed_modes(r))]
-            chunk = [r for r in chunk if not all(k in known for k in needed_modes(r))]
+            ready, ops, waiting = [], [], []
+            for record in chunk:
+                keys = needed_modes(record)
+                if all(k in known for k in keys):
+                    ready.append(record)
+                    ops.append(publish_operations(record, Published(modes={k: known[k] for k in keys}), now_ms()))
+                else:
+                    waiting.append(record)
+            chunk = waiting
             if not ready:  # the first host of a lineage brings its modes; the next ones refer to them
                 _publish_until_done(session, chunk.pop(0), retry_for, progress)
                 known = {}
                 continue
-            ops = [publish_operations(r, Published(modes={k: known[k] for k in needed_modes(r)}), now_ms())
-                   for r in ready]
             try:
                 results = session.transact_many(ops, window)
             except OvsdbError:

@@ -151,7 +151,7 @@ def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool,
     found = _with_session(remotes, kw, lambda s: load_can_run(s, mode) if mode else load_fleet(s, pool=pool))
     now = now_ms()
     if mode is None:
-        listed = sorted((h for h in found if not pool or h.pool == pool), key=lambda h: h.name)
+        listed = sorted(found, key=lambda h: h.name)  # of --pool already: the server filtered
         _emit(fmt, {"hosts": [h.as_dict(now) for h in listed]}, lambda: "\n".join(
             f"{h.name:24} {h.pool or '-':12} ovs {h.ovs_version or '?':8} {len(h.runnable):3}/"
             f"{len(h.host.registry.modes):<3} modes runnable" + ("  STALE" if h.stale(now) else "")
@@ -198,8 +198,8 @@ def select_mode(remotes: str, scope: str, pool: str | None, fmt: str, **kw: Any)
     found = _with_session(remotes, kw, lambda s: load_fleet(s, names=names, pool=None if names else pool)) \
         if parsed.kind != "none" else []
     now = now_ms()
-    if names is None:
-        found = [h for h in found if not h.stale(now) and (not pool or h.pool == pool)]
+    if names is None:  # of --pool already: the server filtered
+        found = [h for h in found if not h.stale(now)]
         if not found and parsed.kind != "none":
             raise UsageError(message="no fresh host in the fleet database for this scope")
     try:
@@ -228,10 +228,12 @@ def check_migration(remotes: str, interface: str, source: str, dest: str, allow_
     """May this port move from source to dest? The same verdict as the per-host
     check-migration, from the fleet database alone. Exit 0 allowed, 1 refused."""
     from ..fleet import check_fleet_migration
-    from ..ovsdb.fleet import load_fleet, load_ports, now_ms
+    from ..ovsdb.fleet import load_fleet, load_modes, load_ports, now_ms
 
     def read(session: Any) -> tuple[Any, Any]:
-        return load_fleet(session, names=[source, dest]), load_ports(session, host=source, interface=interface)
+        modes = load_modes(session)
+        return (load_fleet(session, names=[source, dest], modes=modes),
+                load_ports(session, host=source, interface=interface, modes=modes))
 
     found, ports = _with_session(remotes, kw, read)
     by_name = {h.name: h for h in found}

@@ -293,10 +293,12 @@ def _modes_by_uuid(rows: Iterable[dict[str, Any]], remote: str) -> dict[str, Mod
     return {uuid: mode for uuid, mode in modes.items() if mode is not None}
 
 
-def load_fleet(session: Session, names: Sequence[str] | None = None, pool: str | None = None) -> list[FleetHost]:
+def load_fleet(session: Session, names: Sequence[str] | None = None, pool: str | None = None,
+               modes: dict[str, Mode] | None = None) -> list[FleetHost]:
     """Hosts of the fleet, read once: all of them, the hosts `names`, or the hosts of
-    `pool` (the server filters). Raises OvsdbError."""
-    by_uuid = _load_modes(session)
+    `pool` (the server filters). `modes`: load_modes() if the caller has read them
+    already. Raises OvsdbError."""
+    by_uuid = modes if modes is not None else load_modes(session)
     wheres = [[["name", "==", n]] for n in names] if names is not None else \
         [[["pool", "==", ["set", [pool]]]] if pool is not None else []]
     if not wheres:
@@ -313,7 +315,7 @@ def load_can_run(session: Session, mode: str) -> list[FleetHost]:
     hosts_that_can_run needs. The hosts are partial: their registries hold only that
     mode; use them for hosts_that_can_run alone. Raises OvsdbError."""
     name, _, digest = mode.partition("@")
-    matching = {u: m for u, m in _load_modes(session).items()
+    matching = {u: m for u, m in load_modes(session).items()
                 if m.name == name and (not digest or m.digest == digest)}
     light = ["name", "pool", "ovs_version", "dpdk_version", "last_seen", "heartbeat_interval"]
     ops = []
@@ -336,17 +338,18 @@ def load_can_run(session: Session, mode: str) -> list[FleetHost]:
     return out
 
 
-def _load_modes(session: Session) -> dict[str, Mode]:
-    """Every Compat_Mode row of the fleet by uuid (digests checked)."""
+def load_modes(session: Session) -> dict[str, Mode]:
+    """Every Compat_Mode row of the fleet by uuid (digests checked; forged rows left out)."""
     rows = session.transact([{"op": "select", "table": "Compat_Mode", "where": [],
                               "columns": ["_uuid", *MODE_COLUMNS]}])[0]["rows"]
     return _modes_by_uuid(rows, session.remote or "")
 
 
-def load_ports(session: Session, host: str | None = None, interface: str | None = None) -> list[tuple[str, PortView]]:
+def load_ports(session: Session, host: str | None = None, interface: str | None = None,
+               modes: dict[str, Mode] | None = None) -> list[tuple[str, PortView]]:
     """Ports of the fleet (all, one host's, or one port of one host), read once, as
-    (host name, port). Raises OvsdbError."""
-    by_uuid = _load_modes(session)
+    (host name, port). `modes`: as for load_fleet(). Raises OvsdbError."""
+    by_uuid = modes if modes is not None else load_modes(session)
     if host is not None:  # by the host's references: no scan of the Port table
         (hosts,) = session.transact([{"op": "select", "table": "Host", "where": [["name", "==", host]],
                                       "columns": ["ports"]}])
@@ -368,7 +371,7 @@ def load_pools(session: Session, pool: str | None = None) -> dict[str, str | Non
 
 def load_port_modes(session: Session) -> list[tuple[str, Mode | None]]:
     """(host name, mode) of every port: the two columns a report needs, in one scan."""
-    by_uuid = _load_modes(session)
+    by_uuid = load_modes(session)
     (rows,) = session.transact([{"op": "select", "table": "Port", "where": [], "columns": ["host", "mode"]}])
     return [(r["host"], by_uuid.get(_uuid(r["mode"])) if r["mode"] != ["set", []] else None) for r in rows["rows"]]
 
