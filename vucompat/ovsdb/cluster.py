@@ -60,13 +60,12 @@ def _check_address(address: str, what: str) -> None:
                          "(the port peers connect to, e.g. 6644)")
 
 
-def server_command(db_file: Path, rundir: Path, ssl: SslOptions | None, remotes: Sequence[str] = ()) -> list[str]:
+def server_command(db_file: Path, rundir: Path, ssl: SslOptions | None) -> list[str]:
     """The ovsdb-server command line of one fleet server: its database file, an
     admin unix socket in `rundir` (no RBAC role: full rights; keep it local), the
     listeners configured in the database itself (`vucompat fleet configure`), and
     the SSL files used by both the listeners and the raft links."""
     command = ["ovsdb-server", str(db_file), f"--remote=punix:{rundir / 'fleet.sock'}", f"--remote={DB_REMOTES}",
-               *(f"--remote={r}" for r in remotes),
                f"--unixctl={rundir / 'fleet.ctl'}", f"--pidfile={rundir / 'fleet.pid'}",
                f"--log-file={rundir / 'fleet.log'}", "--detach", "--no-chdir"]
     if ssl is not None:
