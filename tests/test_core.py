@@ -30,7 +30,7 @@ def test_compare_names_the_responsible_features(registry):
     assert result.result == "incompatible"
     assert {(d.name, d.a, d.b) for d in result.responsible} == {
         ("VIRTIO_NET_F_CSUM", True, False), ("VIRTIO_NET_F_HOST_UFO", False, True),
-        ("VHOST_USER_PROTOCOL_F_STATUS", True, False)}
+        ("VHOST_USER_PROTOCOL_F_STATUS", True, False), ("VHOST_USER_PROTOCOL_F_REPLY_ACK", True, False)}
     assert compare(v211.abi, v32.abi).result == "incompatible"
     assert compare(registry.expand("upstream.ovs-dpdk.v2.15").abi, v32.abi).result == "subset"
     assert compare(v32.abi, v32.abi).result == "identical"
@@ -55,8 +55,9 @@ def test_runnable_lists_what_is_unavailable(registry):
     host = registry.expand("upstream.ovs-dpdk.v2.13").abi
     verdict = runnable(registry.expand("upstream.ovs-dpdk.v3.2").abi, host)
     assert not verdict.runnable
-    assert [(g.kind, g.name) for g in verdict.unavailable] == [
-        ("virtio_feature", "VIRTIO_NET_F_CSUM"), ("protocol_feature", "VHOST_USER_PROTOCOL_F_STATUS")]
+    # only the virtio feature counts: REPLY_ACK and STATUS are optional protocol features
+    assert [(g.kind, g.name) for g in verdict.unavailable] == [("virtio_feature", "VIRTIO_NET_F_CSUM")]
+    assert verdict.not_offered == ("VHOST_USER_PROTOCOL_F_REPLY_ACK", "VHOST_USER_PROTOCOL_F_STATUS")
     small = abi(["VIRTIO_F_VERSION_1"], qp=1)
     verdict = runnable(abi(["VIRTIO_F_VERSION_1"], qp=4), small)
     assert [(g.name, g.required, g.offered) for g in verdict.unavailable] == [("max_queue_pairs", 4, 1)]

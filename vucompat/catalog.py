@@ -172,6 +172,43 @@ FEATURES: tuple[Feature, ...] = (
     _p(19, "DEVICE_STATE", "device state transfer for migration"),
 )
 
+@dataclass(frozen=True)
+class ProtocolNeed:
+    """A vhost-user protocol feature that something a mode promises depends on.
+
+    Protocol features are negotiated again on every connection (QEMU asks
+    GET_PROTOCOL_FEATURES each time it connects) and are not guest state: a backend
+    needs only the ones the mode's promises depend on. The others a mode lists are
+    optional: the relay offers the frontend the mode's list less what the backend
+    lacks, and QEMU works without them.
+    """
+
+    #: the protocol feature
+    feature: str
+    #: when the mode needs it: "always", "max_queue_pairs>1", or "virtio:<NAME>" (the
+    #: mode offers that virtio feature)
+    when: str
+    #: what QEMU does without it (the rule's evidence)
+    why: str
+
+
+#: the rule: which protocol features a mode requires of a backend (docs/tables.md)
+PROTOCOL_NEEDS: tuple[ProtocolNeed, ...] = (
+    ProtocolNeed("VHOST_USER_PROTOCOL_F_LOG_SHMFD", "always",
+                 "QEMU blocks live migration without it: hw/virtio/vhost-user.c vhost_user_backend_init sets the "
+                 "migration blocker 'Migration disabled: vhost-user backend lacks "
+                 "VHOST_USER_PROTOCOL_F_LOG_SHMFD feature.'"),
+    ProtocolNeed("VHOST_USER_PROTOCOL_F_MQ", "max_queue_pairs>1",
+                 "without it QEMU does not ask GET_QUEUE_NUM and takes one queue pair: a netdev with queues>1 "
+                 "fails ('you are asking more queues than supported')"),
+    ProtocolNeed("VHOST_USER_PROTOCOL_F_BACKEND_REQ", "virtio:VIRTIO_F_ACCESS_PLATFORM",
+                 "QEMU refuses a backend that offers IOMMU_PLATFORM without it: 'IOMMU support requires reply-ack "
+                 "and slave-req protocol features.' (vhost_user_backend_init)"),
+    ProtocolNeed("VHOST_USER_PROTOCOL_F_REPLY_ACK", "virtio:VIRTIO_F_ACCESS_PLATFORM",
+                 "the same check: IOTLB updates need acknowledged replies"),
+)
+
+
 _BY_NAME: dict[str, Feature] = {}
 for _f in FEATURES:
     _BY_NAME[_f.name] = _f
@@ -309,3 +346,15 @@ def drop_guest_breaking(virtio: int, protocol: int) -> tuple[int, int]:
                 virtio &= ~feature.value
             else:
                 protocol &= ~feature.value
+
+
+def required_protocol(virtio: int, protocol: int, max_queue_pairs: int) -> int:
+    """Return the protocol features of `protocol` that a mode with these virtio
+    features and queue pairs requires of a backend (PROTOCOL_NEEDS); the rest of
+    `protocol` is optional."""
+    needed = 0
+    for need in PROTOCOL_NEEDS:
+        if need.when == "always" or (need.when == "max_queue_pairs>1" and max_queue_pairs > 1) or \
+                (need.when.startswith("virtio:") and virtio & lookup(need.when[len("virtio:"):]).value):
+            needed |= lookup(need.feature).value
+    return protocol & needed

@@ -108,6 +108,9 @@ class Runnability:
     """Whether a mode is runnable on a host, and if not, what is unavailable."""
 
     unavailable: tuple[Gap, ...] = ()
+    #: optional protocol features of the mode the host lacks: the mode runs, and the
+    #: relay does not offer these to the frontend
+    not_offered: tuple[str, ...] = ()
 
     @property
     def runnable(self) -> bool:
@@ -117,7 +120,8 @@ class Runnability:
         return ", ".join(g.describe() for g in self.unavailable)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"runnable": self.runnable, "unavailable": [g.as_dict() for g in self.unavailable]}
+        return {"runnable": self.runnable, "unavailable": [g.as_dict() for g in self.unavailable],
+                "optional_not_offered": list(self.not_offered)}
 
 
 RUNNABLE = Runnability()
@@ -125,26 +129,31 @@ RUNNABLE = Runnability()
 
 def fits(mode: Abi, host: Abi | None) -> bool:
     """Return whether a host offering `host` can run `mode`: runnable() without the
-    explanation, for hot paths."""
+    explanation, for hot paths. Of the protocol features, only those the mode
+    requires count (Abi.required_protocol)."""
     if host is None:
         return True
-    return not (_abi_mask(mode, "virtio") & ~host.virtio or mode.protocol & ~host.protocol) and \
+    return not (_abi_mask(mode, "virtio") & ~host.virtio or mode.required_protocol & ~host.protocol) and \
         mode.max_queue_pairs <= host.max_queue_pairs and mode.max_rx_queue_size <= host.max_rx_queue_size and \
         mode.max_tx_queue_size <= host.max_tx_queue_size
 
 
 def runnable(mode: Abi, host: Abi | None) -> Runnability:
     """Return whether a host offering `host` can run `mode` (None: the host offers
-    everything), with the unavailable features and limits by name."""
-    if host is None or fits(mode, host):
+    everything), with the unavailable features and limits by name, and the optional
+    protocol features it will run without."""
+    if host is None:
         return RUNNABLE
+    not_offered = tuple(catalog.mask_to_names(mode.protocol & ~mode.required_protocol & ~host.protocol, "protocol"))
+    if fits(mode, host):
+        return Runnability((), not_offered) if not_offered else RUNNABLE
     missing_virtio = _abi_mask(mode, "virtio") & ~host.virtio
-    missing_protocol = mode.protocol & ~host.protocol
+    missing_protocol = mode.required_protocol & ~host.protocol
     gaps = [Gap(_KIND[kind], name, True, False)
             for kind, missing in (("virtio", missing_virtio), ("protocol", missing_protocol))
             for name in catalog.mask_to_names(missing, kind)]  # type: ignore[arg-type]
     gaps += [Gap("limit", n, mode.limit(n), host.limit(n)) for n in LIMITS if mode.limit(n) > host.limit(n)]
-    return Runnability(tuple(gaps))
+    return Runnability(tuple(gaps), not_offered)
 
 
 def baseline(inputs: Sequence[Abi], names: Sequence[str] = ()) -> Mode:

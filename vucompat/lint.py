@@ -1,31 +1,28 @@
 """Lint for packagers: strict validation, warnings where the spec is merely bent,
-and the released.lock check ("a released mode's meaning never changes").
+the released.lock check ("a released mode's meaning never changes", except through
+a listed erratum), and the evidence check (a mode equals the offer derived from the
+upstream code it names).
 
-The lock (`released.lock`, TOML, beside the tables) records each released mode's
-digest and its expanded ABI by name, so a change is reported feature by feature.
+The lock (`released.lock`, TOML, beside the tables; format in lock.py) records each
+released mode's digest and its expanded ABI by name, so a change is reported feature
+by feature.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import catalog
 from .compare import compare
-from .errors import Problem, TableError
-from .mode import LIMITS, Abi, Mode
+from .errors import Problem, TableError, UsageError
+from .lock import LOCK_FILE, Erratum, Lock, check_errata, entry_text, header, new_erratum, read_lock, \
+    render_lock, superseded_digests
+from .mode import Mode
 from .tables import read_dirs, load_registry
 
-LOCK_FILE = "released.lock"
-
-_LOCK_HEADER = """\
-# vucompat released.lock: the released modes of the tables in this directory.
-# Each entry pins a mode's digest and its expanded ABI. Released modes are never
-# edited: `vucompat lint` fails when a table changes one. New entries are added by
-# `vucompat lint --update-lock DIR` at release time; existing ones are never changed.
-"""
+__all__ = ["LOCK_FILE", "LintReport", "lint", "update_lock", "add_erratum", "read_lock"]
 
 
 @dataclass
@@ -36,17 +33,25 @@ class LintReport:
     warnings: list[Problem] = field(default_factory=list)
     #: modes checked against a lock
     checked: int = 0
+    #: errata in force (listed in a lock, consistent, and matched by the tables)
+    errata: list[Erratum] = field(default_factory=list)
+    #: modes checked against an evidence file
+    evidenced: int = 0
 
     def failed(self, strict: bool = False) -> bool:
         return bool(self.errors or (strict and self.warnings))
 
     def as_dict(self) -> dict[str, Any]:
         return {"errors": [p.as_dict() for p in self.errors], "warnings": [p.as_dict() for p in self.warnings],
-                "released_modes_checked": self.checked}
+                "released_modes_checked": self.checked, "errata": [e.as_dict() for e in self.errata],
+                "modes_checked_against_evidence": self.evidenced}
 
 
 def lint(dirs: Sequence[Path]) -> LintReport:
-    """Validate the tables of `dirs` and check each directory's released.lock."""
+    """Validate the tables of `dirs`, check each directory's released.lock and its
+    errata, and each evidence file against the modes it names."""
+    from .evidence import check_evidence_dir
+
     report = LintReport()
     files, problems = read_dirs(dirs)
     report.errors += problems
@@ -57,29 +62,15 @@ def lint(dirs: Sequence[Path]) -> LintReport:
         except TableError as err:
             report.errors += err.problems
     for directory in dirs:
+        modes = {m.name: m for t in files if t.path.parent == directory for m in t.modes}
         lock_path = directory / LOCK_FILE
         if lock_path.exists():
-            modes = {m.name: m for t in files if t.path.parent == directory for m in t.modes}
             _check_lock(lock_path, modes, report)
+        if not problems:
+            checked, evidence_problems = check_evidence_dir(directory, modes)
+            report.evidenced += checked
+            report.errors += evidence_problems
     return report
-
-
-def read_lock(path: Path) -> dict[str, tuple[str, Abi]]:
-    """Return {mode name: (recorded digest, recorded ABI)}; raise TableError."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise TableError(problems=[Problem(path, "", f"cannot read the lock: {err}")]) from None
-    out = {}
-    for name, entry in data.get("modes", {}).items():
-        try:
-            abi = Abi(virtio=catalog.names_to_mask(entry["virtio_features"], "virtio"),
-                      protocol=catalog.names_to_mask(entry["protocol_features"], "protocol"),
-                      **{k: int(entry[k]) for k in LIMITS})
-            out[name] = (str(entry["digest"]), abi)
-        except Exception as err:  # a malformed entry: say which
-            raise TableError(problems=[Problem(path, f'modes."{name}"', f"malformed lock entry: {err}")]) from None
-    return out
 
 
 def update_lock(directory: Path) -> list[str]:
@@ -92,36 +83,60 @@ def update_lock(directory: Path) -> list[str]:
     if report.errors:
         raise TableError(problems=report.errors)
     lock_path = directory / LOCK_FILE
-    locked = read_lock(lock_path) if lock_path.exists() else {}
+    locked = read_lock(lock_path).modes if lock_path.exists() else {}
     files, _ = read_dirs([directory])
     new = [m for t in files for m in t.modes if m.name not in locked]
-    text = lock_path.read_text() if lock_path.exists() else _LOCK_HEADER
+    text = lock_path.read_text() if lock_path.exists() else header()
     for mode in new:
-        text += _lock_entry(mode)
+        text += entry_text(mode.name, mode.abi)
     if new:
         lock_path.write_text(text)
     return [m.name for m in new]
 
 
-def _lock_entry(mode: Mode) -> str:
-    def names(values: list[str]) -> str:
-        return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+def add_erratum(directory: Path, name: str, reason: str, evidence: Sequence[str],
+                today: date | None = None) -> Erratum:
+    """Correct the released mode `name` in `directory`'s lock to what its table now
+    defines, recording an erratum (what changed, `reason`, `evidence`); return it.
 
-    lines = [f'\n[modes."{mode.name}"]', f'digest = "{mode.digest}"',
-             f"virtio_features = {names(mode.abi.virtio_features)}",
-             f"protocol_features = {names(mode.abi.protocol_features)}"]
-    lines += [f"{k} = {mode.abi.limit(k)}" for k in LIMITS]
-    return "\n".join(lines) + "\n"
+    Raises UsageError when there is nothing to correct or no reason/evidence is given,
+    and TableError when the tables or the lock are invalid.
+    """
+    if not reason.strip() or not [e for e in evidence if e.strip()]:
+        raise UsageError(message="an erratum needs --reason and at least one --evidence (the upstream file, "
+                         "tag and line, or an evidence-file fact, that shows the released definition was wrong)")
+    lock_path = directory / LOCK_FILE
+    if not lock_path.exists():
+        raise UsageError(message=f"{directory} has no {LOCK_FILE}: only released modes take errata")
+    files, problems = read_dirs([directory])
+    if problems:
+        raise TableError(problems=problems)
+    lock = read_lock(lock_path)
+    mode = next((m for t in files for m in t.modes if m.name == name), None)
+    if name not in lock.modes or mode is None:
+        raise UsageError(message=f"{name} is not a released mode of {directory} (it must be in its table and "
+                         f"in {LOCK_FILE})")
+    locked_digest, locked_abi = lock.modes[name]
+    if mode.digest == locked_digest:
+        raise UsageError(message=f"{name}: the table defines what the lock holds; edit the table first, then "
+                         "record the erratum")
+    erratum = new_erratum(mode, locked_abi, today or date.today(), reason.strip(),
+                          [e.strip() for e in evidence if e.strip()])
+    modes = {n: ((mode.digest, mode.abi) if n == name else entry) for n, entry in lock.modes.items()}
+    lock_path.write_text(render_lock(Lock(lock_path, modes, lock.errata + (erratum,))))
+    return erratum
 
 
 def _check_lock(lock_path: Path, modes: dict[str, Mode], report: LintReport) -> None:
     try:
-        locked = read_lock(lock_path)
+        lock = read_lock(lock_path)
     except TableError as err:
         report.errors += err.problems
         return
+    errata_problems = check_errata(lock)
+    report.errors += errata_problems
     lineages = {m.lineage for m in modes.values()}
-    for name, (digest, abi) in locked.items():
+    for name, (digest, abi) in lock.modes.items():
         key = f'modes."{name}"'
         if abi.digest != digest:
             report.errors.append(Problem(lock_path, key, "the entry's digest does not match its contents: "
@@ -134,13 +149,23 @@ def _check_lock(lock_path: Path, modes: dict[str, Mode], report: LintReport) -> 
                                              "released modes stay; restore it"))
             continue
         report.checked += 1
-        if mode.digest != digest:
-            what = ", ".join(d.describe() for d in compare(abi, mode.abi).responsible)
-            report.errors.append(Problem(Path(mode.source), _mode_key(mode),
-                                         f"released mode {name} changed since its release: {what}; released "
-                                         "modes are never edited: restore it and bump the version instead"))
+        if mode.digest == digest:
+            if not errata_problems:
+                report.errata += lock.errata_of(name)
+            continue
+        what = ", ".join(d.describe() for d in compare(abi, mode.abi).responsible)
+        old = superseded_digests(lock.errata, name, digest).get(mode.digest)
+        if old is not None:
+            message = (f"released mode {name} is defined as before its {old.describe()}; the table must hold "
+                       f"the corrected definition ({what})")
+        else:
+            message = (f"released mode {name} changed since its release: {what}; released modes are never "
+                       "edited: restore it and bump the version instead, or, if the released definition was "
+                       "wrong, record an erratum: vucompat lint --erratum "
+                       f"{name} --reason TEXT --evidence REF {lock_path.parent}")
+        report.errors.append(Problem(Path(mode.source), _mode_key(mode), message))
     for name, mode in modes.items():
-        if name not in locked:
+        if name not in lock.modes:
             report.warnings.append(Problem(Path(mode.source), _mode_key(mode),
                                            f"{name} is not in {lock_path.name} yet: run `vucompat lint "
                                            f"--update-lock {lock_path.parent}` when you release it"))

@@ -19,6 +19,9 @@ from . import catalog
 LIMITS: tuple[str, ...] = ("max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size")
 #: the largest ring a mode may allow (table files: a power of two, 1..32768)
 MAX_QUEUE_SIZE = 32768
+#: the most queue pairs a mode may allow: virtio-net's VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX
+#: (0x8000), which DPDK 16.07 and 16.11.0 answer to GET_QUEUE_NUM
+MAX_QUEUE_PAIRS = 0x8000
 
 #: the suffix of a mode derived from another without its deprecated features
 RECOMMENDED_SUFFIX = "+recommended"
@@ -64,6 +67,12 @@ class Abi:
     @property
     def protocol_features(self) -> list[str]:
         return catalog.mask_to_names(self.protocol, "protocol")
+
+    @cached_property
+    def required_protocol(self) -> int:
+        """The protocol features a backend must offer to run this ABI (catalog.PROTOCOL_NEEDS);
+        the others of `protocol` are optional: offered to the frontend when the backend has them."""
+        return catalog.required_protocol(self.virtio, self.protocol, self.max_queue_pairs)
 
     def mask(self, kind: str) -> int:
         """Return the virtio or protocol mask."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import catalog, vhostuser as vu
 from .errors import VucompatError
-from .mode import Abi, MAX_QUEUE_SIZE
+from .mode import Abi, MAX_QUEUE_PAIRS, MAX_QUEUE_SIZE
 from .reconcile import PROBE_MARK
 
 #: the OVS settings that change what a vhost-user port offers
@@ -60,7 +60,7 @@ def ask(sock: socket.socket, timeout: float = 5.0) -> Offer:
         "VHOST_USER_F_PROTOCOL_FEATURES").value else 0
     mq = catalog.lookup("VHOST_USER_PROTOCOL_F_MQ").value
     queues = question(vu.GET_QUEUE_NUM) if protocol & mq else 1
-    return Offer(virtio, protocol, max(1, min(int(queues), 256)))
+    return Offer(virtio, protocol, max(1, min(int(queues), MAX_QUEUE_PAIRS)))
 
 
 def probe_socket(path: Path, timeout: float = 5.0) -> Offer:

@@ -122,9 +122,10 @@ def negotiation_text(result: Negotiation) -> str:
 def lint_text(report: LintReport, strict: bool) -> str:
     lines = [click.style("error: ", fg="red", bold=True) + str(p) for p in report.errors]
     lines += [click.style("warning: ", fg="yellow") + str(p) for p in report.warnings]
+    lines += [click.style("note: ", fg="cyan") + e.describe() for e in report.errata]
     verdict = "FAILED" if report.failed(strict) else "ok"
     lines.append(f"lint {verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s), "
-                 f"{report.checked} released mode(s) checked against the lock")
+                 f"{report.checked} released mode(s) checked against the lock, {report.evidenced} against evidence")
     return "\n".join(lines)
 
 

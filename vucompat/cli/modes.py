@@ -167,22 +167,36 @@ def negotiate(source: str, dest: str, policy: str, fmt: str, **kw: Any) -> None:
 @click.option("--strict", is_flag=True, help="Warnings fail the lint too.")
 @click.option("--update-lock", is_flag=True,
               help="Release: add the modes not yet in each DIR's released.lock (never changes an entry).")
+@click.option("--erratum", metavar="MODE",
+              help="Correct the released MODE in DIR's released.lock to what its table now defines, recording "
+                   "an erratum (needs --reason and --evidence).")
+@click.option("--reason", default="", help="--erratum: why the released definition was wrong.")
+@click.option("--evidence", multiple=True, metavar="REF",
+              help="--erratum: where the truth is written (upstream file, tag and line; an evidence fact). "
+                   "Repeatable.")
 @_FORMAT
-def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_lock: bool, fmt: str) -> None:
-    """Check table directories (default: the search path) and their released.lock.
+def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_lock: bool, erratum: str | None,
+         reason: str, evidence: tuple[str, ...], fmt: str) -> None:
+    """Check table directories (default: the search path), their released.lock and
+    its errata, and their evidence files.
 
     Exit 1 on errors (and on warnings with --strict)."""
     from .. import render
-    from ..lint import lint as lint_dirs, update_lock as add_to_lock
+    from ..lint import add_erratum, lint as lint_dirs, update_lock as add_to_lock
     from ..tables import search_path
 
     for directory in dirs:
         if not directory.is_dir():
             raise UsageError(message=f"{directory} is not a directory of table files")
     targets = list(dirs) or search_path(tables, os.environ)
-    if update_lock:
-        if not dirs:
-            raise UsageError(message="--update-lock needs the directory to release, e.g. compat_tables/")
+    if update_lock or erratum:
+        if not dirs or (erratum and len(dirs) != 1):
+            raise UsageError(message="--update-lock and --erratum need the directory to release, "
+                             "e.g. compat_tables/ (--erratum: one directory)")
+        if erratum:
+            done = add_erratum(dirs[0], erratum, reason, evidence)
+            _emit(fmt, done.as_dict(), lambda: f"{dirs[0]}: recorded the {done.describe()}")
+            return
         added = {str(d): add_to_lock(d) for d in targets}
         _emit(fmt, {"added": added}, lambda: "\n".join(
             f"{d}: added {', '.join(names) or 'nothing'} to released.lock" for d, names in added.items()))
