@@ -76,7 +76,7 @@ def test_passthrough_and_nonconformant_need_an_identical_backend(hosts):
     p = port(hosts["new"], None, resolved="passthrough")
     refused = check_migration(p, hosts["new"], hosts["old"])
     assert not refused.allowed and [r.name for r in refused.reasons] == ["VIRTIO_NET_F_CSUM",
-                                                                          "VHOST_USER_PROTOCOL_F_STATUS",
+                                                                          "VHOST_USER_PROTOCOL_F_REPLY_ACK", "VHOST_USER_PROTOCOL_F_STATUS",
                                                                           "max_rx_queue_size", "max_tx_queue_size"]
     same = Host("twin", hosts["new"].registry, hosts["new"].capabilities)
     assert check_migration(p, hosts["new"], same).level == "identical-backend"
@@ -148,7 +148,9 @@ def test_api_and_cli_against_real_hosts(ovsdb_servers, tmp_path: Path, shipped: 
         assert not verdict.allowed and verdict.reasons[0].name == "VIRTIO_NET_F_HOST_UFO"
         assert "compute-old cannot run upstream.ovs-dpdk.v2.11: missing VIRTIO_NET_F_HOST_UFO" in verdict.sentence
         assert client.check_migration("vhu-ok", new.tcp_remote, old.tcp_remote).allowed
-        assert [m.name for m in client.modes(old.tcp_remote) if not m.runnable] == ["upstream.ovs-dpdk.v2.11"]
+        # v2.6 offered 0x8000 queue pairs (its erratum): no DPDK since 17.05 answers more than 128
+        assert [m.name for m in client.modes(old.tcp_remote) if not m.runnable] == ["upstream.ovs-dpdk.v2.11",
+                                                                                   "upstream.ovs-dpdk.v2.6"]
         assert client.negotiate(new.tcp_remote, old.tcp_remote).mode.name == "upstream.ovs-dpdk.v2.13"
         assert client.select_mode("everywhere", [new.tcp_remote, old.tcp_remote]).mode.name == \
             "upstream.ovs-dpdk.v2.13"

@@ -24,10 +24,10 @@ import ovs.poller
 
 from . import catalog
 from .fleet import DEFAULT_HEARTBEAT, HostRecord
-from .mode import Capabilities, Mode
+from .mode import Mode
 from .ovsdb.fleet import FleetPublisher
 from .ovsdb.load import read_switch, record_probe
-from .probe import ProbeError, probe_bridge, probe_record, settings_fingerprint
+from .probe import ProbeError, capabilities_of, probe_record, probe_types, settings_fingerprint
 from .ovsdb.connection import Connection
 from .ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, apply, finish_redirects, read_interfaces,
                           read_ports, vhost_sock_dir)
@@ -219,16 +219,23 @@ class Agent:
                 log.info("probe: no netdev bridge yet; the backend will be probed when one exists")
                 self._probe_attempted = None
                 return False
-            offer = probe_bridge(self.ovs.remote, bridges[0], workdir=self.relay_dir if self.relay_dir.is_dir()
-                                 else None)
+            offers = probe_types(self.ovs.remote, bridges[0], self._server_sock_dir(),
+                                 workdir=self.relay_dir if self.relay_dir.is_dir() else None)
         except ProbeError as err:
             log.warning("%s", err)
             return False
-        record_probe(self.registry, Capabilities(offer.abi(), source="probe"), probe_record(versions, other_config),
-                     versions=versions)
-        log.info("probe: backend offers virtio %s, protocol %s, %d queue pairs (%s)", catalog.to_hex(offer.virtio),
-                 catalog.to_hex(offer.protocol), offer.queue_pairs, fingerprint)
+        record_probe(self.registry, capabilities_of(offers), probe_record(versions, other_config), versions=versions)
+        for port_type, offer in offers.items():
+            log.info("probe: %s ports offer virtio %s, protocol %s, %d queue pairs (%s)", port_type,
+                     catalog.to_hex(offer.virtio), catalog.to_hex(offer.protocol), offer.queue_pairs, fingerprint)
         return True
+
+    def _server_sock_dir(self) -> Path | None:
+        """Where ovs-vswitchd serves dpdkvhostuser sockets, when the agent knows OVS's run directory."""
+        if self.ovs is None or self.ovs_rundir is None:
+            return None
+        directory = Path(vhost_sock_dir(self.ovs, self.ovs_rundir))
+        return directory if directory.is_dir() else None
 
     def _enforcement(self) -> Enforcement | None:
         if not self.enforce or self.ovs is None:

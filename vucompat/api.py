@@ -107,10 +107,12 @@ class Client:
         """The newest mode both hosts define with the same digest and can run."""
         return _negotiate(self.host(source), self.host(destination), policy)
 
-    def check_migration(self, port: str, source: str, destination: str,
-                        allow_outside_contract: bool = False) -> Verdict:
-        """May the port `port` (an Interface name on `source`) move to `destination`?"""
-        return _check(self.port(source, port), self.host(source), self.host(destination), allow_outside_contract)
+    def check_migration(self, port: str, source: str, destination: str, allow_outside_contract: bool = False,
+                        dest_port_type: str | None = None) -> Verdict:
+        """May the port `port` (an Interface name on `source`) move to `destination`,
+        into a port of `dest_port_type` there (default: the same type)?"""
+        return _check(self.port(source, port), self.host(source), self.host(destination), allow_outside_contract,
+                      dest_port_type)
 
     def select_mode(self, scope: Scope | str, hosts: Sequence[str]) -> Selection:
         """The mode a new port should get so it can move among `hosts` (scope

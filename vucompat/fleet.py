@@ -177,10 +177,10 @@ def select_fleet_mode(scope: Scope, hosts: Sequence[FleetHost], names: Sequence[
 
 
 def check_fleet_migration(port: PortView, source: FleetHost, destination: FleetHost,
-                          allow_outside_contract: bool = False) -> Verdict:
+                          allow_outside_contract: bool = False, dest_port_type: str | None = None) -> Verdict:
     """check_migration from the fleet's copies of both hosts (the same verdict the
-    per-host API gives)."""
-    return check_migration(port, source.host, destination.host, allow_outside_contract)
+    per-host API gives; the fleet records each host's offer common to both port types)."""
+    return check_migration(port, source.host, destination.host, allow_outside_contract, dest_port_type)
 
 
 @dataclass(frozen=True)

@@ -64,22 +64,26 @@ class Verdict:
 
 
 def check_migration(port: PortView, source: Host, destination: Host,
-                    allow_outside_contract: bool = False) -> Verdict:
+                    allow_outside_contract: bool = False, dest_port_type: str | None = None) -> Verdict:
     """Decide whether `port` (as its source host's registry holds it) may move to
-    `destination`. A passthrough or nonconformant port may only go to an identical
-    backend; a port whose contract fails but whose negotiated features fit is refused
-    unless `allow_outside_contract`."""
+    `destination`, into a port of `dest_port_type` there (default: the port's own
+    type; from OVS 3.2 the types offer different masks). A passthrough or
+    nonconformant port may only go to an identical backend; a port whose contract
+    fails but whose negotiated features fit is refused unless `allow_outside_contract`."""
+    dest_type = dest_port_type or port.interface_type
     dst = destination.name
+    if destination.capabilities is not None and destination.capabilities.types_differ:
+        dst = f"{destination.name} ({dest_type} ports)"
     if port.state == REJECTED or (port.mode is None and port.resolved != PASSTHROUGH):
         reason = Reason("no_mode", port.name, port.state, None)
         return Verdict(False, port.name, None, "none", (reason,),
                        f"{port.name} has no mode ({port.state}): it does not run, so there is nothing to migrate")
     if port.resolved == PASSTHROUGH or port.state == NONCONFORMANT:
-        return _identical_backend(port, source, destination)
+        return _identical_backend(port, source, destination, dest_type)
     mode = port.mode
     assert mode is not None
-    contract = _contract(mode, destination)
-    facts = _facts(port, destination)
+    contract = _contract(mode, destination, dest_type)
+    facts = _facts(port, destination, dest_type)
     if not contract and facts:  # the guest went beyond its mode (not yet caught): the facts decide
         return Verdict(False, port.name, mode.name, "none", tuple(facts),
                        f"the guest negotiated {', '.join(r.name for r in facts)}, outside {mode.name}, and {dst} "
@@ -100,23 +104,23 @@ def check_migration(port: PortView, source: Host, destination: Host,
     return Verdict(False, port.name, mode.name, "none", contract + tuple(facts or ()), head)
 
 
-def _contract(mode: Mode, destination: Host) -> tuple[Reason, ...]:
+def _contract(mode: Mode, destination: Host, dest_type: str) -> tuple[Reason, ...]:
     theirs = destination.registry.modes.get(mode.name)
     if theirs is None:
         return (Reason("missing_mode", mode.name, mode.digest, None),)
     if theirs.digest != mode.digest:
         return tuple(Reason("digest_mismatch", d.name, d.a, d.b) for d in compare(mode.abi, theirs.abi).responsible)
-    verdict = runnable(mode.abi, destination.capabilities.abi if destination.capabilities else None)
+    verdict = runnable(mode.abi, destination.capabilities.offer(dest_type) if destination.capabilities else None)
     return tuple(Reason("unavailable", g.name, g.required, g.offered) for g in verdict.unavailable)
 
 
-def _facts(port: PortView, destination: Host) -> list[Reason] | None:
+def _facts(port: PortView, destination: Host, dest_type: str) -> list[Reason] | None:
     """What the guest negotiated that the destination's backend does not offer;
     None when either is unknown (no negotiation recorded, capabilities unknown)."""
     if not port.negotiated_features or destination.capabilities is None:
         return None
     negotiated = port.negotiated_features & ~catalog.NON_ABI_VIRTIO_MASK
-    missing = negotiated & ~destination.capabilities.abi.virtio
+    missing = negotiated & ~destination.capabilities.offer(dest_type).virtio
     return [Reason("negotiated_unavailable", name, True, False) for name in catalog.mask_to_names(missing, "virtio")]
 
 
@@ -131,7 +135,7 @@ def _contract_sentence(mode: Mode, dst: str, reasons: Sequence[Reason]) -> str:
     return f"{dst} cannot run {mode.name}: missing " + ", ".join(r.name for r in reasons)
 
 
-def _identical_backend(port: PortView, source: Host, destination: Host) -> Verdict:
+def _identical_backend(port: PortView, source: Host, destination: Host, dest_type: str) -> Verdict:
     why = "passthrough" if port.resolved == PASSTHROUGH else "nonconformant"
     if source.capabilities is None or destination.capabilities is None:
         reason = Reason("backend_unknown", "capabilities", source.capabilities is not None,
@@ -139,7 +143,7 @@ def _identical_backend(port: PortView, source: Host, destination: Host) -> Verdi
         return Verdict(False, port.name, port.mode.name if port.mode else None, "none", (reason,),
                        f"{port.name} is {why}: it may only move to an identical backend, and the backends' "
                        "capabilities are not known (probe both hosts)")
-    diff = compare(source.capabilities.abi, destination.capabilities.abi)
+    diff = compare(source.capabilities.offer(port.interface_type), destination.capabilities.offer(dest_type))
     if diff.result == "identical":
         return Verdict(True, port.name, port.mode.name if port.mode else None, "identical-backend", (),
                        f"{port.name} is {why}; {destination.name}'s backend is identical to {source.name}'s")

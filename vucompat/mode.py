@@ -129,6 +129,9 @@ class Mode:
     source: str = ""
     #: the mode this one was derived from (recommended, baseline inputs), if any
     derived_from: tuple[str, ...] = ()
+    #: in a registry: the corrected digest, when an erratum corrected this definition
+    #: but ports still use it (`vucompat load` keeps it for them)
+    superseded_by: str = ""
 
     @property
     def digest(self) -> str:
@@ -148,23 +151,59 @@ class Mode:
             "released": self.released.isoformat() if self.released else None,
             "digest": self.digest,
             **self.abi.abi_dict(),
+            "required_protocol_features": catalog.mask_to_names(self.abi.required_protocol, "protocol"),
             "deprecated_features": self.abi.deprecated_features,
             "host_dependent_features": self.abi.host_dependent_features,
             "provenance": dict(self.provenance),
             "note": self.note,
             "source": self.source,
             "derived_from": list(self.derived_from),
+            **({"superseded_by": self.superseded_by} if self.superseded_by else {}),
         }
+
+
+#: the vhost-user port types of OVS: OVS serves the socket, or connects to QEMU's
+SERVER_TYPE, CLIENT_TYPE = "dpdkvhostuser", "dpdkvhostuserclient"
+PORT_TYPES: tuple[str, ...] = (SERVER_TYPE, CLIENT_TYPE)
 
 
 @dataclass(frozen=True)
 class Capabilities:
     """What a host's backend offers; a mode is runnable when the host offers all of
-    its features and limits."""
+    its features and limits.
+
+    From OVS 3.2 the two port types offer different masks: `by_type` holds each
+    type's offer when known, and `abi` what every type offers (their intersection),
+    the answer for a port whose type is not known."""
 
     abi: Abi
     #: where the capabilities came from (a file, later a probe)
     source: str = ""
+    #: port type -> its offer (empty: every type offers `abi`)
+    by_type: Mapping[str, Abi] = field(default_factory=dict)
+
+    def offer(self, port_type: str | None = None) -> Abi:
+        """Return what a port of `port_type` is offered (None: any type, `abi`)."""
+        return self.by_type.get(port_type, self.abi) if port_type else self.abi
+
+    @property
+    def types_differ(self) -> bool:
+        return len({a.digest for a in self.by_type.values()} | {self.abi.digest}) > 1
+
+    @classmethod
+    def of_types(cls, by_type: Mapping[str, Abi], source: str = "") -> "Capabilities":
+        """Return the capabilities of per-type offers; `abi` is their intersection."""
+        offers = list(by_type.values())
+        common = Abi(virtio=_and(a.virtio for a in offers), protocol=_and(a.protocol for a in offers),
+                     **{name: min(a.limit(name) for a in offers) for name in LIMITS})
+        return cls(abi=common, source=source, by_type=dict(by_type))
+
+
+def _and(masks: Any) -> int:
+    out = (1 << 64) - 1
+    for mask in masks:
+        out &= mask
+    return out
 
 
 def recommended(mode: Mode) -> Mode:

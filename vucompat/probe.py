@@ -14,13 +14,14 @@ import os
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from . import catalog, vhostuser as vu
 from .errors import VucompatError
-from .mode import Abi, MAX_QUEUE_PAIRS, MAX_QUEUE_SIZE
+from .mode import CLIENT_TYPE, MAX_QUEUE_PAIRS, MAX_QUEUE_SIZE, SERVER_TYPE, Abi, Capabilities
 from .reconcile import PROBE_MARK
 
 #: the OVS settings that change what a vhost-user port offers
@@ -97,6 +98,43 @@ def probe_bridge(remote: str, bridge: str, workdir: Path | None = None, timeout:
                     return ask(conn, timeout)
             finally:
                 _vsctl(remote, "--if-exists", "del-port", bridge, name)
+
+
+def probe_server_port(remote: str, bridge: str, sock_dir: Path, timeout: float = 10.0) -> Offer:
+    """Probe ovs-vswitchd through a short-lived dpdkvhostuser port on `bridge`: OVS
+    serves its socket in `sock_dir` (<OVS_RUNDIR>/<vhost-sock-dir>) and the probe
+    connects to it. Raises ProbeError."""
+    name = f"vucprobes{os.getpid() % 100000}"
+    path = sock_dir / name
+    _vsctl(remote, "--may-exist", "add-port", bridge, name, "--", "set", "Interface", name,
+           "type=dpdkvhostuser", f"external_ids:{PROBE_MARK}=true")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return probe_socket(path, timeout)
+            except ProbeError:
+                if time.monotonic() > deadline:
+                    raise ProbeError(reason=f"ovs-vswitchd did not serve {path} within {timeout:g}s (is "
+                                     "vhost-sock-dir right, and the bridge a netdev bridge?)") from None
+                time.sleep(0.05)
+    finally:
+        _vsctl(remote, "--if-exists", "del-port", bridge, name)
+
+
+def probe_types(remote: str, bridge: str, sock_dir: Path | None, workdir: Path | None = None,
+                timeout: float = 10.0) -> dict[str, Offer]:
+    """Probe both port types (a client port, and a server port when `sock_dir` is
+    known): port type -> what it offers. Raises ProbeError."""
+    offers = {CLIENT_TYPE: probe_bridge(remote, bridge, workdir, timeout)}
+    if sock_dir is not None:
+        offers[SERVER_TYPE] = probe_server_port(remote, bridge, sock_dir, timeout)
+    return offers
+
+
+def capabilities_of(offers: dict[str, Offer], source: str = "probe") -> Capabilities:
+    """The capabilities that per-type offers make."""
+    return Capabilities.of_types({t: o.abi() for t, o in offers.items()}, source=source)
 
 
 def _vsctl(remote: str, *args: str) -> str:

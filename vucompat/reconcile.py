@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from . import catalog
-from .mode import Mode
+from .mode import CLIENT_TYPE, PORT_TYPES, Mode
 from .registry import Host
 from .resolve import (APPLIED, CHANGE_REFUSED, LATEST, NONCONFORMANT, PASSTHROUGH, REJECTED, Resolution,
                       parse_status, resolve, verify)
@@ -26,8 +26,7 @@ from .resolve import (APPLIED, CHANGE_REFUSED, LATEST, NONCONFORMANT, PASSTHROUG
 if TYPE_CHECKING:
     from .relay import RelaySpec
 
-VHOST_TYPES = ("dpdkvhostuser", "dpdkvhostuserclient")
-CLIENT_TYPE = "dpdkvhostuserclient"
+VHOST_TYPES = PORT_TYPES
 OPTION = "vhost-compat"
 SERVER_PATH = "vhost-server-path"
 MIRROR_MODE, MIRROR_STATE, MIRROR_ERROR = "vhost-compat-mode", "vhost-compat-state", "vhost-compat-error"
@@ -147,12 +146,12 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
     registry: list[Action] = []
     ovs_side: list[Action] = []
     seen = set()
-    resolutions: dict[str, Resolution] = {}
+    resolutions: dict[tuple[str, str], Resolution] = {}
 
-    def resolved_for(request: str | None) -> Resolution:
-        key = (request or "").strip() or LATEST
+    def resolved_for(request: str | None, port_type: str) -> Resolution:
+        key = ((request or "").strip() or LATEST, port_type)
         if key not in resolutions:
-            resolutions[key] = resolve(key, host)
+            resolutions[key] = resolve(key[0], host, port_type)
         return resolutions[key]
 
     for iface in interfaces:
@@ -168,13 +167,13 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
             registry.append(RemovePort(port.name))
             port = None
         if port is None:
-            resolution = resolved_for(iface.request)
+            resolution = resolved_for(iface.request, iface.type)
             fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
             fields.update(_sockets(iface, None, resolution.state, resolution.mode, resolution.resolved, enforcement))
             registry.append(CreatePort(iface, resolution, fields))
             target = (resolution.resolved, fields)
         elif port.state == REJECTED and iface.normalized_request != port.requested:
-            resolution = resolved_for(iface.request)
+            resolution = resolved_for(iface.request, iface.type)
             fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
             fields.update(_sockets(iface, port, resolution.state, resolution.mode, resolution.resolved, enforcement))
             registry.append(UpdatePort(iface.name, fields, resolution))

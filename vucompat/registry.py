@@ -5,10 +5,13 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .errors import Problem, UnknownModeError
 from .mode import RECOMMENDED_SUFFIX, Capabilities, Mode, recommended
+
+if TYPE_CHECKING:
+    from .lock import Erratum
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class Registry:
     warnings: tuple[Problem, ...] = ()
     #: a description of where the modes came from, for messages
     where: str = "the compat tables"
+    #: errata of the released modes (from each directory's released.lock), oldest first
+    errata: tuple["Erratum", ...] = ()
 
     def expand(self, name: str) -> Mode:
         """Return the expanded mode `name`; `<mode>+recommended` is derived on demand.

@@ -29,9 +29,14 @@ def short_digest(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
 
 
-def runnable_cell(verdict: Runnability | None) -> str:
+def runnable_cell(verdict: Runnability | None, by_type: dict[str, Runnability] | None = None) -> str:
+    """'yes', 'no: missing ...', or, where the port types differ, which type runs it."""
     if verdict is None:
         return ""
+    if by_type and len({v.runnable for v in by_type.values()}) > 1:
+        yes = [t for t, v in by_type.items() if v.runnable]
+        no = "; ".join(f"{t} missing {v.describe()}" for t, v in by_type.items() if not v.runnable)
+        return click.style(f"{', '.join(yes)} only", fg="yellow") + f" ({no})"
     if verdict.runnable:
         return click.style("yes", fg="green")
     return click.style("no", fg="red") + ": missing " + verdict.describe()
@@ -60,11 +65,14 @@ def mode_text(mode: Mode, hex_masks: bool = False) -> str:
     abi = mode.abi
     deprecated = set(abi.deprecated_features)
     host_dependent = set(abi.host_dependent_features)
+    required = set(catalog.mask_to_names(abi.required_protocol, "protocol"))
+    optional = set(abi.protocol_features) - required
 
     def feature_lines(names: list[str]) -> list[str]:
         out = []
         for name in names:
-            marks = [m for m, s in (("deprecated", deprecated), ("host-dependent", host_dependent)) if name in s]
+            marks = [m for m, s in (("deprecated", deprecated), ("host-dependent", host_dependent),
+                                    ("required of the backend", required), ("optional", optional)) if name in s]
             out.append(f"  {name}" + (f"  ({', '.join(marks)})" if marks else ""))
         return out
 
@@ -76,6 +84,9 @@ def mode_text(mode: Mode, hex_masks: bool = False) -> str:
         fields.append(("derived from", ", ".join(mode.derived_from)))
     if mode.note:
         fields.append(("note", mode.note))
+    if mode.superseded_by:
+        fields.append(("SUPERSEDED", f"an erratum corrected this definition to {mode.superseded_by}; ports still "
+                                     "use it, so this registry keeps it for them"))
     fields += [(k, str(abi.limit(k))) for k in LIMITS]
     if hex_masks:
         fields += [("virtio mask", catalog.to_hex(abi.virtio)), ("protocol mask", catalog.to_hex(abi.protocol))]

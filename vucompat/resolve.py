@@ -39,17 +39,18 @@ class Resolution:
         return self.mode.name if self.mode else PASSTHROUGH
 
 
-def resolve(requested: str | None, host: Host) -> Resolution:
-    """Resolve a port's request on `host`.
+def resolve(requested: str | None, host: Host, port_type: str | None = None) -> Resolution:
+    """Resolve a port's request on `host`, for a port of `port_type` (None: any type).
 
     None or "" means `latest`: the newest mode the host can run. `recommended` is
     latest without deprecated features (<mode>+recommended). `passthrough` applies
-    no mode. A mode name must be defined on the host and runnable there; otherwise
-    the request is rejected, naming the modes the host can run, or the features it
-    lacks.
+    no mode. A mode name must be defined on the host and runnable there, on that
+    port type (from OVS 3.2 the types offer different masks); otherwise the request
+    is rejected, naming the modes the host can run, or the features it lacks.
     """
     request = (requested or "").strip() or LATEST
-    caps = host.capabilities.abi if host.capabilities else None
+    caps = host.capabilities.offer(port_type) if host.capabilities else None
+    on_type = f" {port_type} ports" if port_type and host.capabilities and host.capabilities.types_differ else ""
     if request == PASSTHROUGH:
         return Resolution(request, None, APPLIED)
     if request in (LATEST, RECOMMENDED):
@@ -67,8 +68,8 @@ def resolve(requested: str | None, host: Host) -> Resolution:
                           f"{listed or 'none'} (or latest, recommended, passthrough)")
     verdict = runnable(mode.abi, caps)
     if not verdict.runnable:
-        return Resolution(request, None, REJECTED, f"{mode.name} is not runnable on this host: its backend "
-                          f"lacks {verdict.describe()}")
+        where = f"this host's{on_type}: they lack" if on_type else "this host: its backend lacks"
+        return Resolution(request, None, REJECTED, f"{mode.name} is not runnable on {where} {verdict.describe()}")
     return Resolution(request, mode, APPLIED)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import catalog
 from .errors import Problem, TableError, UnknownFeatureError, UsageError, suggestions_hint
 from .expand import expand_lineage
-from .mode import Abi, Capabilities, Mode
+from .mode import PORT_TYPES, Abi, Capabilities, Mode
 from .registry import Lineage, Registry
 
 #: a host directory may hold this file next to its tables; it is not a table
@@ -100,7 +100,23 @@ def load_registry(dirs: Sequence[Path], where: str | None = None) -> Registry:
     }
     warnings = tuple(w for t in files for w in t.warnings)
     return Registry(modes=modes, lineages=lineages, warnings=warnings,
-                    where=where or ", ".join(str(d) for d in dirs))
+                    where=where or ", ".join(str(d) for d in dirs), errata=_errata(dirs, modes))
+
+
+def _errata(dirs: Sequence[Path], modes: Mapping[str, Mode]) -> tuple[Any, ...]:
+    """The errata of each directory's released.lock that lead to a loaded mode's digest.
+
+    Raises TableError when a lock cannot be read."""
+    from .lock import LOCK_FILE, read_lock, superseded_digests
+
+    out = []
+    for directory in dirs:
+        lock_path = directory / LOCK_FILE
+        if lock_path.is_file():
+            errata = read_lock(lock_path).errata
+            for name in sorted({e.mode for e in errata} & set(modes)):
+                out += sorted(superseded_digests(errata, name, modes[name].digest).values(), key=lambda e: e.date)
+    return tuple(out)
 
 
 def read_table(path: Path) -> TableFile:
@@ -125,7 +141,8 @@ def read_table(path: Path) -> TableFile:
 
 
 def read_capabilities(path: Path) -> Capabilities:
-    """Read a capabilities file (what a host's backend offers).
+    """Read a capabilities file (what a host's backend offers): the top-level offer,
+    and `[port_types.<type>]` tables for the port types that offer otherwise.
 
     Raises TableError naming the file and key of every problem.
     """
@@ -133,19 +150,28 @@ def read_capabilities(path: Path) -> Capabilities:
     if data is None:
         raise TableError(problems=problems, what="capabilities file")
     problems = _schema_problems(data, "capabilities", path)
-    masks = {"virtio": 0, "protocol": 0}
-    if not problems:
-        for key, kind in (("virtio_features", "virtio"), ("protocol_features", "protocol")):
-            for i, name in enumerate(data[key]):
-                try:
-                    masks[kind] |= catalog.names_to_mask([name], kind)  # type: ignore[arg-type]
-                except UnknownFeatureError as err:
-                    problems.append(Problem(path, f"{key}[{i}]", str(err)))
     if problems:
         raise TableError(problems=problems, what="capabilities file")
-    abi = Abi(virtio=masks["virtio"], protocol=masks["protocol"], max_queue_pairs=data["max_queue_pairs"],
-              max_rx_queue_size=data["max_rx_queue_size"], max_tx_queue_size=data["max_tx_queue_size"])
-    return Capabilities(abi=abi, source=str(path))
+    abi = _offer(data, "", path, problems)
+    by_type = {port_type: _offer(offer, f"port_types.{port_type}.", path, problems)
+               for port_type, offer in data.get("port_types", {}).items()}
+    if problems:
+        raise TableError(problems=problems, what="capabilities file")
+    if not by_type:
+        return Capabilities(abi=abi, source=str(path))
+    return Capabilities.of_types({t: by_type.get(t, abi) for t in PORT_TYPES}, source=str(path))
+
+
+def _offer(data: Mapping[str, Any], prefix: str, path: Path, problems: list[Problem]) -> Abi:
+    masks = {"virtio": 0, "protocol": 0}
+    for key, kind in (("virtio_features", "virtio"), ("protocol_features", "protocol")):
+        for i, name in enumerate(data[key]):
+            try:
+                masks[kind] |= catalog.names_to_mask([name], kind)  # type: ignore[arg-type]
+            except UnknownFeatureError as err:
+                problems.append(Problem(path, f"{prefix}{key}[{i}]", str(err)))
+    return Abi(virtio=masks["virtio"], protocol=masks["protocol"],
+               **{name: data[name] for name in ("max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size")})
 
 
 def table_text_until(text: str, version: str) -> str:

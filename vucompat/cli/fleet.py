@@ -224,7 +224,7 @@ def select_mode(remotes: str, scope: str, pool: str | None, fmt: str, **kw: Any)
 @_connection_options
 @_FORMAT
 def check_migration(remotes: str, interface: str, source: str, dest: str, allow_outside_contract: bool,
-                    fmt: str, **kw: Any) -> None:
+                    dest_port_type: str | None, fmt: str, **kw: Any) -> None:
     """May this port move from source to dest? The same verdict as the per-host
     check-migration, from the fleet database alone. Exit 0 allowed, 1 refused."""
     from ..fleet import check_fleet_migration
@@ -242,7 +242,8 @@ def check_migration(remotes: str, interface: str, source: str, dest: str, allow_
             raise UsageError(message=f"no host {name} in the fleet database (is its agent publishing?)")
     if not ports:
         raise UsageError(message=f"no port {interface} of {source} in the fleet database")
-    verdict = check_fleet_migration(ports[0][1], by_name[source], by_name[dest], allow_outside_contract)
+    verdict = check_fleet_migration(ports[0][1], by_name[source], by_name[dest], allow_outside_contract,
+                                    dest_port_type)
     stale = [n for n in (source, dest) if by_name[n].stale(now_ms())]
     print_verdict(verdict, fmt, {"stale": stale},
                   [f"  WARNING: {n} is stale: its data may be old" for n in stale])

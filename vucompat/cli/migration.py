@@ -21,6 +21,9 @@ def check_options(where: str, metavar: str) -> Callable[[Callable[..., Any]], Ca
             click.option("--port", "interface", required=True, help="The port's Interface name on the source host."),
             click.option("--source", required=True, metavar=metavar, help=f"The source host's {where}."),
             click.option("--dest", required=True, metavar=metavar, help=f"The destination host's {where}."),
+            click.option("--dest-port-type", type=click.Choice(["dpdkvhostuser", "dpdkvhostuserclient"]),
+                         help="The type of the port on the destination (default: the same as on the source); "
+                              "from OVS 3.2 the types offer different features."),
             click.option("--allow-outside-contract", is_flag=True,
                          help="Accept a port whose mode the destination cannot honour, when the features its "
                               "guest really negotiated are all offered there."),
@@ -34,14 +37,14 @@ def check_options(where: str, metavar: str) -> Callable[[Callable[..., Any]], Ca
 @check_options("registry (OVSDB remote)", "REMOTE")
 @_connection_options
 @_FORMAT
-def check_migration(interface: str, source: str, dest: str, allow_outside_contract: bool, fmt: str,
-                    **kw: Any) -> None:
+def check_migration(interface: str, source: str, dest: str, allow_outside_contract: bool,
+                    dest_port_type: str | None, fmt: str, **kw: Any) -> None:
     """May this port live-migrate from source to destination? Exit 0 allowed,
     1 refused (the reasons say why, by feature name), 2 error."""
     from ..api import Client
 
     with Client(**_conn(kw)) as client:
-        verdict = client.check_migration(interface, source, dest, allow_outside_contract)
+        verdict = client.check_migration(interface, source, dest, allow_outside_contract, dest_port_type)
     print_verdict(verdict, fmt)
 
 

@@ -54,18 +54,26 @@ def list_(tables: tuple[Path, ...], db: str | None, host: str | None, fmt: str, 
     conn = _conn(kw)
     loaded = open_host(host, **conn) if host else None
     registry = loaded.registry if loaded else _registry(tables, db, conn)
-    caps = loaded.capabilities.abi if loaded and loaded.capabilities else None
+    capabilities = loaded.capabilities if loaded else None
+    caps = capabilities.abi if capabilities else None
+    types = capabilities.by_type if capabilities and capabilities.types_differ else {}
     rows, data = [], []
     for mode in registry.newest_first:
         verdict = runnable(mode.abi, caps) if loaded else None
+        by_type = {t: runnable(mode.abi, offer) for t, offer in sorted(types.items())}
         item: dict[str, Any] = {"name": mode.name, "lineage": mode.lineage, "version": mode.version,
                                 "released": mode.released.isoformat() if mode.released else None,
                                 "digest": mode.digest}
+        if mode.superseded_by:
+            item["superseded_by"] = mode.superseded_by
         if verdict is not None:
             item.update(verdict.as_dict())
+        if by_type:
+            item["runnable_by_type"] = {t: v.as_dict() for t, v in by_type.items()}
         data.append(item)
-        rows.append([mode.name, item["released"] or "-", render.short_digest(mode.digest)]
-                    + ([render.runnable_cell(verdict)] if loaded else []))
+        name = mode.name + (" (superseded by an erratum)" if mode.superseded_by else "")
+        rows.append([name, item["released"] or "-", render.short_digest(mode.digest)]
+                    + ([render.runnable_cell(verdict, by_type)] if loaded else []))
     header = ["NAME", "RELEASED", "DIGEST"] + (["RUNNABLE"] if loaded else [])
     _emit(fmt, data, lambda: render.table(rows, header))
 

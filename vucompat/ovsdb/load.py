@@ -24,6 +24,8 @@ from .schema import COLUMNS, DB_NAME, OPEN_VSWITCH_COLUMNS
 
 #: capabilities_source when the capabilities come from a file, or a probe
 DECLARED, PROBED = "declared", "probed"
+#: Compat_Mode external_ids of a definition an erratum corrected but ports still use
+SUPERSEDED_BY, ERRATUM_REASON = "vucompat-superseded-by", "vucompat-erratum"
 #: what a load monitors: the Host row only. Modes and ports are read with one select
 #: (so its own 1,000 inserts do not come back as 1,000 row updates to parse) and
 #: guarded by a `wait` in the transaction.
@@ -42,9 +44,17 @@ class LoadResult:
         if not self.written:
             return f"{self.remote}: nothing to do: all {len(plan.unchanged)} mode(s) already loaded, identical"
         parts = [f"added {len(plan.insert)}", f"left {len(plan.unchanged)} identical"]
+        if plan.correct:
+            parts.append(f"corrected {len(plan.correct)} by erratum ("
+                         + "; ".join(f"{m.name}: {', '.join(e.changes)}" for m, e in plan.correct) + ")")
         if plan.prune:
             parts.append(f"pruned {len(plan.prune)} ({', '.join(plan.prune)})")
-        return f"{self.remote}: " + ", ".join(parts)
+        lines = [f"{self.remote}: " + ", ".join(parts)]
+        lines += [f"  {name}: kept the definition an erratum corrects ({', '.join(e.changes)}) for the port(s) "
+                  f"that use it ({', '.join(ports)}): their contract is not rewritten; it is marked superseded, "
+                  "and the next load replaces it once no port uses it" for name, (e, ports) in
+                  sorted(self.plan.superseded_in_use.items())]
+        return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         return {"remote": self.remote, "written": self.written, **self.plan.as_dict()}
@@ -64,32 +74,40 @@ def load(conn: Connection, tables: Registry, prune: bool = False, capabilities: 
     versions = read_ovs_versions(ovs_remote, conn.timeout) if ovs_remote else {}
 
     def build(txn: Any) -> LoadPlan:
-        digests, ports = read_modes_and_ports(conn)
-        plan = plan_load(tables.modes, digests, ports, prune)
+        digests, ports, marked = read_modes_and_ports(conn)
+        plan = plan_load(tables.modes, digests, ports, prune, tables.errata)
         if plan.redefined:
             loaded = _read_modes(conn, plan.redefined)
             raise RedefinitionError(remote=conn.remote, redefinitions=redefinitions(tables.modes, loaded))
         _row, host_changed = _stage_host(conn, txn, capabilities, host_name, versions)
-        if not (plan.insert or plan.prune or host_changed):
+        to_mark = {name: erratum for name, (erratum, _ports) in plan.superseded_in_use.items()
+                   if marked.get(name) != erratum.digest}
+        if not (plan.insert or plan.prune or plan.correct or to_mark or host_changed):
             return plan  # nothing to write: the transaction stays empty
         # the precondition: the table still holds exactly the names and digests read above
         txn.add_op({"op": "wait", "table": "Compat_Mode", "timeout": 0, "where": [], "columns": ["name", "digest"],
                     "until": "==", "rows": [{"name": n, "digest": d} for n, d in digests.items()]})
-        for name in plan.prune:
+        for name in plan.prune + tuple(m.name for m, _ in plan.correct):
             txn.add_op({"op": "delete", "table": "Compat_Mode", "where": [["name", "==", name]]})
-        for mode in plan.insert:  # raw inserts: the IDL's per-column checks cost 10x more
+        for mode in plan.insert + tuple(m for m, _ in plan.correct):  # raw inserts: the IDL's checks cost 10x more
             txn.add_op({"op": "insert", "table": "Compat_Mode", "row": mode_row(mode)})
+        for name, erratum in to_mark.items():
+            marks = [[SUPERSEDED_BY, erratum.digest], [ERRATUM_REASON, erratum.reason]]
+            txn.add_op({"op": "mutate", "table": "Compat_Mode", "where": [["name", "==", name]],
+                        "mutations": [["external_ids", "delete", ["set", [k for k, _ in marks]]],
+                                      ["external_ids", "insert", ["map", marks]]]})
         return plan
 
     plan, written = conn.transact(build, reads_fresh=True)
     return LoadResult(conn.remote, plan, written)
 
 
-def read_modes_and_ports(conn: Connection) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Return ({mode name: digest}, {mode name: names of the ports using it}) as the
-    database holds them now, in one read."""
+def read_modes_and_ports(conn: Connection) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
+    """Return ({mode name: digest}, {mode name: names of the ports using it}, {mode
+    name: the corrected digest it is marked superseded by}) as the database holds
+    them now, in one read."""
     modes, ports = rpc.transact(conn.remote, DB_NAME, [
-        {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", "name", "digest"]},
+        {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", "name", "digest", "external_ids"]},
         {"op": "select", "table": "Port", "where": [], "columns": ["interface_name", "mode"]},
     ], conn.timeout)
     names = {row["_uuid"][1]: row["name"] for row in modes["rows"]}
@@ -98,7 +116,9 @@ def read_modes_and_ports(conn: Connection) -> tuple[dict[str, str], dict[str, li
         mode = port["mode"]  # ["uuid", U] or ["set", []]
         if mode[0] == "uuid" and mode[1] in names:
             users.setdefault(names[mode[1]], []).append(port["interface_name"])
-    return {row["name"]: row["digest"] for row in modes["rows"]}, users
+    marked = {row["name"]: dict(row["external_ids"][1]).get(SUPERSEDED_BY) for row in modes["rows"]}
+    return ({row["name"]: row["digest"] for row in modes["rows"]}, users,
+            {name: digest for name, digest in marked.items() if digest})
 
 
 def _read_modes(conn: Connection, names: tuple[str, ...]) -> dict[str, Any]:

@@ -77,12 +77,14 @@ def row_to_mode(row: Any, remote: str) -> Mode:
     return Mode(name=row.name, lineage=row.lineage, version=row.version,
                 released=date.fromisoformat(released) if released else None, abi=abi,
                 provenance=dict(row.provenance), note=row.note, source=remote,
-                derived_from=tuple(row.derived_from))
+                derived_from=tuple(row.derived_from),
+                superseded_by=dict(getattr(row, "external_ids", {})).get("vucompat-superseded-by", ""))
 
 
 def host_capabilities(row: Any, remote: str) -> Capabilities | None:
-    """Return what a Host row says its backend offers; None when nothing is declared
-    (the host then runs every mode it defines)."""
+    """Return what a Host row says its backend offers, per port type where it knows
+    (type_offers); None when nothing is declared (the host then runs every mode it
+    defines)."""
     if row is None or row.capabilities_source == "none":
         return None
     limits = {name: optional(getattr(row, name)) for name in LIMITS}
@@ -90,17 +92,33 @@ def host_capabilities(row: Any, remote: str) -> Capabilities | None:
         return None
     abi = Abi(virtio=bits_to_mask(row.virtio_features), protocol=bits_to_mask(row.protocol_features),
               **{k: int(v) for k, v in limits.items()})
-    return Capabilities(abi=abi, source=f"{remote} Host {row.name} ({row.capabilities_source})")
+    by_type = {port_type: parse_offer(text) for port_type, text in dict(getattr(row, "type_offers", {})).items()}
+    return Capabilities(abi=abi, source=f"{remote} Host {row.name} ({row.capabilities_source})", by_type=by_type)
 
 
 def capabilities_columns(capabilities: Capabilities | None, source: str) -> dict[str, Any]:
-    """Return the Host columns that declare `capabilities` (None: clear them)."""
+    """Return the Host columns that declare `capabilities` (None: clear them): the
+    offer of every port type in the mask columns, each type's own in type_offers."""
     if capabilities is None:
         return {"capabilities_source": "none", "virtio_features": [], "protocol_features": [],
-                **{name: [] for name in LIMITS}}
+                **{name: [] for name in LIMITS}, "type_offers": {}}
     abi = capabilities.abi
     return {"capabilities_source": source, "virtio_features": catalog.bits_of(abi.virtio),
-            "protocol_features": catalog.bits_of(abi.protocol), **{name: [abi.limit(name)] for name in LIMITS}}
+            "protocol_features": catalog.bits_of(abi.protocol), **{name: [abi.limit(name)] for name in LIMITS},
+            "type_offers": {t: offer_text(a) for t, a in sorted(capabilities.by_type.items())}}
+
+
+def offer_text(abi: Abi) -> str:
+    """One port type's offer as a type_offers value: masks in hex, then the limits."""
+    return ",".join([f"virtio={catalog.to_hex(abi.virtio)}", f"protocol={catalog.to_hex(abi.protocol)}"]
+                    + [f"{name}={abi.limit(name)}" for name in LIMITS])
+
+
+def parse_offer(text: str) -> Abi:
+    """The inverse of offer_text; raise ValueError for a value it did not write."""
+    fields = dict(item.split("=", 1) for item in text.split(","))
+    return Abi(virtio=catalog.parse_hex(fields["virtio"]), protocol=catalog.parse_hex(fields["protocol"]),
+               **{name: int(fields[name]) for name in LIMITS})
 
 
 def json_row(row: dict[str, Any], table: str, schema: str = "registry") -> SimpleNamespace:

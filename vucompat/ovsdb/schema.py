@@ -19,7 +19,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                     "max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size", "deprecated_features",
                     "derived_from", "provenance", "note", "external_ids"),
     "Host": ("name", "capabilities_source", "virtio_features", "protocol_features", "max_queue_pairs",
-             "max_rx_queue_size", "max_tx_queue_size", "ovs_version", "dpdk_version", "default_policy",
+             "max_rx_queue_size", "max_tx_queue_size", "type_offers", "ovs_version", "dpdk_version", "default_policy",
              "other_config", "external_ids"),
     "Port": ("interface_name", "interface_uuid", "interface_type", "requested", "resolved", "mode", "state",
              "error", "negotiated_features", "negotiated", "verification", "frontend_socket", "relay_socket",
