@@ -183,12 +183,28 @@ def test_check_migration_with_what_a_real_guest_negotiated(switch: Switch, ovsdb
 
 def test_probe_and_dump_against_the_real_backend(switch: Switch, tmp_path: Path):
     remote = switch.server.unix_remote
-    done = subprocess.run([VUCOMPAT, "probe", "--db", remote, "--format", "json"], capture_output=True, text=True,
-                          env=ENV, timeout=60)
+    done = subprocess.run([VUCOMPAT, "probe", "--db", remote, "--ovs-rundir", str(switch.directory), "--format",
+                           "json"], capture_output=True, text=True, env=ENV, timeout=60)
     assert done.returncode == 0, done.stderr
     probed = json.loads(done.stdout)
-    # what Debian bookworm's OVS 3.1 + DPDK 22.11 offers (../shared/reference, measured)
+    # what Debian bookworm's OVS 3.1 + DPDK 22.11 offers (../shared/reference, measured), on both
+    # port types (a short-lived client port and a short-lived server port were asked)
     assert probed["virtio_mask"] == "0x0000000d7c66a7ca" and probed["protocol_mask"] == "0x0000000000010cbf"
+    assert {t: (o["virtio_mask"], o["protocol_mask"]) for t, o in probed["by_type"].items()} == {
+        "dpdkvhostuser": ("0x0000000d7c66a7ca", "0x0000000000010cbf"),
+        "dpdkvhostuserclient": ("0x0000000d7c66a7ca", "0x0000000000010cbf")}
+    assert sorted(dict(select(remote, "Host")[0]["type_offers"][1])) == ["dpdkvhostuser", "dpdkvhostuserclient"]
+    # such a host runs the modes its offer covers and no others
+    modes = json.loads(subprocess.run([VUCOMPAT, "list", "--host", remote, "--format", "json"], capture_output=True,
+                                      text=True, env=ENV).stdout)
+    assert {m["name"] for m in modes if m["runnable"]} == {
+        "debian12.ovs-dpdk.v3.1.0", "upstream.ovs-dpdk.v2.15", "upstream.ovs-dpdk.v2.13", "upstream.ovs-dpdk.v2.9",
+        "upstream.ovs-dpdk.v2.8", "fc26.ovs-dpdk.v2.8", "fc26.ovs-dpdk.v2.7"}
+    unavailable = {m["name"]: [g["name"] for g in m["unavailable"]] for m in modes if not m["runnable"]}
+    assert unavailable == {
+        "upstream.ovs-dpdk.v3.2": ["VIRTIO_NET_F_CSUM"],
+        "debian12.ovs-dpdk.v3.1.0-tso": ["VIRTIO_NET_F_CSUM", "VIRTIO_NET_F_HOST_TSO4", "VIRTIO_NET_F_HOST_TSO6"],
+        "upstream.ovs-dpdk.v2.11": ["VIRTIO_NET_F_HOST_UFO"], "upstream.ovs-dpdk.v2.6": ["max_queue_pairs"]}
     # a real frontend sees the same offer (less what virtio_user itself does not support)
     frontend = switch.frontend("fe-probe-check", eal_args=("--log-level=pmd.net.virtio.*:debug",))
     switch.vswitchd.add_vhost_port("probe-check", frontend.socket, compat="passthrough")

@@ -105,26 +105,34 @@ def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
     _emit(fmt, data, lambda: render.port_text(data))
 
 
-def _probe_offer(db: str, bridge: str | None, socket_path: Path | None, timeout: float):  # -> (Offer, info)
+def _probe_offers(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Path | None,
+                  timeout: float):  # -> ({port type: Offer}, info, versions)
+    from ..mode import SERVER_TYPE
     from ..ovsdb.load import read_switch
-    from ..probe import probe_bridge, probe_record, probe_socket
+    from ..probe import probe_record, probe_socket, probe_types
 
     versions, other_config, netdev = read_switch(db, timeout)
     if socket_path is not None:
-        offer = probe_socket(socket_path, timeout)
+        offers = {SERVER_TYPE: probe_socket(socket_path, timeout)}
     else:
         bridge = bridge or (netdev[0] if netdev else None)
         if bridge is None:
             raise UsageError(message=f"{db} has no netdev bridge to add a probe port to: give --bridge, or "
                              "--socket PATH of a dpdkvhostuser port")
-        offer = probe_bridge(db, bridge, timeout=max(timeout, 10.0))
-    return offer, probe_record(versions, other_config), versions
+        sock_dir = ovs_rundir / other_config.get("vhost-sock-dir", "") if ovs_rundir else None
+        offers = probe_types(db, bridge, sock_dir if sock_dir and sock_dir.is_dir() else None,
+                             timeout=max(timeout, 10.0))
+    return offers, probe_record(versions, other_config), versions
 
 
 _PROBE_TARGET = [
-    click.option("--bridge", help="Add the short-lived probe port to this bridge (default: the first netdev bridge)."),
+    click.option("--bridge", help="Add the short-lived probe ports to this bridge (default: the first netdev bridge)."),
     click.option("--socket", "socket_path", type=click.Path(path_type=Path),
                  help="Probe this backend socket instead (a dpdkvhostuser port's socket)."),
+    click.option("--ovs-rundir", type=click.Path(path_type=Path), envvar="OVS_RUNDIR",
+                 default="/var/run/openvswitch", show_default=True,
+                 help="ovs-vswitchd's run directory: with it, a short-lived dpdkvhostuser port is probed too "
+                      "(from OVS 3.2 the port types offer different features)."),
 ]
 
 
@@ -140,24 +148,36 @@ def _probe_target(f: Callable[..., Any]) -> Callable[..., Any]:
 @_probe_target
 @_connection_options
 @_FORMAT
-def probe(db: str, bridge: str | None, socket_path: Path | None, fmt: str, **kw: Any) -> None:
+def probe(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Path | None, fmt: str,
+          **kw: Any) -> None:
     """Ask the live backend what it offers (GET_FEATURES, GET_PROTOCOL_FEATURES,
-    GET_QUEUE_NUM) and record it in the Host row: every mode is then runnable or not."""
+    GET_QUEUE_NUM), on a client and a server port, and record it in the Host row:
+    every mode is then runnable or not, per port type."""
     from .. import catalog
-    from ..mode import Capabilities
     from ..ovsdb.connection import Connection
     from ..ovsdb.load import record_probe
+    from ..probe import capabilities_of
 
     conn = _conn(kw)
-    offer, info, versions = _probe_offer(db, bridge, socket_path, conn["timeout"])
+    offers, info, versions = _probe_offers(db, bridge, socket_path, ovs_rundir, conn["timeout"])
+    capabilities = capabilities_of(offers)
     with Connection(db, **conn) as registry:
-        record_probe(registry, Capabilities(offer.abi(), source="probe"), info, versions=versions)
-    data = {"virtio_features": catalog.mask_to_names(offer.virtio, "virtio"), "virtio_mask": catalog.to_hex(offer.virtio),
-            "protocol_features": catalog.mask_to_names(offer.protocol, "protocol"),
-            "protocol_mask": catalog.to_hex(offer.protocol), "max_queue_pairs": offer.queue_pairs, **versions, **info}
-    _emit(fmt, data, lambda: "\n".join([f"probed {db}: virtio {data['virtio_mask']}, protocol {data['protocol_mask']}, "
-                                         f"{offer.queue_pairs} queue pairs; recorded in the Host row",
-                                         "`vucompat list --host " + db + "` shows which modes it can run"]))
+        record_probe(registry, capabilities, info, versions=versions)
+    abi = capabilities.abi
+
+    def masks(virtio: int, protocol: int, pairs: int) -> dict[str, Any]:
+        return {"virtio_features": catalog.mask_to_names(virtio, "virtio"), "virtio_mask": catalog.to_hex(virtio),
+                "protocol_features": catalog.mask_to_names(protocol, "protocol"),
+                "protocol_mask": catalog.to_hex(protocol), "max_queue_pairs": pairs}
+
+    data = {**masks(abi.virtio, abi.protocol, abi.max_queue_pairs),
+            "by_type": {t: masks(o.virtio, o.protocol, o.queue_pairs) for t, o in offers.items()},
+            **versions, **info}
+    lines = [f"probed {db}: " + "; ".join(f"{t} ports virtio {catalog.to_hex(o.virtio)}, protocol "
+                                          f"{catalog.to_hex(o.protocol)}, {o.queue_pairs} queue pairs"
+                                          for t, o in offers.items()) + "; recorded in the Host row",
+             "`vucompat list --host " + db + "` shows which modes it can run"]
+    _emit(fmt, data, lambda: "\n".join(lines))
 
 
 @main.command()
@@ -166,13 +186,24 @@ def probe(db: str, bridge: str | None, socket_path: Path | None, fmt: str, **kw:
 @_probe_target
 @click.option("--version", "version", default="NEW", show_default=True, help="The version to write in the entry.")
 @_connection_options
-def dump(db: str, bridge: str | None, socket_path: Path | None, version: str, **kw: Any) -> None:
+@click.option("--port-type", type=click.Choice(["dpdkvhostuser", "dpdkvhostuserclient"]),
+              help="Dump this port type's offer (default: a client port's; with --socket, the server port's).")
+def dump(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Path | None, version: str,
+         port_type: str | None, **kw: Any) -> None:
     """Print what the live backend offers as a ready-to-paste [[mode]] table entry."""
     from ..probe import dump_entry
 
     conn = _conn(kw)
-    offer, _info, versions = _probe_offer(db, bridge, socket_path, conn["timeout"])
+    offers, _info, versions = _probe_offers(db, bridge, socket_path, ovs_rundir if port_type != "dpdkvhostuserclient"
+                                            else None, conn["timeout"])
+    chosen = port_type or next(iter(offers))
+    if chosen not in offers:
+        raise UsageError(message=f"no {chosen} port could be probed: give --ovs-rundir (where ovs-vswitchd "
+                         "serves its vhost-user sockets)")
+    offer = offers[chosen]
     provenance = {"ovs": versions.get("ovs_version", "unknown")}
     if versions.get("dpdk_version"):
         provenance["dpdk"] = versions["dpdk_version"].removeprefix("DPDK ")
+    if len(offers) > 1 or port_type:
+        provenance["port_type"] = chosen
     click.echo(dump_entry(offer, version, provenance), nl=False)
