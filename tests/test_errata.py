@@ -141,3 +141,28 @@ def test_load_corrects_a_registry_but_keeps_a_running_ports_contract(ovsdb_serve
     table.write_text(table.read_text().replace("max_queue_pairs = 128", "max_queue_pairs = 64"))
     code, _, err = run("load", "--db", remote, "--tables", str(packager_dir))
     assert code == 2 and "refusing to load" in err and digests()["acme.ovs-dpdk.v2.8"] == corrected.digest
+
+
+def test_a_port_on_a_superseded_definition_may_move_to_a_corrected_host(packager_dir: Path, tmp_path: Path):
+    from vucompat.migration import check_migration
+    from vucompat.reconcile import PortView
+    from vucompat.registry import Host
+
+    released = tmp_path / "released"
+    shutil.copytree(packager_dir, released)
+    table = packager_dir / "acme.ovs-dpdk.toml"
+    table.write_text(table.read_text().replace(REPLY_ACK, ""))
+    add_erratum(packager_dir, "acme.ovs-dpdk.v2.8", "DPDK 17.05 never offers REPLY_ACK", ["vhost_user.h#L59"])
+    old, new = Host("old", load_registry([released])), Host("new", load_registry([packager_dir]))
+    assert new.registry.modes["acme.ovs-dpdk.v2.8"].supersedes == (old.registry.modes["acme.ovs-dpdk.v2.8"].digest,)
+    port = PortView(name="vhu0", interface_uuid="u", requested="acme.ovs-dpdk.v2.8", resolved="acme.ovs-dpdk.v2.8",
+                    state="applied", error=None, mode=old.registry.modes["acme.ovs-dpdk.v2.8"])
+    verdict = check_migration(port, old, new)
+    assert verdict.allowed and "corrected by an erratum" in verdict.sentence
+    # the erratum changed only a per-connection protocol feature; any other difference is refused
+    other = tmp_path / "other"
+    shutil.copytree(packager_dir, other)
+    (other / "acme.ovs-dpdk.toml").write_text(table.read_text().replace('    "VIRTIO_RING_F_INDIRECT_DESC",\n', ""))
+    (other / LOCK_FILE).unlink()
+    refused = check_migration(port, old, Host("other", load_registry([other])))
+    assert not refused.allowed and "DIGEST DIFFERS" in refused.sentence

@@ -89,6 +89,12 @@ def check_migration(port: PortView, source: Host, destination: Host,
                        f"the guest negotiated {', '.join(r.name for r in facts)}, outside {mode.name}, and {dst} "
                        "does not offer it")
     if not contract:
+        theirs = destination.registry.modes[mode.name]
+        if theirs.digest != mode.digest:
+            return Verdict(True, port.name, mode.name, "contract", (),
+                           f"{dst} defines {mode.name} as corrected by an erratum (its digest differs only in "
+                           "protocol features, which every connection negotiates again) and can run the port's "
+                           "definition")
         return Verdict(True, port.name, mode.name, "contract", (),
                        f"{dst} defines {mode.name} with the same digest and can run it")
     fits = facts is not None and not facts
@@ -109,9 +115,21 @@ def _contract(mode: Mode, destination: Host, dest_type: str) -> tuple[Reason, ..
     if theirs is None:
         return (Reason("missing_mode", mode.name, mode.digest, None),)
     if theirs.digest != mode.digest:
-        return tuple(Reason("digest_mismatch", d.name, d.a, d.b) for d in compare(mode.abi, theirs.abi).responsible)
+        differences = compare(mode.abi, theirs.abi).responsible
+        if not (_erratum_links(mode, theirs) and all(d.kind == "protocol_feature" for d in differences)):
+            return tuple(Reason("digest_mismatch", d.name, d.a, d.b) for d in differences)
+        # an erratum corrected the definition, and only protocol features differ: they are
+        # negotiated on every connection, so the guest's state carries over; the port keeps
+        # its own definition, which the destination must be able to run
     verdict = runnable(mode.abi, destination.capabilities.offer(dest_type) if destination.capabilities else None)
     return tuple(Reason("unavailable", g.name, g.required, g.offered) for g in verdict.unavailable)
+
+
+def _erratum_links(a: Mode, b: Mode) -> bool:
+    """Whether an erratum known to either registry corrected one of these definitions of
+    one name to the other."""
+    return a.superseded_by == b.digest or b.superseded_by == a.digest or a.digest in b.supersedes or \
+        b.digest in a.supersedes
 
 
 def _facts(port: PortView, destination: Host, dest_type: str) -> list[Reason] | None:

@@ -132,6 +132,8 @@ class Mode:
     #: in a registry: the corrected digest, when an erratum corrected this definition
     #: but ports still use it (`vucompat load` keeps it for them)
     superseded_by: str = ""
+    #: the digests of the definitions of this name that errata corrected to this one
+    supersedes: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -159,6 +161,7 @@ class Mode:
             "source": self.source,
             "derived_from": list(self.derived_from),
             **({"superseded_by": self.superseded_by} if self.superseded_by else {}),
+            **({"supersedes": list(self.supersedes)} if self.supersedes else {}),
         }
 
 

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -94,13 +94,16 @@ def load_registry(dirs: Sequence[Path], where: str | None = None) -> Registry:
     if problems:
         raise TableError(problems=problems)
     modes = {m.name: m for t in winners.values() for m in t.modes}
+    errata = _errata(dirs, modes)
+    for name in {e.mode for e in errata}:
+        modes[name] = replace(modes[name], supersedes=tuple(e.superseded for e in errata if e.mode == name))
     lineages = {
         name: Lineage(name, t.summary, str(t.path), tuple(str(x.path) for x in shadowed.get(name, [])))
         for name, t in winners.items()
     }
     warnings = tuple(w for t in files for w in t.warnings)
     return Registry(modes=modes, lineages=lineages, warnings=warnings,
-                    where=where or ", ".join(str(d) for d in dirs), errata=_errata(dirs, modes))
+                    where=where or ", ".join(str(d) for d in dirs), errata=errata)
 
 
 def _errata(dirs: Sequence[Path], modes: Mapping[str, Mode]) -> tuple[Any, ...]:

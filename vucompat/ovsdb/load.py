@@ -19,13 +19,12 @@ from ..mode import Capabilities
 from ..registry import Registry
 from . import rpc
 from .connection import Connection
-from .rows import capabilities_columns, mode_row
+from .rows import ERRATUM_REASON, SUPERSEDED_BY, capabilities_columns, mode_row
 from .schema import COLUMNS, DB_NAME, OPEN_VSWITCH_COLUMNS
 
 #: capabilities_source when the capabilities come from a file, or a probe
 DECLARED, PROBED = "declared", "probed"
-#: Compat_Mode external_ids of a definition an erratum corrected but ports still use
-SUPERSEDED_BY, ERRATUM_REASON = "vucompat-superseded-by", "vucompat-erratum"
+
 #: what a load monitors: the Host row only. Modes and ports are read with one select
 #: (so its own 1,000 inserts do not come back as 1,000 row updates to parse) and
 #: guarded by a `wait` in the transaction.

@@ -22,6 +22,11 @@ class CorruptRowError(VucompatError):
                 "delete the row and load the tables again")
 
 
+#: Compat_Mode external_ids: the corrected digest of a definition an erratum corrected
+#: but ports still use; the erratum's reason; the digests a corrected definition supersedes
+SUPERSEDED_BY, ERRATUM_REASON, SUPERSEDES = "vucompat-superseded-by", "vucompat-erratum", "vucompat-supersedes"
+
+
 def bits_to_mask(bits: Any) -> int:
     return sum(1 << int(b) for b in bits)
 
@@ -50,6 +55,7 @@ def mode_row(mode: Mode) -> dict[str, Any]:
         "derived_from": ["set", list(mode.derived_from)],
         "provenance": ["map", [[k, v] for k, v in mode.provenance.items()]],
         "note": mode.note,
+        "external_ids": ["map", [[SUPERSEDES, ",".join(mode.supersedes)]] if mode.supersedes else []],
     }
 
 
@@ -74,11 +80,13 @@ def row_to_mode(row: Any, remote: str) -> Mode:
     if abi.digest != row.digest:
         raise CorruptRowError(remote=remote, name=row.name, stored=row.digest, computed=abi.digest)
     released = optional(row.released)
+    ids = dict(getattr(row, "external_ids", {}))
     return Mode(name=row.name, lineage=row.lineage, version=row.version,
                 released=date.fromisoformat(released) if released else None, abi=abi,
                 provenance=dict(row.provenance), note=row.note, source=remote,
                 derived_from=tuple(row.derived_from),
-                superseded_by=dict(getattr(row, "external_ids", {})).get("vucompat-superseded-by", ""))
+                superseded_by=ids.get(SUPERSEDED_BY, ""),
+                supersedes=tuple(d for d in ids.get(SUPERSEDES, "").split(",") if d))
 
 
 def host_capabilities(row: Any, remote: str) -> Capabilities | None:
