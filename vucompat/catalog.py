@@ -192,20 +192,24 @@ class ProtocolNeed:
     why: str
 
 
-#: the rule: which protocol features a mode requires of a backend (docs/tables.md)
+#: the rule: which protocol features a mode requires of a backend (docs/tables.md).
+#: Checked against QEMU v10.0.13 (hw/virtio/vhost-user.c, hw/net/virtio-net.c) and 7.2.
 PROTOCOL_NEEDS: tuple[ProtocolNeed, ...] = (
     ProtocolNeed("VHOST_USER_PROTOCOL_F_LOG_SHMFD", "always",
-                 "QEMU blocks live migration without it: hw/virtio/vhost-user.c vhost_user_backend_init sets the "
-                 "migration blocker 'Migration disabled: vhost-user backend lacks "
-                 "VHOST_USER_PROTOCOL_F_LOG_SHMFD feature.'"),
+                 "QEMU blocks live migration without it: 'Migration disabled: vhost-user backend lacks "
+                 "VHOST_USER_PROTOCOL_F_LOG_SHMFD feature.' (hw/virtio/vhost-user.c:2267-2273 at v10.0.13)"),
     ProtocolNeed("VHOST_USER_PROTOCOL_F_MQ", "max_queue_pairs>1",
-                 "without it QEMU does not ask GET_QUEUE_NUM and takes one queue pair: a netdev with queues>1 "
-                 "fails ('you are asking more queues than supported')"),
+                 "without it QEMU takes one queue pair and drops a netdev with queues > 1: 'you are asking more "
+                 "queues than supported' (hw/virtio/vhost-user.c:2217-2226, net/vhost-user.c:105-111)"),
     ProtocolNeed("VHOST_USER_PROTOCOL_F_BACKEND_REQ", "virtio:VIRTIO_F_ACCESS_PLATFORM",
                  "QEMU refuses a backend that offers IOMMU_PLATFORM without it: 'IOMMU support requires reply-ack "
-                 "and slave-req protocol features.' (vhost_user_backend_init)"),
+                 "and backend-req protocol features.' (hw/virtio/vhost-user.c:2234-2242)"),
     ProtocolNeed("VHOST_USER_PROTOCOL_F_REPLY_ACK", "virtio:VIRTIO_F_ACCESS_PLATFORM",
-                 "the same check: IOTLB updates need acknowledged replies"),
+                 "the same check (hw/virtio/vhost-user.c:2234-2242)"),
+    ProtocolNeed("VHOST_USER_PROTOCOL_F_DEVICE_STATE", "always",
+                 "when a source backend has it, QEMU 10.0+ sends the backend's state in the migration stream "
+                 "(hw/net/virtio-net.c:3454-3482) and a destination without it fails the load: 'Back-end does "
+                 "not support migration state transfer' (hw/virtio/vhost-user.c:2870-2874)"),
 )
 
 
