@@ -29,6 +29,9 @@ def test_a_mode_requires_only_the_protocol_features_its_promises_need(shipped: P
     assert replace(v215, max_queue_pairs=1).required_protocol == protocol("LOG_SHMFD")
     iommu = replace(v215, virtio=v215.virtio | catalog.lookup("VIRTIO_F_ACCESS_PLATFORM").value)
     assert iommu.required_protocol == protocol("MQ", "LOG_SHMFD", "REPLY_ACK", "BACKEND_REQ")
+    # a backend's state in the migration stream (QEMU 10.0+) must be understood on both sides
+    state = replace(v215, protocol=v215.protocol | protocol("DEVICE_STATE"))
+    assert state.required_protocol == protocol("MQ", "LOG_SHMFD", "DEVICE_STATE")
     # a backend without the optional REPLY_ACK and STATUS runs the mode; the relay will not offer them
     host = replace(v215, protocol=v215.protocol & ~protocol("REPLY_ACK", "STATUS", "HOST_NOTIFIER"))
     verdict = runnable(v215, host)
