@@ -166,3 +166,21 @@ def test_the_state_after_a_publish_lets_the_next_one_skip_the_read():
     assert port_update["where"] == [["_uuid", "==", inserted["uuid"]]] and port_update["row"] == {"state": "nonconformant"}
     state = published_after(changed, state, ops, results_of(ops))
     assert publish_operations(changed, state, now_ms=4000) == []
+
+
+def test_a_host_publishes_each_port_types_offer_and_readers_get_it_back():
+    from vucompat import catalog
+    from vucompat.mode import Capabilities
+    from vucompat.ovsdb.rows import host_capabilities, json_row
+
+    record = synthetic_record(2, SHAPE)
+    csum = catalog.lookup("VIRTIO_NET_F_CSUM").value
+    offer = record.host.capabilities.abi
+    client, common = replace(offer, virtio=offer.virtio | csum), replace(offer, virtio=offer.virtio & ~csum)
+    caps = Capabilities.of_types({"dpdkvhostuser": common, "dpdkvhostuserclient": client}, source="probe")
+    record = replace(record, host=replace(record.host, capabilities=caps))
+    current = as_server_sends(publish_operations(record, Published(), now_ms=1000))
+    read = host_capabilities(json_row(current.host, "Host", "fleet"), "fleet")
+    assert read.offer("dpdkvhostuserclient") == client and read.offer("dpdkvhostuser") == common
+    assert read.abi == common and read.types_differ
+    assert publish_operations(record, current, now_ms=2000) == []  # published as it reads back

@@ -12,14 +12,14 @@ from .. import catalog
 from ..fleet import HostRecord, needed_modes, unavailable_features
 from ..mode import LIMITS
 from ..reconcile import PortView
-from .rows import mode_row
+from .rows import mode_row, offer_text
 
 
 #: Port columns the fleet copies from a host's registry (plus host and mode)
 PORT_COLUMNS = ("interface_name", "interface_type", "requested", "resolved", "state", "error",
                 "negotiated_features", "verification", "violation")
 HOST_COLUMNS = ("name", "pool", "capabilities_source", "virtio_features", "protocol_features", *LIMITS,
-                "ovs_version", "dpdk_version", "default_policy", "modes", "runnable", "unavailable",
+                "type_offers", "ovs_version", "dpdk_version", "default_policy", "modes", "runnable", "unavailable",
                 "heartbeat_interval", "agent_version", "ports")
 
 
@@ -55,6 +55,7 @@ def host_row(record: HostRecord, mode_refs: Mapping[tuple[str, str], list[str]],
         "virtio_features": _set(catalog.bits_of(caps.abi.virtio) if caps else []),
         "protocol_features": _set(catalog.bits_of(caps.abi.protocol) if caps else []),
         **{name: _optional(caps.abi.limit(name) if caps else None) for name in LIMITS},
+        "type_offers": ["map", sorted((t, offer_text(a)) for t, a in caps.by_type.items()) if caps else []],
         "ovs_version": _optional(record.ovs_version),
         "dpdk_version": _optional(record.dpdk_version),
         "default_policy": record.default_policy,
