@@ -147,21 +147,15 @@ def _vsctl(remote: str, *args: str) -> str:
 def dump_entry(offer: Offer, version: str, provenance: dict[str, str], note: str = "") -> str:
     """A ready-to-paste `[[mode]]` table entry for what a backend offers (the first,
     complete version of a lineage: later ones are written as deltas)."""
-    def names(mask: int, kind: str) -> str:
-        items = catalog.mask_to_names(mask, kind)  # type: ignore[arg-type]
-        return "[\n" + "".join(f'    "{n}",\n' for n in items) + "]"
+    from .render import mode_entry_toml  # lazy: render pulls in lint and negotiate
 
-    prov = ", ".join(f'{k} = "{v}"' for k, v in provenance.items())
-    lines = ["[[mode]]", f'version = "{version}"', f"released = {date.today().isoformat()}",
-             f"provenance = {{ {prov} }}",
-             f"virtio_features = {names(offer.virtio, 'virtio')}",
-             f"protocol_features = {names(offer.protocol, 'protocol')}",
-             f"max_queue_pairs = {offer.queue_pairs}",
-             "max_rx_queue_size = 1024  # not probed: QEMU's virtio-net maximum; the backend accepts up to 32768",
-             "max_tx_queue_size = 1024",
-             f'note = "{note or "dumped by vucompat dump"}: virtio {catalog.to_hex(offer.virtio)}, '
-             f'protocol {catalog.to_hex(offer.protocol)}"']
-    return "\n".join(lines) + "\n"
+    abi = Abi(offer.virtio, offer.protocol, offer.queue_pairs, 1024, 1024)
+    return mode_entry_toml(
+        abi, version, date.today(), provenance,
+        note=f"{note or 'dumped by vucompat dump'}: virtio {catalog.to_hex(offer.virtio)}, "
+             f"protocol {catalog.to_hex(offer.protocol)}",
+        limit_comments={"max_rx_queue_size": "not probed: QEMU's virtio-net maximum; the backend accepts up "
+                                             "to 32768"})
 
 
 def settings_fingerprint(ovs_version: str | None, dpdk_version: str | None, other_config: dict[str, str]) -> str:

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import json
+import re
+from datetime import date
+from typing import Any, Mapping, Sequence
 
 import click
 
 from . import catalog
 from .compare import Comparison, Runnability
 from .lint import LintReport
-from .mode import LIMITS, Mode
+from .mode import LIMITS, Abi, Mode
 from .negotiate import Negotiation
 
 
@@ -166,4 +169,77 @@ def port_text(data: dict) -> str:
         lines.append(f"negotiated features ({len(data['negotiated_features'])}):")
         lines += [f"  {n}" + (click.style("  (beyond the mode)", fg="red") if n in offending else "")
                   for n in data["negotiated_features"]]
+    return "\n".join(lines)
+
+
+# ---- table entries (TOML) -----------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def toml_string(text: str) -> str:
+    """`text` as a TOML basic string (JSON's escapes are TOML's; DEL is escaped too)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else toml_string(key)
+
+
+def _toml_names(names: Sequence[str], inline: bool = False) -> str:
+    if not names:
+        return "[]"
+    if inline:
+        return "[" + ", ".join(toml_string(n) for n in names) + "]"
+    return "[\n" + "".join(f"    {toml_string(n)},\n" for n in names) + "]"
+
+
+def mode_entry_toml(abi: Abi, version: str, released: date, provenance: Mapping[str, str] | None = None,
+                    note: str = "", comments: Sequence[str] = (), limit_comments: Mapping[str, str] | None = None,
+                    previous: Abi | None = None) -> str:
+    """A ready-to-paste `[[mode]]` entry of a table file (docs/tables.md) for `abi`.
+
+    Without `previous`: the complete entry a lineage's first version needs (every
+    feature by name, every limit). With `previous` (the ABI of the lineage's last
+    version): the delta a later version is written as (`enable`/`disable`, and
+    only the limits that change). `comments` go above the entry as `# ` lines,
+    `limit_comments` (limit name -> text) after a limit's value. The entry reads
+    back (tables.read_table, under a `lineage`/`summary` header) as exactly `abi`."""
+    lines = [f"# {line}".rstrip() for comment in comments for line in comment.splitlines()]
+    lines += ["[[mode]]", f"version = {toml_string(version)}", f"released = {released.isoformat()}"]
+    if provenance:
+        lines.append("provenance = { " + ", ".join(f"{_toml_key(k)} = {toml_string(v)}"
+                                                   for k, v in provenance.items()) + " }")
+    if previous is None:
+        lines += [f"virtio_features = {_toml_names(abi.virtio_features)}",
+                  f"protocol_features = {_toml_names(abi.protocol_features)}"]
+        limits = list(LIMITS)
+    else:
+        enable = catalog.mask_to_names(abi.virtio & ~previous.virtio, "virtio") + \
+            catalog.mask_to_names(abi.protocol & ~previous.protocol, "protocol")
+        disable = catalog.mask_to_names(previous.virtio & ~abi.virtio, "virtio") + \
+            catalog.mask_to_names(previous.protocol & ~abi.protocol, "protocol")
+        lines += [f"{key} = {_toml_names(names, inline=len(names) <= 3)}"
+                  for key, names in (("enable", enable), ("disable", disable)) if names]
+        limits = [name for name in LIMITS if abi.limit(name) != previous.limit(name)]
+    for name in limits:
+        comment = (limit_comments or {}).get(name)
+        lines.append(f"{name} = {abi.limit(name)}" + (f"  # {comment}" if comment else ""))
+    if note:
+        lines.append(f"note = {toml_string(note)}")
+    return "\n".join(lines) + "\n"
+
+
+def baseline_sources_text(sources: Sequence[Mapping[str, Any]]) -> str:
+    """What a baseline was computed from: per input, the hosts used and skipped."""
+    lines = ["computed from:"]
+    for source in sources:
+        line = f"  {source['input']}  ({source['kind']}"
+        hosts = source.get("hosts") or []
+        if source["kind"] == "pool":
+            line += f": {len(hosts)} host(s) used: {', '.join(hosts)}"
+        elif source["kind"] == "host" and hosts and hosts != [source["input"]]:
+            line += f" {hosts[0]}"
+        lines.append(line + ")")
+        lines += [f"    skipped {name}: {why}" for name, why in source.get("skipped", {}).items()]
     return "\n".join(lines)

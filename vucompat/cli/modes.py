@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -117,32 +118,127 @@ def compare(a: str, b: str, tables: tuple[Path, ...], db: str | None, fmt: str, 
         raise SystemExit(1)
 
 
+_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]*$")
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @_TABLES
 @_DB
+@click.option("--fleet", "fleet_remotes", metavar="REMOTES", envvar="VUCOMPAT_FLEET",
+              help="The fleet database that pool:NAME inputs are read from: comma-separated remotes of its "
+                   "servers, as for `vucompat fleet`. Env: VUCOMPAT_FLEET.")
+@click.option("--include-stale", is_flag=True, help="pool:NAME inputs count hosts that stopped publishing too.")
+@click.option("--version", "version", metavar="VERSION",
+              help="--format toml: the version of the entry (default: today's date, YYYY.MM.DD).")
+@click.option("--append-to", "append_to", type=click.Path(path_type=Path, dir_okay=False), metavar="TABLE",
+              help="--format toml: write the entry as the next version of this table file's lineage (a delta "
+                   "on its last version) instead of a lineage's complete first version.")
 @_connection_options
-@_FORMAT
-def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], db: str | None, fmt: str, **kw: Any) -> None:
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "toml"]), default="text", show_default=True,
+              help="text for people, json for programs, toml: a ready-to-paste [[mode]] table entry.")
+def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], db: str | None, fleet_remotes: str | None,
+             include_stale: bool, version: str | None, append_to: Path | None, fmt: str, **kw: Any) -> None:
     """The greatest configuration that every input can run.
 
-    Each input is a mode name or a capabilities file (a path ending in .toml).
-    Deprecated features are left out."""
-    from .. import render
-    from ..compare import baseline as baseline_of
-    from ..tables import read_capabilities
+    Each input is a mode name, a capabilities file (a path ending in .toml), a
+    host (the OVSDB remote of its registry, unix:/tcp:/ssl:, or a host directory:
+    what its backend offers), or pool:NAME (every fresh host of that pool of the
+    fleet database, --fleet). Deprecated features are left out. --format toml
+    prints it as a [[mode]] entry for a table file."""
+    from datetime import date
 
+    from .. import catalog, render
+    from ..compare import baseline as baseline_of
+    from ..hosts import REMOTE_PREFIXES, host_offer, load_host, open_host, open_pool
+    from ..tables import read_capabilities, read_table
+
+    if fmt != "toml" and (version or append_to):
+        raise UsageError(message="--version and --append-to shape a table entry: give them with --format toml")
+    today = date.today()
+    version = version or today.strftime("%Y.%m.%d")
+    if not _VERSION.match(version):
+        raise UsageError(message=f"--version {version!r}: a version is letters, digits, '.', '_' and '-', "
+                         "starting with a letter or digit (e.g. 2026.12.03 or 1.1)")
+    previous = read_table(append_to).modes[-1] if append_to else None
     conn = _conn(kw)
     registry = None
     abis = []
+    #: per input: what it was and, for hosts and pools, which hosts were used or skipped
+    sources: list[dict[str, Any]] = []
+    labels: list[str] = []
     for item in inputs:
-        if item.endswith(".toml"):
+        if item.startswith("pool:"):
+            pool = item.removeprefix("pool:")
+            if not pool:
+                raise UsageError(message="pool:NAME: give the pool's name, e.g. pool:rack-1")
+            if not fleet_remotes:
+                raise UsageError(message=f"{item} is read from the fleet database: give --fleet REMOTES "
+                                 "(or set VUCOMPAT_FLEET)")
+            members = open_pool(pool, fleet_remotes, include_stale=include_stale, **conn)
+            names = [h.name for h in members.used]
+            abis += [host_offer(h, h.name) for h in members.used]
+            sources.append({"input": item, "kind": "pool", "hosts": names, "skipped": dict(members.skipped)})
+            labels.append(f"{item} ({', '.join(names)})")
+        elif item.startswith(REMOTE_PREFIXES) or ("/" in item and not item.endswith(".toml")) or \
+                Path(item).is_dir():
+            host = open_host(item, **conn) if item.startswith(REMOTE_PREFIXES) else load_host(Path(item))
+            abis.append(host_offer(host, item))
+            sources.append({"input": item, "kind": "host", "hosts": [host.name], "skipped": {}})
+            labels.append(host.name)
+        elif item.endswith(".toml"):
             abis.append(read_capabilities(Path(item)).abi)
+            sources.append({"input": item, "kind": "capabilities", "hosts": [], "skipped": {}})
+            labels.append(item)
         else:
             registry = registry or _registry(tables, db, conn)
             abis.append(registry.expand(item).abi)
+            sources.append({"input": item, "kind": "mode", "hosts": [], "skipped": {}})
+            labels.append(item)
     result = baseline_of(abis, inputs)
-    _emit(fmt, result.as_dict(), lambda: render.mode_text(result))
+    if fmt != "toml":
+        _emit(fmt, {**result.as_dict(), "inputs": sources},
+              lambda: render.mode_text(result) + "\n" + render.baseline_sources_text(sources))
+        return
+    abi = result.abi
+    comments = [(f"baseline of {', '.join(labels)} (vucompat baseline, {today.isoformat()}): the greatest "
+                 "configuration every input can run, deprecated features left out."),
+                f"The next version of {previous.lineage}: paste it at the end of {append_to}." if previous else
+                "A lineage's complete first version: paste it under the lineage and summary of a new table file."]
+    for source in sources:
+        if source["kind"] == "pool":
+            comments.append(f"{source['input']}: used {', '.join(source['hosts'])}")
+            comments += [f"  skipped {name}: {why}" for name, why in source["skipped"].items()]
+    if previous is not None and previous.abi.digest == abi.digest:
+        comments.append(f"NOTE: v{previous.version} defines this already: the lineage may not need a new version")
+    note = (f"baseline of {', '.join(labels)}: virtio {catalog.to_hex(abi.virtio)}, "
+            f"protocol {catalog.to_hex(abi.protocol)}")
+    entry = render.mode_entry_toml(abi, version, today, {"baseline": ", ".join(labels)}, note, comments,
+                                   previous=previous.abi if previous else None)
+    if append_to is not None:
+        _check_appended(append_to, entry, abi)
+    click.echo(entry, nl=False)
+
+
+def _check_appended(table: Path, entry: str, abi: Any) -> None:
+    """Read `table` with `entry` appended (in a scratch copy): an entry that would not
+    load there (a version the file has, a date before its last) is a UsageError."""
+    import tempfile
+
+    from ..errors import TableError
+    from ..tables import read_table
+
+    with tempfile.TemporaryDirectory(prefix="vucompat-baseline-") as scratch:
+        copy = Path(scratch) / table.name
+        copy.write_text(table.read_text().rstrip("\n") + "\n\n" + entry)
+        try:
+            loaded = read_table(copy).modes[-1]
+        except TableError as err:
+            problems = "; ".join(p.message for p in err.problems)
+            raise UsageError(message=f"the entry would not load at the end of {table}: {problems} "
+                             "(give another --version)") from None
+    if loaded.abi.digest != abi.digest:  # a renderer bug, never the user's
+        raise AssertionError(f"the entry reads back as {loaded.abi.digest}, not {abi.digest}")
 
 
 @main.command()
