@@ -77,3 +77,12 @@ def test_update_lock_refuses_a_changed_released_mode(packager_dir: Path):
     with pytest.raises(TableError, match="changed since its release"):
         update_lock(packager_dir)
     assert (packager_dir / LOCK_FILE).read_text() == before
+
+
+def test_the_distribution_lineages_pass_and_are_released(shipped: Path):
+    distros = shipped / "distros"
+    report = lint([distros])
+    assert report.errors == []
+    assert set(read_lock(distros / LOCK_FILE).modes) == set(load_registry([distros]).modes)
+    # opt-in: the default search path does not load them
+    assert not any(name.startswith("debian12.") for name in load_registry([shipped]).modes)
