@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup demo demo-stop test bench bench-fleet lint clean
+.PHONY: help setup demo demo-stop test bench bench-fleet lint evidence measure clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,8 +31,15 @@ bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
 bench-fleet: setup ## the fleet cluster at scale: SIZES="1000 3000 10000" hosts (the default); minutes
 	$(PY) bench/fleet.py $(SIZES)
 
-lint: setup ## lint the shipped compat tables and their released.lock
+lint: setup ## lint the shipped compat tables, the distribution lineages, their locks, errata and evidence
 	$(VENV)/bin/vucompat lint compat_tables
+	$(VENV)/bin/vucompat lint compat_tables/distros
+
+evidence: setup ## check every line the evidence files cite (needs clones: VUCOMPAT_MIRRORS=DIR of <owner>+<name>/repo)
+	$(PY) scripts/check-evidence
+
+measure: setup ## measure what this machine's ovs-vswitchd-dpdk offers, both port types, TSO off/on (JSON)
+	$(PY) scripts/measure-offers.py
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info run

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Measure what the installed ovs-vswitchd-dpdk offers vhost-user frontends: the
-numbers behind a measured distro lineage (compat_tables/<distro>.ovs-dpdk.toml).
+numbers behind a measured distro lineage (compat_tables/distros/<distro>.ovs-dpdk.toml).
 
 Four cases: default settings and other_config:userspace-tso-enable=true, each for a
 dpdkvhostuserclient port and a dpdkvhostuser port. Each setting gets its own
