@@ -124,7 +124,7 @@ def main() -> None:
         screen("4. Why the newest mode cannot go to compute-old: compare, by feature name")
         vucompat("compare", "upstream.ovs-dpdk.v3.2", "upstream.ovs-dpdk.v2.13", "--db", new.tcp_remote)
 
-        screen("5. A redefined mode is refused, and nothing is written")
+        screen("5. A redefined mode is refused, and nothing is written; a wrong released one takes an erratum")
         site = RUN / "site-tables"
         site.mkdir()
         (site / "example.ovs-dpdk.toml").write_text(SITE)
@@ -138,6 +138,10 @@ def main() -> None:
         vucompat("load", "--db", new.unix_remote, "--tables", str(site), expect=2)
         say("v1.1 was not written either: the load is one transaction.")
         vucompat("show", "example.ovs-dpdk.v1.1", "--db", new.unix_remote, expect=2)
+
+        say("The shipped tables state facts from code: every upstream mode is derived from the OVS and DPDK")
+        say("lines its evidence cites, and released definitions that were wrong are corrected only by errata:")
+        vucompat("lint", str(REPO / "compat_tables"))
 
         ports_screens(old, started)
         migration_screens(new, old, started)
@@ -231,6 +235,8 @@ def ports_screens(host: OvsdbSandbox, started: list) -> None:
     say("What the real backend offers (the agent's probe; `vucompat probe` does the same by hand), and so what")
     say("this host can run:")
     vucompat("list", "--host", host.unix_remote)
+    say("By hand, on a short-lived port of each type (from OVS 3.2 they offer different features):")
+    vucompat("probe", "--db", host.unix_remote, "--ovs-rundir", str(host.directory))
     say("The same offer as a ready-to-paste table entry, for a packager:")
     vucompat("dump", "--db", host.unix_remote, "--version", "3.1")
 
