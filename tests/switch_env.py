@@ -113,7 +113,12 @@ class Switch:
             self.vswitchd.vsctl("--if-exists", "del-port", name)
 
 
-def start_switch(enforce: bool):
+def start_switch(enforce: bool, name: str = "switch-1", other_config: dict[str, str] | None = None,
+                 own_netns: bool = False, tables: tuple[Path, ...] = (EXAMPLES / "one-queue-pair",)):
+    """A generator (for a fixture): a real switch host named `name`, its vswitchd
+    started with `other_config` (in a network namespace of its own with `own_netns`),
+    its registry loaded with `tables` and the shipped ones, the agent running and its
+    probe recorded; everything stopped by pid afterwards."""
     for tool in ("ovsdb-server", "dpdk-testpmd"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: run `make setup`")
@@ -122,12 +127,13 @@ def start_switch(enforce: bool):
     directory = Path(tempfile.mkdtemp(prefix="vuc-sw-", dir="/tmp"))
     server = OvsdbSandbox(directory)
     server.start()
-    vswitchd = Vswitchd(directory, server.unix_remote)
+    vswitchd = Vswitchd(directory, server.unix_remote, other_config=dict(other_config or {}), own_netns=own_netns)
     agent = AgentProcess(server.unix_remote, directory / "agent.log", enforce=enforce)
     sw = Switch(directory, server, vswitchd, agent)
     try:
-        subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote, "--host-name", "switch-1",
-                        "--tables", str(EXAMPLES / "one-queue-pair")], check=True, capture_output=True, env=ENV)
+        subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote, "--host-name", name,
+                        *(arg for t in tables for arg in ("--tables", str(t)))], check=True, capture_output=True,
+                       env=ENV)
         vswitchd.start()
         agent.start()
         # the agent probes the backend at start: ports are resolved against what it really offers

@@ -25,6 +25,12 @@ class Vswitchd:
     directory: Path
     remote: str
     bridge: str = "br0"
+    #: Open_vSwitch other_config set before the daemon starts (e.g. userspace-tso-enable,
+    #: which OVS 3.1 reads only at start)
+    other_config: dict[str, str] = field(default_factory=dict)
+    #: run the daemon in a network namespace of its own (`unshare -n`): two userspace
+    #: datapaths clash in one (their tap devices); unix sockets work across namespaces
+    own_netns: bool = False
     pid: int | None = field(default=None, init=False)
 
     @property
@@ -51,11 +57,12 @@ class Vswitchd:
         self.vsctl("init", wait=False)
         self.vsctl("set", "Open_vSwitch", ".", "other_config:dpdk-init=true",
                    f'other_config:dpdk-extra="--no-pci --no-huge -m 1024 --legacy-mem --file-prefix={prefix}"',
-                   "other_config:pmd-cpu-mask=0x2", "other_config:vhost-sock-dir=vhost", wait=False)
+                   "other_config:pmd-cpu-mask=0x2", "other_config:vhost-sock-dir=vhost",
+                   *(f"other_config:{k}={v}" for k, v in self.other_config.items()), wait=False)
         pidfile = self.directory / "ovs-vswitchd.pid"
-        subprocess.run([str(VSWITCHD_DPDK), self.remote, f"--pidfile={pidfile}", f"--unixctl={self.ctl}",
-                        f"--log-file={self.log}", "--detach", "--no-chdir"], check=True, env=self.env,
-                       stderr=subprocess.DEVNULL, timeout=timeout)
+        subprocess.run([*(["unshare", "-n"] if self.own_netns else []), str(VSWITCHD_DPDK), self.remote,
+                        f"--pidfile={pidfile}", f"--unixctl={self.ctl}", f"--log-file={self.log}", "--detach",
+                        "--no-chdir"], check=True, env=self.env, stderr=subprocess.DEVNULL, timeout=timeout)
         self.pid = int(pidfile.read_text())
         self.vsctl("--may-exist", "add-br", self.bridge, "--", "set", "bridge", self.bridge, "datapath_type=netdev")
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, Sequence
 from . import catalog
 from .compare import compare, fits, runnable
 from .mode import Mode
-from .reconcile import PortView
+from .reconcile import OPTION, PortView
 from .registry import Host
 from .resolve import NONCONFORMANT, PASSTHROUGH, REJECTED
 
@@ -57,10 +57,21 @@ class Verdict:
     #: refused by the contract, but the guest's negotiated features fit the destination
     would_work_outside_contract: bool = False
 
+    @property
+    def destination_options(self) -> dict[str, str]:
+        """The Interface options to plug the destination port with (empty when refused).
+        Allowed by the contract: the source port's mode, so the destination offers the
+        guest exactly what it negotiated against. Allowed otherwise (an identical
+        backend, or outside the contract): passthrough, because the guest may have
+        negotiated beyond the mode, which a masked destination port would refuse."""
+        if not self.allowed:
+            return {}
+        return {OPTION: self.mode if self.level == "contract" and self.mode else PASSTHROUGH}
+
     def as_dict(self) -> dict[str, Any]:
         return {"allowed": self.allowed, "port": self.port, "mode": self.mode, "level": self.level,
                 "sentence": self.sentence, "would_work_outside_contract": self.would_work_outside_contract,
-                "reasons": [r.as_dict() for r in self.reasons]}
+                "destination_options": self.destination_options, "reasons": [r.as_dict() for r in self.reasons]}
 
 
 def check_migration(port: PortView, source: Host, destination: Host,
