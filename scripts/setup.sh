@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 # openvswitch-switch for ovsdb-server, ovsdb-tool, ovsdb-client, ovs-vsctl, ovs-appctl, ovs-pki;
 # openvswitch-switch-dpdk for ovs-vswitchd-dpdk (vhost-user ports); dpdk-dev for
 # dpdk-testpmd, a real vhost-user frontend (the guest side) in the tests and the demo;
-# qemu-system-x86 to check `vucompat frontend-args` against a real QEMU.
-APT_PACKAGES=(python3 python3-venv openvswitch-switch openvswitch-switch-dpdk dpdk-dev qemu-system-x86)
+# qemu-system-x86 to check `vucompat frontend-args` against a real QEMU; busybox-static for
+# the initramfs of the small test guest QEMU boots and live-migrates (vucompat/guest.py; its
+# kernel is downloaded on demand with apt-get download, never installed).
+APT_PACKAGES=(python3 python3-venv openvswitch-switch openvswitch-switch-dpdk dpdk-dev qemu-system-x86 busybox-static)
 
 python_ok() {
     python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
