@@ -3,7 +3,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup demo demo-stop test bench bench-fleet lint evidence measure clean
+.PHONY: help setup demo demo-stop test bench bench-fleet bench-live lint evidence measure clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
 	$(PY) bench/relay.py
 	$(PY) bench/migration.py
 	$(PY) bench/fleet.py $(SIZES)
+
+bench-live: setup ## live migration with relays on both sides against without (QEMU/TCG, ROUNDS=8); minutes
+	$(PY) bench/live_migration.py $(ROUNDS)
 
 bench-fleet: setup ## the fleet cluster at scale: SIZES="1000 3000 10000" hosts (the default); minutes
 	$(PY) bench/fleet.py $(SIZES)

@@ -11,7 +11,9 @@ stops what an earlier one left.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -23,14 +25,22 @@ REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "run" / "demo"
 sys.path.insert(0, str(REPO))
 
-from vucompat.dpdk_sandbox import Testpmd, Vswitchd  # noqa: E402
+from vucompat import catalog  # noqa: E402
+from vucompat.dpdk_sandbox import VSWITCHD_DPDK, Testpmd, Vswitchd  # noqa: E402
 from vucompat.processes import stop_pid  # noqa: E402
 from vucompat.ovsdb.sandbox import OvsdbSandbox  # noqa: E402
-from vucompat.tables import table_text_until  # noqa: E402
+from vucompat.guest import Guest, GuestError, ensure_guest  # noqa: E402
+from vucompat.tables import load_registry, table_text_until  # noqa: E402
 
 BOLD, DIM, PLAIN = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
+
+
+def real_ovs_version() -> str:
+    """The version of the ovs-vswitchd-dpdk installed here, e.g. 3.1.0."""
+    done = subprocess.run([str(VSWITCHD_DPDK), "--version"], capture_output=True, text=True, check=True)
+    return done.stdout.splitlines()[0].rsplit(" ", 1)[-1]
 
 
 def screen(title: str) -> None:
@@ -96,15 +106,17 @@ def main() -> None:
         (tables_old / "upstream.ovs-dpdk.toml").write_text(
             table_text_until((REPO / "compat_tables" / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
         caps_old = REPO / "examples" / "capabilities-ovs-2.13.toml"
+        # what ovs-ctl records at start: the version of the ovs-vswitchd this host really runs (3.1)
         subprocess.run(["ovs-vsctl", f"--db={old.unix_remote}", "--no-wait", "init", "--", "set", "Open_vSwitch",
-                        ".", "ovs_version=2.13.0", 'dpdk_version="DPDK 19.11.0"'], check=True)
+                        ".", f"ovs_version={real_ovs_version()}"], check=True)
 
         screen("1. Two hosts: two ovsdb-servers, each serving Open_vSwitch and the VuCompat registry")
         say(f"run directory: {RUN}")
         say(f"compute-new: {new.tcp_remote} and unix:compute-new/db.sock")
-        say(f"compute-old: {old.tcp_remote} and unix:compute-old/db.sock   (an older install: OVS 2.13)")
+        say(f"compute-old: {old.tcp_remote} and unix:compute-old/db.sock   (an older install: its tables stop at 2.13)")
         vucompat("load", "--db", new.unix_remote, "--host-name", "compute-new")
-        say("compute-old's upstream table stops at OVS 2.13, and it declares what its backend offers:")
+        say("compute-old's upstream table stops at OVS 2.13, and it DECLARES what an OVS 2.13 backend offers")
+        say("(examples/capabilities-ovs-2.13.toml: staged, not probed; scene 6 probes its real backend, OVS 3.1):")
         vucompat("load", "--db", old.unix_remote, "--host-name", "compute-old", "--tables", str(tables_old),
                  "--capabilities", str(caps_old))
         say("A second load is a no-op, and says so:")
@@ -146,6 +158,7 @@ def main() -> None:
         ports_screens(old, started)
         migration_screens(new, old, started)
         fleet_screens(new, old, started)
+        live_migration_screens(started)
     finally:
         if keep:
             screen("KEEP=1: the servers keep running")
@@ -215,6 +228,39 @@ def wait_for(server: OvsdbSandbox, iface: str, key: str = "vhost-compat-state", 
     raise SystemExit(f"demo: the agent did not record {iface} within {timeout}s")
 
 
+def wait_connected(server: OvsdbSandbox, iface: str, timeout: float = 30) -> None:
+    """Until OVS reports the Interface's frontend connected, with what it negotiated."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = subprocess.run(["ovs-vsctl", f"--db={server.unix_remote}", "get", "Interface", iface, "status"],
+                              capture_output=True, text=True)
+        if "status=connected" in done.stdout and "features=" in done.stdout:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"demo: {iface}'s frontend did not connect within {timeout}s")
+
+
+def backend_virtio(server: OvsdbSandbox) -> int:
+    """The virtio features the agent's probe found the backend offers (the Host row)."""
+    from vucompat.ovsdb import rpc
+
+    (result,) = rpc.transact(server.unix_remote, "VuCompat", [
+        {"op": "select", "table": "Host", "where": [], "columns": ["virtio_features"]}])
+    bits = result["rows"][0]["virtio_features"]
+    return sum(1 << b for b in (bits[1] if isinstance(bits, list) else [bits]))
+
+
+def frontend_features(log: Path, timeout: float = 10) -> tuple[int, int]:
+    """(what a testpmd virtio-user driver asked for, what it was offered), from its debug log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = dict(re.findall(r"(guest|host)_features before negotiate = ([0-9a-f]+)", log.read_text()))
+        if len(found) == 2:
+            return int(found["guest"], 16), int(found["host"], 16)
+        time.sleep(0.1)
+    raise SystemExit(f"demo: no feature negotiation in {log}")
+
+
 def guest(host: OvsdbSandbox, started: list, name: str, **kw: object) -> Testpmd:
     """A testpmd frontend standing for a VM's virtio-net driver."""
     frontend = Testpmd(host.directory / f"{name}.sock", host.directory / f"testpmd-{name}.log", **kw)  # type: ignore
@@ -249,9 +295,19 @@ def ports_screens(host: OvsdbSandbox, started: list) -> None:
     say("what os-vif wrote (iface-id stays):")
     vsctl(host, "get", "Interface", "vhu0", "external_ids")
     say("Then the VM starts; its driver asks for packed rings and in-order use, which 2.8 does not have:")
-    guest(host, started, "vm1", queues=2, queue_size=512, packed=True)
-    time.sleep(2.5)
+    frontend = guest(host, started, "vm1", queues=2, queue_size=512, packed=True,
+                     eal_args=("--log-level=pmd.net.virtio.*:debug",))
+    wait_connected(host, "vhu0")
     vsctl(host, "get", "Interface", "vhu0", "status")
+    asked, offered = frontend_features(frontend.log)
+    backend = backend_virtio(host)
+    mode = load_registry([REPO / "compat_tables"]).modes["upstream.ovs-dpdk.v2.8"].abi.virtio
+    masked = asked & backend & ~mode
+    say("By feature name, what the driver asked for and did not get:")
+    say(f"  masked by the relay (the backend offers them, mode 2.8 does not): "
+        f"{', '.join(catalog.mask_to_names(masked, 'virtio')) or 'nothing'}")
+    say(f"  not offered to it for other reasons (the backend lacks them, or virtio-user itself drops them): "
+        f"{', '.join(catalog.mask_to_names(asked & ~offered & ~masked, 'virtio'))}")
     vucompat("port", "show", "vhu0", "--db", host.unix_remote)
 
     screen("8. A mode this host cannot run is refused, with the reason; nothing else changes")
@@ -369,6 +425,125 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
     vucompat("fleet", "status", "--ctl", str(follower.ctl))
     vucompat("fleet", "hosts", "--fleet", readers, "--can-run", "upstream.ovs-dpdk.v2.13", *reader)
 
+
+
+
+class MovingHost:
+    """A host of scene 12: ovsdb-server, ovs-vswitchd-dpdk (in a network namespace of
+    its own: two userspace datapaths clash in one) and the agent, relays on."""
+
+    def __init__(self, name: str, started: list, **settings: str) -> None:
+        self.name = name
+        self.server = OvsdbSandbox(RUN / name)
+        self.server.start()
+        started.append(self.server)
+        subprocess.run([VUCOMPAT, "load", "--db", self.server.unix_remote, "--host-name", name], check=True,
+                       capture_output=True, env=ENV)
+        subprocess.run(["ovs-vsctl", f"--db={self.server.unix_remote}", "--no-wait", "init", "--", "set",
+                        "Open_vSwitch", ".", f"ovs_version={real_ovs_version()}"], check=True)
+        self.switch = Vswitchd(self.server.directory, self.server.unix_remote, other_config=settings, own_netns=True)
+        self.switch.start()
+        started.append(self.switch)
+        started.append(AgentProcess(self.server))
+
+    def plug(self, port: str, mode: str) -> Path:
+        """Add a dpdkvhostuser port in `mode` (Nova/os-vif's step); the socket QEMU connects to."""
+        vsctl(self.server, "add-port", "br0", port, "--", "set", "Interface", port, "type=dpdkvhostuser",
+              f"options:vhost-compat={mode}")
+        wait_for(self.server, port)
+        done = subprocess.run(["ovs-vsctl", f"--db={self.server.unix_remote}", "--if-exists", "get", "Interface", port,
+                               "external_ids:vhost-compat-relay"], capture_output=True, text=True)
+        relay = done.stdout.strip().strip('"')
+        return Path(relay) if relay else self.server.directory / "vhost" / port
+
+    def unplug(self, port: str) -> None:
+        vsctl(self.server, "--if-exists", "del-port", port)
+
+    def guest(self, image: object, port: str, mode: str, started: list, **kw: object) -> Guest:
+        vm = Guest(image, self.server.directory / "guests", self.plug(port, mode), name=f"{port}-on-{self.name}",
+                   **kw)  # type: ignore[arg-type]
+        vm.start()
+        started.append(vm)
+        return vm
+
+
+def live_migration_screens(started: list) -> None:
+    screen("12. A VM really moves between two backends that differ (QEMU/TCG, a real Linux guest)")
+    say("Two more hosts, each with Debian's ovs-vswitchd-dpdk and the agent: 'default' with default settings, and")
+    say("'tso' with other_config:userspace-tso-enable=true, whose ports offer CSUM (and, on client ports, TSO):")
+    image = ensure_guest()
+    default, tso = MovingHost("default", started), MovingHost("tso", started, **{"userspace-tso-enable": "true"})
+    wait_probed(default.server)
+    wait_probed(tso.server)
+    vucompat("select-mode", "--scope", "hosts", "--host", default.server.unix_remote, "--host", tso.server.unix_remote)
+
+    def migrate(vm: Guest, destination: MovingHost, port: str, mode: str) -> Guest:
+        target = destination.guest(image, port, mode, started, incoming=True)
+        target.wait_ready()
+        info = vm.migrate_to(target, timeout=180)
+        say(f"QMP query-migrate on the source: status {info['status']}, total {info.get('total-time')} ms, "
+            f"downtime {info.get('downtime')} ms; the source is now '{vm.status()}'")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if not target.running() or target.status() != "inmigrate":
+                    break
+            except GuestError:  # it went away while asked
+                break
+            time.sleep(0.2)
+        return target
+
+    say("\nFirst without a mode: the VM's port on 'tso' is passthrough, so its guest negotiates CSUM.")
+    vm = tso.guest(image, "vm20", "passthrough", started)
+    vm.wait_booted()
+    vucompat("check-migration", "--port", "vm20", "--source", tso.server.unix_remote, "--dest",
+             default.server.unix_remote, expect=1)
+    say("Migrated anyway (what happens without vucompat):")
+    target = migrate(vm, default, "vm20", "passthrough")
+    print("\n".join(f"  destination QEMU: {line}" for line in target.log_text().strip().splitlines()[-4:]))
+    say(f"The destination QEMU {'is gone' if not target.running() else 'did not run the guest'}, and the source "
+        "stays stopped: the VM is lost unless someone resumes it. The demo resumes it on the source:")
+    last = vm.ticks()[-1]
+    vm.cont()
+    say(f"  source status {vm.status()}; the guest counts on: tick {last} -> {vm.wait_ticks(after=last)}")
+    for thing in (target, vm):
+        thing.stop()
+    tso.unplug("vm20")
+    default.unplug("vm20")
+
+    say("\nThen in the mode select-mode chose for both hosts, behind the relays on both sides:")
+    chosen = subprocess.run([VUCOMPAT, "select-mode", "--scope", "hosts", "--host", default.server.unix_remote,
+                             "--host", tso.server.unix_remote, "--format", "json"], capture_output=True, text=True,
+                            env=ENV)
+    mode = json.loads(chosen.stdout)["mode"]
+    vm = tso.guest(image, "vm21", mode, started)
+    vm.wait_booted()
+    vucompat("check-migration", "--port", "vm21", "--source", tso.server.unix_remote, "--dest",
+             default.server.unix_remote, "--format", "json")
+    last = vm.ticks()[-1]
+    target = migrate(vm, default, "vm21", mode)
+    target.wait_ticks(after=last, timeout=60)
+    sent = target.traffic()[1]
+    deadline = time.monotonic() + 30
+    while target.traffic()[1] < sent + 10 and time.monotonic() < deadline:  # OVS takes a moment to poll it
+        time.sleep(0.2)
+    after = target.ticks()[-1]
+    say(f"The guest runs on 'default' ({target.status()}): its counter went on from tick {last} (the source's last) "
+        f"to {after}, and its NIC sends there (tx {sent} -> {target.traffic()[1]} packets taken by the destination):")
+    print("\n".join("  " + line for line in target.serial_text().strip().splitlines()[-3:]))
+    say("The destination port, as its agent recorded and verified it:")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the agent has seen the negotiation
+        shown = subprocess.run([VUCOMPAT, "port", "show", "vm21", "--db", default.server.unix_remote, "--format",
+                                "json"], capture_output=True, text=True, env=ENV)
+        if shown.returncode == 0 and json.loads(shown.stdout).get("verification"):
+            break
+        time.sleep(0.2)
+    vucompat("port", "show", "vm21", "--db", default.server.unix_remote)
+    say("Nova then unplugs the source port; its Port row goes with it:")
+    vm.stop()
+    tso.unplug("vm21")
+    vucompat("port", "list", "--db", tso.server.unix_remote)
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--stop"]:

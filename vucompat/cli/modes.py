@@ -76,7 +76,9 @@ def list_(tables: tuple[Path, ...], db: str | None, host: str | None, fmt: str, 
         rows.append([name, item["released"] or "-", render.short_digest(mode.digest)]
                     + ([render.runnable_cell(verdict, by_type)] if loaded else []))
     header = ["NAME", "RELEASED", "DIGEST"] + (["RUNNABLE"] if loaded else [])
-    _emit(fmt, data, lambda: render.table(rows, header))
+    offer = f"what the backend offers: {capabilities.source}\n" if capabilities else \
+        ("what the backend offers: not known (every mode counts as runnable)\n" if loaded else "")
+    _emit(fmt, data, lambda: offer + render.table(rows, header))
 
 
 @main.command()
