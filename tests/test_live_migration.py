@@ -168,7 +168,7 @@ def test_the_selected_mode_really_moves_and_the_traffic_goes_on(hosts, image, di
     target, info = move(guest, source, destination, image, port, allowed.destination_options, queues=queues,
                         cpus=queues)
     assert info["status"] == "completed", info
-    assert guest.status() == "postmigrate"
+    eventually(lambda: guest.status() == "postmigrate", timeout=30, what="the source to stop")
     eventually(lambda: target.status() == "running", timeout=60, what="the destination to run the guest")
     # the guest goes on where it was
     assert target.wait_ticks(after=before, timeout=90) > before
@@ -176,7 +176,9 @@ def test_the_selected_mode_really_moves_and_the_traffic_goes_on(hosts, image, di
         # and its NIC works on the destination: a packet counts as sent only once the backend took it
         # off the ring (OVS keeps no counters for dpdkvhostuser ports)
         sent = target.traffic()[1]
-        eventually(lambda: target.traffic()[1] > sent + 3, timeout=60, what="the guest's traffic on the destination")
+        eventually(lambda: target.traffic()[1] > sent + 3, timeout=60,
+                   what=f"the guest's traffic on the destination (tx {sent} at its first tick there; console: "
+                        f"{target.serial_text()[-300:]!r})")
     else:
         # every queue pair's rings were set up again on the destination, through its relay (this OVS
         # does not poll a multiqueue vhost port's queues here, relay or not: its traffic is not checked)
