@@ -166,3 +166,20 @@ def test_a_port_on_a_superseded_definition_may_move_to_a_corrected_host(packager
     (other / LOCK_FILE).unlink()
     refused = check_migration(port, old, Host("other", load_registry([other])))
     assert not refused.allowed and "DIGEST DIFFERS" in refused.sentence
+
+
+def test_a_site_copy_of_a_superseded_upstream_definition_is_told_to_update(tmp_path: Path, shipped: Path):
+    site = tmp_path / "site"
+    site.mkdir()
+    table = (shipped / "upstream.ovs-dpdk.toml").read_text()
+    # the 2.13 of before the erratum: REPLY_ACK back in 2.8's delta, 2.6's 128 queue pairs
+    old = table.replace('    "VHOST_USER_PROTOCOL_F_MTU",\n]\nmax_queue_pairs = 128\n',
+                        '    "VHOST_USER_PROTOCOL_F_MTU",\n    "VHOST_USER_PROTOCOL_F_REPLY_ACK",\n]\n')
+    old = old.replace("max_queue_pairs = 32768", "max_queue_pairs = 128")
+    old = old.replace('enable = ["VHOST_USER_PROTOCOL_F_REPLY_ACK", "VHOST_USER_PROTOCOL_F_STATUS"]',
+                      'enable = ["VHOST_USER_PROTOCOL_F_STATUS"]')
+    assert old != table
+    (site / "upstream.ovs-dpdk.toml").write_text(old)
+    messages = [str(p) for p in lint([site]).errors]
+    assert any("upstream.ovs-dpdk.v2.13 differs from the shipped one (+VHOST_USER_PROTOCOL_F_REPLY_ACK): it is the "
+               "released definition an erratum corrected" in m for m in messages), messages

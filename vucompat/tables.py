@@ -242,15 +242,18 @@ def _upstream_problems(path: Path, lineage: str, modes: Sequence[Mode]) -> list[
         if original is None or original.digest != mode.digest:
             what = "is not shipped with vucompat" if original is None else \
                 f"differs from the shipped one ({_difference_text(original, mode)})"
-            problems.append(Problem(path, f"mode[{i}].version",
-                                    f"{mode.name} {what}: {UPSTREAM_PREFIX}* belongs to the upstream tables; "
-                                    "use your own lineage, <vendor>.<product>"))
+            advice = f"{UPSTREAM_PREFIX}* belongs to the upstream tables; use your own lineage, <vendor>.<product>"
+            if original is not None and mode.digest in original.supersedes:
+                advice = "it is the released definition an erratum corrected (see the shipped released.lock): copy " \
+                         "the shipped upstream table again"
+            problems.append(Problem(path, f"mode[{i}].version", f"{mode.name} {what}: {advice}"))
     return problems
 
 
 @lru_cache(maxsize=4)
-def _shipped_modes(shipped_dir: str) -> dict[str, Mode]:
-    return {m.name: m for path in table_files(Path(shipped_dir)) for m in read_table(path).modes}
+def _shipped_modes(shipped_dir: str) -> Mapping[str, Mode]:
+    """The shipped modes, with the digests their errata supersede."""
+    return load_registry([Path(shipped_dir)]).modes
 
 
 def _load_toml(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
