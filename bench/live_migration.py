@@ -51,16 +51,7 @@ class Host:
         """Add a dpdkvhostuser port in `mode`; the socket QEMU must connect to."""
         self.vsctl("add-port", "br0", port, "--", "set", "Interface", port, "type=dpdkvhostuser",
                    f"options:vhost-compat={mode}")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            done = subprocess.run(["ovs-vsctl", f"--db={self.server.unix_remote}", "get", "Interface", port,
-                                   "external_ids"], capture_output=True, text=True)
-            if "vhost-compat-state" in done.stdout:
-                relay = [kv.split("=", 1)[1].strip('"') for kv in done.stdout.strip("{}\n").split(", ")
-                         if kv.startswith("vhost-compat-relay=")]
-                return Path(relay[0]) if relay else self.directory / "vhost" / port
-            time.sleep(0.05)
-        raise SystemExit(f"bench: the agent on {self.name} did not record {port}")
+        return self.switch.frontend_socket(port)
 
     def unplug(self, port: str) -> None:
         self.vsctl("--if-exists", "del-port", port)

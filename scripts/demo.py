@@ -450,11 +450,7 @@ class MovingHost:
         """Add a dpdkvhostuser port in `mode` (Nova/os-vif's step); the socket QEMU connects to."""
         vsctl(self.server, "add-port", "br0", port, "--", "set", "Interface", port, "type=dpdkvhostuser",
               f"options:vhost-compat={mode}")
-        wait_for(self.server, port)
-        done = subprocess.run(["ovs-vsctl", f"--db={self.server.unix_remote}", "--if-exists", "get", "Interface", port,
-                               "external_ids:vhost-compat-relay"], capture_output=True, text=True)
-        relay = done.stdout.strip().strip('"')
-        return Path(relay) if relay else self.server.directory / "vhost" / port
+        return self.switch.frontend_socket(port)
 
     def unplug(self, port: str) -> None:
         vsctl(self.server, "--if-exists", "del-port", port)

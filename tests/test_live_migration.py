@@ -45,9 +45,7 @@ class Backend:
         settings = [f"options:{k}={v}" for k, v in options.items()]
         self.switch.vswitchd.vsctl("add-port", self.switch.vswitchd.bridge, port, "--", "set", "Interface", port,
                                    "type=dpdkvhostuser", *settings)
-        ids = self.switch.mirrored(port)
-        relay = ids.get("vhost-compat-relay")
-        return Path(relay) if relay else self.switch.directory / "vhost" / port
+        return self.switch.vswitchd.frontend_socket(port)
 
     def unplug(self, port: str) -> None:
         self.switch.vswitchd.vsctl("--if-exists", "del-port", port)

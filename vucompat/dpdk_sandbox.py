@@ -77,6 +77,20 @@ class Vswitchd:
             settings.append(f"options:vhost-compat={compat}")
         self.vsctl("add-port", self.bridge, name, "--", "set", "Interface", name, *settings)
 
+    def frontend_socket(self, name: str, timeout: float = 30.0) -> Path:
+        """Where a frontend of dpdkvhostuser port `name` must connect, once the agent
+        has recorded the port: the port's relay when the agent mirrors one
+        (external_ids:vhost-compat-relay), else OVS's own socket. Raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ids = self.vsctl("--if-exists", "get", "Interface", name, "external_ids")
+            if "vhost-compat-state" in ids:
+                relay = self.vsctl("--if-exists", "get", "Interface", name, "external_ids:vhost-compat-relay")
+                return Path(relay.strip('"')) if relay else self.directory / "vhost" / name
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the agent did not record {name} within {timeout:g}s")
+            time.sleep(0.05)
+
     def stop(self) -> None:
         if self.pid is None:
             return
