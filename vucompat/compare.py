@@ -8,7 +8,7 @@ from typing import Any, Literal, Sequence
 from . import catalog
 from .catalog import MASK_KINDS
 from .errors import UsageError
-from .mode import LIMITS, Abi, Mode
+from .mode import LIMITS, Abi, Mode, common_offer
 
 Result = Literal["identical", "superset", "subset", "incompatible"]
 
@@ -166,12 +166,7 @@ def baseline(inputs: Sequence[Abi], names: Sequence[str] = ()) -> Mode:
     """
     if not inputs:
         raise UsageError(message="baseline needs at least one mode or capabilities file")
-    virtio = protocol = ~0
-    for abi in inputs:
-        virtio &= abi.virtio
-        protocol &= abi.protocol
-    common = Abi(virtio=virtio & ((1 << 64) - 1), protocol=protocol & ((1 << 64) - 1),
-                 **{n: min(abi.limit(n) for abi in inputs) for n in LIMITS}).without_deprecated()
+    common = common_offer(inputs).without_deprecated()
     short = common.digest.removeprefix("sha256:")[:12]
     return Mode(name=f"custom.baseline.v{short}", lineage="custom.baseline", version=short,
                 released=None, abi=common, note="baseline of " + ", ".join(names) if names else "baseline",

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from . import catalog
 
@@ -196,17 +196,17 @@ class Capabilities:
     @classmethod
     def of_types(cls, by_type: Mapping[str, Abi], source: str = "") -> "Capabilities":
         """Return the capabilities of per-type offers; `abi` is their intersection."""
-        offers = list(by_type.values())
-        common = Abi(virtio=_and(a.virtio for a in offers), protocol=_and(a.protocol for a in offers),
-                     **{name: min(a.limit(name) for a in offers) for name in LIMITS})
-        return cls(abi=common, source=source, by_type=dict(by_type))
+        return cls(abi=common_offer(list(by_type.values())), source=source, by_type=dict(by_type))
 
 
-def _and(masks: Any) -> int:
-    out = (1 << 64) - 1
-    for mask in masks:
-        out &= mask
-    return out
+def common_offer(abis: Sequence[Abi]) -> Abi:
+    """Return what every one of `abis` offers: the intersection of their masks, the
+    smallest of each limit. `abis` must not be empty."""
+    virtio = protocol = (1 << 64) - 1
+    for abi in abis:
+        virtio &= abi.virtio
+        protocol &= abi.protocol
+    return Abi(virtio=virtio, protocol=protocol, **{name: min(abi.limit(name) for abi in abis) for name in LIMITS})
 
 
 def recommended(mode: Mode) -> Mode:
