@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from .compare import compare
 from .errors import Problem, TableError, UsageError
-from .lock import LOCK_FILE, Erratum, Lock, check_errata, entry_text, header, new_erratum, read_lock, \
+from .lock import LOCK_FILE, LOCK_HEADER, Erratum, Lock, check_errata, entry_text, new_erratum, read_lock, \
     render_lock, superseded_digests
 from .mode import Mode
 from .tables import read_dirs, load_registry
@@ -86,7 +86,7 @@ def update_lock(directory: Path) -> list[str]:
     locked = read_lock(lock_path).modes if lock_path.exists() else {}
     files, _ = read_dirs([directory])
     new = [m for t in files for m in t.modes if m.name not in locked]
-    text = lock_path.read_text() if lock_path.exists() else header()
+    text = lock_path.read_text() if lock_path.exists() else LOCK_HEADER
     for mode in new:
         text += entry_text(mode.name, mode.abi)
     if new:

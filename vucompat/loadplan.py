@@ -4,14 +4,12 @@ layer only has to carry the plan out in one transaction."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .compare import Difference, compare
 from .errors import VucompatError
+from .lock import Erratum, superseded_digests
 from .mode import Mode
-
-if TYPE_CHECKING:
-    from .lock import Erratum
 
 
 @dataclass(frozen=True)
@@ -50,10 +48,10 @@ class LoadPlan:
     #: modes --prune would remove but ports still use: name -> port names
     kept_in_use: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: definitions an erratum corrects and no port uses: replaced by the corrected one
-    correct: tuple[tuple[Mode, "Erratum"], ...] = ()
+    correct: tuple[tuple[Mode, Erratum], ...] = ()
     #: definitions an erratum corrects that ports still use: kept for them, marked
     #: superseded; name -> (erratum, port names)
-    superseded_in_use: Mapping[str, tuple["Erratum", tuple[str, ...]]] = field(default_factory=dict)
+    superseded_in_use: Mapping[str, tuple[Erratum, tuple[str, ...]]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"added": [m.name for m in self.insert], "unchanged": list(self.unchanged),
@@ -65,7 +63,7 @@ class LoadPlan:
 
 def plan_load(tables: Mapping[str, Mode], database: Mapping[str, str],
               ports_by_mode: Mapping[str, Sequence[str]], prune: bool,
-              errata: Sequence["Erratum"] = ()) -> LoadPlan:
+              errata: Sequence[Erratum] = ()) -> LoadPlan:
     """Return the plan for loading `tables` into a database holding `database`
     (mode name -> digest).
 
@@ -76,8 +74,6 @@ def plan_load(tables: Mapping[str, Mode], database: Mapping[str, str],
     the whole load). With `prune`, database modes the tables no longer define are
     removed unless a port uses them (`ports_by_mode`: mode name -> port names).
     """
-    from .lock import superseded_digests
-
     insert, unchanged, redefined, correct = [], [], [], []
     in_use: dict[str, tuple[Erratum, tuple[str, ...]]] = {}
     for name in sorted(tables):

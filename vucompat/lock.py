@@ -22,10 +22,11 @@ from . import catalog
 from .compare import compare
 from .errors import Problem, TableError
 from .mode import LIMITS, Abi, Mode
+from .tomlwrite import string, strings
 
 LOCK_FILE = "released.lock"
 
-_HEADER = """\
+LOCK_HEADER = """\
 # vucompat released.lock: the released modes of the tables in this directory.
 # Each entry pins a mode's digest and its expanded ABI. Released modes are never
 # edited: `vucompat lint` fails when a table changes one. New entries are added by
@@ -189,33 +190,22 @@ def new_erratum(mode: Mode, locked: Abi, today: date, reason: str, evidence: Seq
 
 def render_lock(lock: Lock) -> str:
     """Return the lock file's text: the header, each entry in order, then the errata."""
-    text = _HEADER
+    text = LOCK_HEADER
     for name, (_digest, abi) in lock.modes.items():
         text += entry_text(name, abi)
     for erratum in lock.errata:
         text += "\n[[errata]]\n" + "\n".join([
-            f'mode = "{erratum.mode}"', f'superseded = "{erratum.superseded}"', f'digest = "{erratum.digest}"',
-            f"date = {erratum.date.isoformat()}", f"changes = {_strings(erratum.changes)}",
-            f"reason = {_quote(erratum.reason)}", f"evidence = {_strings(erratum.evidence)}"]) + "\n"
+            f"mode = {string(erratum.mode)}", f"superseded = {string(erratum.superseded)}",
+            f"digest = {string(erratum.digest)}", f"date = {erratum.date.isoformat()}",
+            f"changes = {strings(erratum.changes)}", f"reason = {string(erratum.reason.replace(chr(10), ' '))}",
+            f"evidence = {strings(erratum.evidence)}"]) + "\n"
     return text
 
 
 def entry_text(name: str, abi: Abi) -> str:
     """Return one `[modes."NAME"]` entry."""
-    lines = [f'\n[modes."{name}"]', f'digest = "{abi.digest}"',
-             f"virtio_features = {_strings(abi.virtio_features)}",
-             f"protocol_features = {_strings(abi.protocol_features)}"]
+    lines = [f"\n[modes.{string(name)}]", f"digest = {string(abi.digest)}",
+             f"virtio_features = {strings(abi.virtio_features)}",
+             f"protocol_features = {strings(abi.protocol_features)}"]
     lines += [f"{k} = {abi.limit(k)}" for k in LIMITS]
     return "\n".join(lines) + "\n"
-
-
-def header() -> str:
-    return _HEADER
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
-
-
-def _strings(values: Sequence[str]) -> str:
-    return "[" + ", ".join(_quote(v) for v in values) + "]"

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date
 from typing import Any, Mapping, Sequence
 
 import click
 
-from . import catalog
+from . import catalog, tomlwrite
 from .compare import Comparison, Runnability
 from .lint import LintReport
 from .mode import LIMITS, Abi, Mode
@@ -177,21 +176,8 @@ def port_text(data: dict) -> str:
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def toml_string(text: str) -> str:
-    """`text` as a TOML basic string (JSON's escapes are TOML's; DEL is escaped too)."""
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else toml_string(key)
-
-
-def _toml_names(names: Sequence[str], inline: bool = False) -> str:
-    if not names:
-        return "[]"
-    if inline:
-        return "[" + ", ".join(toml_string(n) for n in names) + "]"
-    return "[\n" + "".join(f"    {toml_string(n)},\n" for n in names) + "]"
+    return key if _BARE_KEY.match(key) else tomlwrite.string(key)
 
 
 def mode_entry_toml(abi: Abi, version: str, released: date, provenance: Mapping[str, str] | None = None,
@@ -206,27 +192,27 @@ def mode_entry_toml(abi: Abi, version: str, released: date, provenance: Mapping[
     `limit_comments` (limit name -> text) after a limit's value. The entry reads
     back (tables.read_table, under a `lineage`/`summary` header) as exactly `abi`."""
     lines = [f"# {line}".rstrip() for comment in comments for line in comment.splitlines()]
-    lines += ["[[mode]]", f"version = {toml_string(version)}", f"released = {released.isoformat()}"]
+    lines += ["[[mode]]", f"version = {tomlwrite.string(version)}", f"released = {released.isoformat()}"]
     if provenance:
-        lines.append("provenance = { " + ", ".join(f"{_toml_key(k)} = {toml_string(v)}"
+        lines.append("provenance = { " + ", ".join(f"{_toml_key(k)} = {tomlwrite.string(v)}"
                                                    for k, v in provenance.items()) + " }")
     if previous is None:
-        lines += [f"virtio_features = {_toml_names(abi.virtio_features)}",
-                  f"protocol_features = {_toml_names(abi.protocol_features)}"]
+        lines += [f"virtio_features = {tomlwrite.strings(abi.virtio_features, inline=False)}",
+                  f"protocol_features = {tomlwrite.strings(abi.protocol_features, inline=False)}"]
         limits = list(LIMITS)
     else:
         enable = catalog.mask_to_names(abi.virtio & ~previous.virtio, "virtio") + \
             catalog.mask_to_names(abi.protocol & ~previous.protocol, "protocol")
         disable = catalog.mask_to_names(previous.virtio & ~abi.virtio, "virtio") + \
             catalog.mask_to_names(previous.protocol & ~abi.protocol, "protocol")
-        lines += [f"{key} = {_toml_names(names, inline=len(names) <= 3)}"
+        lines += [f"{key} = {tomlwrite.strings(names, inline=len(names) <= 3)}"
                   for key, names in (("enable", enable), ("disable", disable)) if names]
         limits = [name for name in LIMITS if abi.limit(name) != previous.limit(name)]
     for name in limits:
         comment = (limit_comments or {}).get(name)
         lines.append(f"{name} = {abi.limit(name)}" + (f"  # {comment}" if comment else ""))
     if note:
-        lines.append(f"note = {toml_string(note)}")
+        lines.append(f"note = {tomlwrite.string(note)}")
     return "\n".join(lines) + "\n"
 
 
