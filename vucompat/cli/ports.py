@@ -109,6 +109,7 @@ def _probe_offers(db: str, bridge: str | None, socket_path: Path | None, ovs_run
                   timeout: float):  # -> ({port type: Offer}, info, versions)
     from ..mode import SERVER_TYPE
     from ..ovsdb.load import read_switch
+    from ..ovsdb.ports import sock_dir_of
     from ..probe import probe_record, probe_socket, probe_types
 
     versions, other_config, netdev = read_switch(db, timeout)
@@ -119,7 +120,7 @@ def _probe_offers(db: str, bridge: str | None, socket_path: Path | None, ovs_run
         if bridge is None:
             raise UsageError(message=f"{db} has no netdev bridge to add a probe port to: give --bridge, or "
                              "--socket PATH of a dpdkvhostuser port")
-        sock_dir = ovs_rundir / other_config.get("vhost-sock-dir", "") if ovs_rundir else None
+        sock_dir = sock_dir_of(ovs_rundir, other_config) if ovs_rundir else None
         offers = probe_types(db, bridge, sock_dir if sock_dir and sock_dir.is_dir() else None,
                              timeout=max(timeout, 10.0))
     return offers, probe_record(versions, other_config), versions

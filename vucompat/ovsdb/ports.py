@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..catalog import bits_of
 from ..reconcile import (OPTION, SERVER_PATH, Action, CreatePort, InterfaceView, Mirror, PortView, Redirect,
@@ -227,8 +227,12 @@ def _stage_interfaces(ovs: Connection, txn: Any, mirrors: Sequence[Mirror], redi
 
 def vhost_sock_dir(ovs: Connection, ovs_rundir: Any) -> Any:
     """Where ovs-vswitchd serves dpdkvhostuser sockets: <OVS_RUNDIR>/<other_config:vhost-sock-dir>."""
+    rows = ovs.rows("Open_vSwitch")
+    return sock_dir_of(ovs_rundir, rows[0].other_config if rows else {})
+
+
+def sock_dir_of(ovs_rundir: Any, other_config: Mapping[str, str]) -> Any:
+    """<OVS_RUNDIR>/<other_config:vhost-sock-dir> (a Path), from the Open_vSwitch row's other_config."""
     from pathlib import Path
 
-    rows = ovs.rows("Open_vSwitch")
-    relative = rows[0].other_config.get("vhost-sock-dir", "") if rows else ""
-    return Path(ovs_rundir) / relative
+    return Path(ovs_rundir) / other_config.get("vhost-sock-dir", "")
