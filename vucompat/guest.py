@@ -37,6 +37,7 @@ import lzma
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -110,7 +111,13 @@ IMAGE_FORMAT = 1
 
 
 class GuestError(RuntimeError):
-    """The guest image cannot be built, or QEMU failed."""
+    """The guest image cannot be built, or QEMU failed. `crash` names the signal
+    that killed QEMU ("SIGSEGV") when it died of one, a QEMU bug rather than an
+    outcome of what it was asked to do."""
+
+    def __init__(self, message: str, crash: str | None = None) -> None:
+        super().__init__(message)
+        self.crash = crash
 
 
 @dataclass(frozen=True)
@@ -596,7 +603,7 @@ class Guest:
             return self._qmp.command(command, args)
         except QmpError as err:
             if self.process is not None and self.process.poll() is not None:
-                raise GuestError(f"QEMU {self.name} is gone ({command}): {self.log_text().strip()[-2000:]}") from err
+                raise self._gone(f"{command}: ") from err
             raise
 
     def wait_ready(self, timeout: float = 60.0) -> str:
@@ -691,9 +698,20 @@ class Guest:
         found = re.search(r"vucguest queues rx=(\d+) tx=(\d+)", self.serial_text())
         return (int(found.group(1)), int(found.group(2))) if found else None
 
+    def crash_signal(self) -> str | None:
+        """The signal that killed QEMU ("SIGSEGV"), None while it runs or after a normal exit."""
+        code = self.process.poll() if self.process is not None else None
+        return signal.Signals(-code).name if code is not None and code < 0 else None
+
+    def _gone(self, what: str = "") -> GuestError:
+        code = self.process.poll() if self.process is not None else None
+        crash = self.crash_signal()
+        how = f"killed by {crash}" if crash else f"exit code {code}"
+        return GuestError(f"QEMU {self.name} is gone ({what}{how}): {self.log_text().strip()[-2000:]}", crash)
+
     def _check_alive(self) -> None:
         if not self.running():
-            raise GuestError(f"QEMU {self.name} is gone: {self.log_text().strip()[-2000:]}")
+            raise self._gone()
 
     def wait_booted(self, timeout: float = 120.0) -> float:
         """Wait for the guest's features line and first tick; seconds since `start`."""
