@@ -21,9 +21,9 @@ from pathlib import Path
 
 import ovs.poller
 
-from vucompat.dpdk_sandbox import Vswitchd
+from vucompat_testing.vswitchd import Vswitchd
 from vucompat.ovsdb.connection import Connection
-from vucompat.ovsdb.sandbox import OvsdbSandbox
+from vucompat_testing.ovsdb_server import OvsdbSandbox
 
 REPO = Path(__file__).resolve().parent.parent
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")

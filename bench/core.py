@@ -17,12 +17,12 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from vucompat import catalog
-from vucompat.compare import compare
-from vucompat.mode import Capabilities
-from vucompat.negotiate import negotiate
-from vucompat.registry import Host, Registry
-from vucompat.tables import read_table
+from vucompat.core import catalog
+from vucompat.core.compare import compare
+from vucompat.core.mode import Capabilities
+from vucompat.core.negotiate import negotiate
+from vucompat.core.modeset import Host, Registry
+from vucompat.core.tables import read_table
 
 # features a generated lineage may toggle without breaking a guest (no requirements)
 TOGGLABLE = [f.name for f in catalog.FEATURES if not f.requires and f.mask == "virtio" and f.guest_abi

@@ -22,9 +22,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from vucompat.fleet import hosts_that_can_run, select_fleet_mode
-from vucompat.loadgen import FleetShape, generate, lineage_modes, synthetic_record
-from vucompat.migration import Scope
+from vucompat.core.fleet import hosts_that_can_run, select_fleet_mode
+from vucompat_testing.fleetgen import FleetShape, generate, lineage_modes, synthetic_record
+from vucompat.core.migration import Scope
 from vucompat.ovsdb.cluster import FleetCluster, Pki
 from vucompat.ovsdb.fleet import FleetView, configure, load_can_run, now_ms, publish
 from vucompat.ovsdb.fleetrows import heartbeat_operations

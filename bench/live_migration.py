@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vucompat.dpdk_sandbox import Vswitchd
-from vucompat.guest import Guest, GuestImage, ensure_guest
-from vucompat.ovsdb.sandbox import OvsdbSandbox
-from vucompat.processes import stop_pid
+from vucompat_testing.vswitchd import Vswitchd
+from vucompat_testing.guest import Guest, GuestImage, ensure_guest
+from vucompat_testing.ovsdb_server import OvsdbSandbox
+from vucompat_testing.processes import stop_pid
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}

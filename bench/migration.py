@@ -18,14 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from core import lineage_toml, ms, timed  # noqa: E402
 
-from vucompat import catalog  # noqa: E402
+from vucompat.core import catalog  # noqa: E402
 from vucompat.api import Client  # noqa: E402
-from vucompat.migration import Scope, select_mode  # noqa: E402
-from vucompat.mode import Capabilities  # noqa: E402
+from vucompat.core.migration import Scope, select_mode  # noqa: E402
+from vucompat.core.mode import Capabilities  # noqa: E402
 from vucompat.ovsdb import rpc  # noqa: E402
-from vucompat.ovsdb.sandbox import OvsdbSandbox  # noqa: E402
-from vucompat.registry import Host, Registry  # noqa: E402
-from vucompat.tables import read_table  # noqa: E402
+from vucompat_testing.ovsdb_server import OvsdbSandbox  # noqa: E402
+from vucompat.core.modeset import Host, Registry  # noqa: E402
+from vucompat.core.tables import read_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")

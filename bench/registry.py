@@ -23,13 +23,13 @@ import ovs.stream
 sys.path.insert(0, str(Path(__file__).parent))
 from core import lineage_toml, ms, timed  # noqa: E402
 
-from vucompat.negotiate import negotiate  # noqa: E402
+from vucompat.core.negotiate import negotiate  # noqa: E402
 from vucompat.ovsdb.connection import Connection  # noqa: E402
 from vucompat.ovsdb.load import LOAD_COLUMNS, load  # noqa: E402
 from vucompat.ovsdb.registry import RemoteHost  # noqa: E402
 from vucompat.ovsdb.rows import mode_row  # noqa: E402
-from vucompat.ovsdb.sandbox import OvsdbSandbox  # noqa: E402
-from vucompat.tables import load_registry  # noqa: E402
+from vucompat_testing.ovsdb_server import OvsdbSandbox  # noqa: E402
+from vucompat.core.tables import load_registry  # noqa: E402
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 

@@ -29,10 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from vucompat import vhostuser as vu
-from vucompat.dpdk_sandbox import Vswitchd
-from vucompat.ovsdb.sandbox import OvsdbSandbox
-from vucompat.processes import stop_pid
+from vucompat.vhostuser import protocol as vu
+from vucompat_testing.vswitchd import Vswitchd
+from vucompat_testing.ovsdb_server import OvsdbSandbox
+from vucompat_testing.processes import stop_pid
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}

@@ -25,12 +25,12 @@ REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "run" / "demo"
 sys.path.insert(0, str(REPO))
 
-from vucompat import catalog  # noqa: E402
-from vucompat.dpdk_sandbox import VSWITCHD_DPDK, Testpmd, Vswitchd  # noqa: E402
-from vucompat.processes import stop_pid  # noqa: E402
-from vucompat.ovsdb.sandbox import OvsdbSandbox  # noqa: E402
-from vucompat.guest import Guest, GuestError, ensure_guest  # noqa: E402
-from vucompat.tables import load_registry, table_text_until  # noqa: E402
+from vucompat.core import catalog  # noqa: E402
+from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd  # noqa: E402
+from vucompat_testing.processes import stop_pid  # noqa: E402
+from vucompat_testing.ovsdb_server import OvsdbSandbox  # noqa: E402
+from vucompat_testing.guest import Guest, GuestError, ensure_guest  # noqa: E402
+from vucompat.core.tables import load_registry, table_text_until  # noqa: E402
 
 BOLD, DIM, PLAIN = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")

@@ -29,12 +29,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from vucompat import catalog
-from vucompat.dpdk_sandbox import VSWITCHD_DPDK, Vswitchd
-from vucompat.mode import CLIENT_TYPE
+from vucompat.core import catalog
+from vucompat_testing.vswitchd import VSWITCHD_DPDK, Vswitchd
+from vucompat.core.mode import CLIENT_TYPE
 from vucompat.ovsdb.load import read_switch
-from vucompat.ovsdb.sandbox import OvsdbSandbox
-from vucompat.probe import Offer, probe_types
+from vucompat_testing.ovsdb_server import OvsdbSandbox
+from vucompat.vhostuser.probe import Offer, probe_types
 
 #: case name -> Open_vSwitch other_config set before ovs-vswitchd starts
 CASES: dict[str, dict[str, str]] = {"default": {}, "tso": {"userspace-tso-enable": "true"}}

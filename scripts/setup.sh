@@ -41,11 +41,11 @@ if ((${#missing[@]})); then
 fi
 
 stamp=.venv/.vucompat-stamp
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml testing/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "setup: creating the venv in .venv"
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -c 'import vucompat, click, jsonschema, pytest, hypothesis' 
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' -e ./testing 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -c 'import vucompat, vucompat_testing, click, jsonschema, pytest, hypothesis'
     echo "$want" > "$stamp"
 fi

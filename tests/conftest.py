@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from vucompat.tables import shipped_tables_dir, table_text_until as truncated_upstream
+from vucompat.core.tables import shipped_tables_dir, table_text_until as truncated_upstream
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: sample files shipped for users, also used by the tests, the demo and the benchmarks
@@ -68,7 +68,7 @@ def ovsdb_servers():
     bytes); every server is stopped by its pid at teardown."""
     import tempfile
 
-    from vucompat.ovsdb.sandbox import OvsdbSandbox
+    from vucompat_testing.ovsdb_server import OvsdbSandbox
 
     if shutil.which("ovsdb-server") is None:
         pytest.fail("ovsdb-server is not installed: run `make setup` (Debian openvswitch-switch)")

@@ -20,9 +20,9 @@ from typing import Any, Callable
 import pytest
 
 from conftest import EXAMPLES, select
-from vucompat import catalog
-from vucompat.dpdk_sandbox import VSWITCHD_DPDK, Testpmd, Vswitchd
-from vucompat.ovsdb.sandbox import OvsdbSandbox
+from vucompat.core import catalog
+from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd
+from vucompat_testing.ovsdb_server import OvsdbSandbox
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import select
 from switch_env import ENV, LATEST, VUCOMPAT, Switch, eventually, negotiated, start_switch
-from vucompat import catalog
-from vucompat.tables import read_table, shipped_tables_dir
+from vucompat.core import catalog
+from vucompat.core.tables import read_table, shipped_tables_dir
 
 #: the opt-in distribution lineages (compat_tables/distros/README.md)
 DISTROS = shipped_tables_dir() / "distros"

@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import EXAMPLES, build_host, capabilities_toml
-from vucompat import catalog
+from vucompat.core import catalog
 from vucompat.cli import main
-from vucompat.compare import baseline as baseline_of
-from vucompat.fleet import HostRecord
-from vucompat.hosts import load_host
-from vucompat.mode import Abi
-from vucompat.tables import read_capabilities, read_table
+from vucompat.core.compare import baseline as baseline_of
+from vucompat.core.fleet import HostRecord
+from vucompat.cli.hosts import load_host
+from vucompat.core.mode import Abi
+from vucompat.core.tables import read_capabilities, read_table
 
 #: what Debian bookworm's OVS 3.1 + DPDK 22.11 offers (tests/test_agent.py measures it)
 OVS31 = capabilities_toml(catalog.mask_to_names(0xD7C66A7CA, "virtio"), catalog.mask_to_names(0x10CBF, "protocol"))

@@ -1,5 +1,5 @@
-from vucompat import catalog
-from vucompat.errors import UnknownFeatureError
+from vucompat.core import catalog
+from vucompat.core.errors import UnknownFeatureError
 
 import pytest
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import FIXTURES, capabilities_toml
-from vucompat import catalog
+from vucompat.core import catalog
 from vucompat.cli import main
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from conftest import capabilities_toml
-from vucompat import catalog
-from vucompat.compare import baseline, compare, runnable
-from vucompat.hosts import load_host
-from vucompat.mode import Abi
-from vucompat.negotiate import negotiate
-from vucompat.tables import load_registry
+from vucompat.core import catalog
+from vucompat.core.compare import baseline, compare, runnable
+from vucompat.cli.hosts import load_host
+from vucompat.core.mode import Abi
+from vucompat.core.negotiate import negotiate
+from vucompat.core.tables import load_registry
 
 
 @pytest.fixture

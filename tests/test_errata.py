@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from vucompat.errors import UsageError
-from vucompat.lint import LOCK_FILE, add_erratum, lint, read_lock
-from vucompat.lock import undo
-from vucompat.tables import load_registry
+from vucompat.core.errors import UsageError
+from vucompat.core.lint import LOCK_FILE, add_erratum, lint, read_lock
+from vucompat.core.lock import undo
+from vucompat.core.tables import load_registry
 from conftest import select
 from test_cli import run
 
@@ -144,9 +144,9 @@ def test_load_corrects_a_registry_but_keeps_a_running_ports_contract(ovsdb_serve
 
 
 def test_a_port_on_a_superseded_definition_may_move_to_a_corrected_host(packager_dir: Path, tmp_path: Path):
-    from vucompat.migration import check_migration
-    from vucompat.reconcile import PortView
-    from vucompat.registry import Host
+    from vucompat.core.migration import check_migration
+    from vucompat.agent.plan import PortView
+    from vucompat.core.modeset import Host
 
     released = tmp_path / "released"
     shutil.copytree(packager_dir, released)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from vucompat.evidence import EVIDENCE_DIR, check_evidence, derive, read_evidence
-from vucompat.lint import lint
-from vucompat.tables import load_registry
+from vucompat.core.evidence import EVIDENCE_DIR, check_evidence, derive, read_evidence
+from vucompat.core.lint import lint
+from vucompat.core.tables import load_registry
 
 RELEASES = ["2.6.0", "2.7.0", "2.8.0", "2.9.0", "2.10.0", "2.11.0", "2.12.0", "2.13.0", "2.14.0", "2.15.0",
             "2.16.0", "2.17.0", "3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0", "3.6.0", "3.7.0"]

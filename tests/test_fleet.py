@@ -18,16 +18,16 @@ import pytest
 
 from conftest import build_host, capabilities_toml, select
 from switch_env import VUCOMPAT, AgentProcess, eventually
-from vucompat.fleet import HostRecord, hosts_that_can_run
-from vucompat.hosts import load_host
-from vucompat.loadgen import FleetShape, generate, synthetic_record
-from vucompat.migration import Scope, check_migration, select_mode
+from vucompat.core.fleet import HostRecord, hosts_that_can_run
+from vucompat.cli.hosts import load_host
+from vucompat_testing.fleetgen import FleetShape, generate, synthetic_record
+from vucompat.core.migration import Scope, check_migration, select_mode
 from vucompat.ovsdb.cluster import FleetCluster, Pki
 from vucompat.ovsdb.fleet import FleetPublisher, FleetView, now_ms, publish
 from vucompat.ovsdb.rpc import OvsdbError, Session
 from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
-from vucompat.reconcile import CLIENT_TYPE, PortView
-from vucompat.resolve import APPLIED
+from vucompat.agent.plan import CLIENT_TYPE, PortView
+from vucompat.core.resolve import APPLIED
 
 HOSTS_LISTENER, READERS_LISTENER = "pssl:0:127.0.0.1", "pssl:0:127.0.0.2"
 
@@ -117,7 +117,7 @@ def test_the_fleet_schema_means_what_the_host_schema_means():
 def published(fleet: Fleet, tmp_path_factory) -> dict[str, HostRecord]:
     """host-a (tables up to 3.2, a backend without CSUM) and host-b (tables up to
     2.13), each published over SSL with its own certificate."""
-    from vucompat import catalog
+    from vucompat.core import catalog
 
     root = tmp_path_factory.mktemp("hosts")
     virtio = [f.name for f in catalog.FEATURES if f.mask == "virtio" and f.name != "VIRTIO_NET_F_CSUM"]
@@ -190,7 +190,7 @@ def test_a_warm_scheduler_sees_changes(fleet: Fleet, published: dict[str, HostRe
         assert {h.name for h in view.hosts(pool="rack-1")} >= {"host-a", "host-b"}
         assert "host-b" not in {h.name for h in view.hosts(defining="upstream.ovs-dpdk.v3.2")}
         # host-b's backend loses MRG_RXBUF: the replica follows, 2.13 moves to "lacking"
-        from vucompat.mode import Capabilities
+        from vucompat.core.mode import Capabilities
 
         rec = published["host-b"]
         modes = rec.host.registry.modes
@@ -217,9 +217,9 @@ def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(flee
     and read back as a scheduler would."""
     import random
 
-    from vucompat.compare import fits
+    from vucompat.core.compare import fits
     from vucompat.ovsdb.fleet import load_fleet, load_ports
-    from vucompat.resolve import NONCONFORMANT, REJECTED
+    from vucompat.core.resolve import NONCONFORMANT, REJECTED
 
     rng = random.Random(20261122)
     rec = published["host-a"]
@@ -530,7 +530,7 @@ def load_host_modes(remote: str) -> list[str]:
 def test_the_documented_cli_steps_build_a_cluster(tmp_path: Path):
     """create-cluster, join-cluster, start and status, as docs/fleet.md runs them."""
     from vucompat.ovsdb.cluster import free_port
-    from vucompat.processes import stop_pid
+    from vucompat_testing.processes import stop_pid
 
     run = Path(tempfile.mkdtemp(prefix="vuc-steps-", dir="/tmp"))  # short: unix socket paths
     first, second = f"tcp:127.0.0.1:{free_port()}", f"tcp:127.0.0.1:{free_port()}"

@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from vucompat.fleet import FleetHost, active_modes_report, hosts_that_can_run, select_fleet_mode
-from vucompat.migration import Scope
-from vucompat.loadgen import FleetShape, synthetic_record
+from vucompat.core.fleet import FleetHost, active_modes_report, hosts_that_can_run, select_fleet_mode
+from vucompat.core.migration import Scope
+from vucompat_testing.fleetgen import FleetShape, synthetic_record
 from vucompat.ovsdb.fleetrows import (Published, canonical, heartbeat_operations, publish_operations,
                                       published_after)
 from vucompat.ovsdb.fleetrows import _same as same
-from vucompat.registry import Host, Registry
+from vucompat.core.modeset import Host, Registry
 
 SHAPE = FleetShape(hosts=8, modes_per_host=5, ports_per_host=3)
 
@@ -169,8 +169,8 @@ def test_the_state_after_a_publish_lets_the_next_one_skip_the_read():
 
 
 def test_a_host_publishes_each_port_types_offer_and_readers_get_it_back():
-    from vucompat import catalog
-    from vucompat.mode import Capabilities
+    from vucompat.core import catalog
+    from vucompat.core.mode import Capabilities
     from vucompat.ovsdb.rows import host_capabilities, json_row
 
     record = synthetic_record(2, SHAPE)

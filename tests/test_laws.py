@@ -6,11 +6,11 @@ from datetime import date, timedelta
 
 from hypothesis import given, settings, strategies as st
 
-from vucompat import catalog
-from vucompat.compare import baseline, compare, runnable
-from vucompat.mode import Abi, Capabilities, Mode
-from vucompat.negotiate import negotiate
-from vucompat.registry import Host, Registry
+from vucompat.core import catalog
+from vucompat.core.compare import baseline, compare, runnable
+from vucompat.core.mode import Abi, Capabilities, Mode
+from vucompat.core.negotiate import negotiate
+from vucompat.core.modeset import Host, Registry
 
 VIRTIO_BITS = [f.bit for f in catalog.FEATURES if f.mask == "virtio"]
 PROTOCOL_BITS = [f.bit for f in catalog.FEATURES if f.mask == "protocol"]

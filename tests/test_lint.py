@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vucompat.errors import TableError
-from vucompat.lint import LOCK_FILE, lint, read_lock, update_lock
-from vucompat.tables import load_registry
+from vucompat.core.errors import TableError
+from vucompat.core.lint import LOCK_FILE, lint, read_lock, update_lock
+from vucompat.core.tables import load_registry
 
 
 def test_shipped_tables_pass_and_every_released_mode_is_pinned(shipped: Path):

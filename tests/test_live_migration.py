@@ -19,10 +19,10 @@ import pytest
 
 from conftest import select
 from switch_env import Switch, eventually, start_switch
-from vucompat import catalog
+from vucompat.core import catalog
 from vucompat.api import Client
-from vucompat.guest import Guest, GuestError, GuestImage, ensure_guest
-from vucompat.migration import Verdict
+from vucompat_testing.guest import Guest, GuestError, GuestImage, ensure_guest
+from vucompat.core.migration import Verdict
 
 TSO = {"userspace-tso-enable": "true"}
 CSUM = catalog.lookup("VIRTIO_NET_F_CSUM").value

@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given, strategies as st
 
 from conftest import EXAMPLES, select, truncated_upstream
-from vucompat import catalog
+from vucompat.core import catalog
 from vucompat.api import Client
-from vucompat.migration import Scope, check_migration, select_mode
-from vucompat.mode import Capabilities
+from vucompat.core.migration import Scope, check_migration, select_mode
+from vucompat.core.mode import Capabilities
 from vucompat.ovsdb import rpc
-from vucompat.reconcile import PortView
-from vucompat.registry import Host
-from vucompat.tables import load_registry, read_capabilities
+from vucompat.agent.plan import PortView
+from vucompat.core.modeset import Host
+from vucompat.core.tables import load_registry, read_capabilities
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 V213_OFFER = 0xD7C66A7CA
@@ -201,7 +201,7 @@ def installed_qemu() -> str:
 
 
 def test_frontend_args_name_real_qemu_properties(shipped: Path):
-    from vucompat import frontend
+    from vucompat.core import frontend
 
     known = qemu_properties()
     version = tuple(int(x) for x in installed_qemu().split("."))
@@ -233,7 +233,7 @@ def test_frontend_args_cli_formats():
 def test_traits_have_placement_syntax(ovsdb_servers):
     import re
 
-    from vucompat.migration import placement_trait
+    from vucompat.core.migration import placement_trait
 
     assert placement_trait("upstream.ovs-dpdk.v2.13") == "CUSTOM_VHOSTUSER_COMPAT_UPSTREAM_OVS_DPDK_V2_13"
     server = ovsdb_servers("traits")

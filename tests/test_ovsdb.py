@@ -21,7 +21,7 @@ from conftest import EXAMPLES, FIXTURES, select, truncated_upstream
 from vucompat.cli import main
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.schema import shipped_schema
-from vucompat.catalog import bits_of
+from vucompat.core.catalog import bits_of
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 CURRENT = shipped_schema()["version"]
@@ -306,7 +306,7 @@ def test_a_loader_whose_reads_went_stale_retries_instead_of_duplicating(ovsdb_se
     B reads again, plans again and writes nothing."""
     from vucompat.ovsdb import load as load_module
     from vucompat.ovsdb.connection import Connection
-    from vucompat.tables import load_registry
+    from vucompat.core.tables import load_registry
 
     server = ovsdb_servers("stale")
     tables = load_registry([shipped])
@@ -361,7 +361,7 @@ def test_ssl_remotes_with_ovs_pki_certificates(ovsdb_servers, tmp_path: Path):
     server_files = pki.identity("server")
     import tempfile
 
-    from vucompat.ovsdb.sandbox import OvsdbSandbox
+    from vucompat_testing.ovsdb_server import OvsdbSandbox
 
     server = OvsdbSandbox(Path(tempfile.mkdtemp(prefix="vuc-ssl-", dir="/tmp")), tcp=True, ssl=server_files)
     server.start()

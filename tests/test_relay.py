@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from switch_env import ENV, VUCOMPAT, Switch, Testpmd, eventually, negotiated, start_switch
-from vucompat import catalog
-from vucompat import vhostuser as vu
+from vucompat.core import catalog
+from vucompat.vhostuser import protocol as vu
 
 
 @pytest.fixture(scope="module")

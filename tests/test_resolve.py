@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES
-from vucompat import catalog
-from vucompat.reconcile import (CreatePort, InterfaceView, Mirror, PortView, RemovePort, UpdatePort, plan)
-from vucompat.registry import Host
-from vucompat.resolve import parse_status, resolve, verify
-from vucompat.tables import load_registry, read_capabilities
+from vucompat.core import catalog
+from vucompat.agent.plan import (CreatePort, InterfaceView, Mirror, PortView, RemovePort, UpdatePort, plan)
+from vucompat.core.modeset import Host
+from vucompat.core.resolve import parse_status, resolve, verify
+from vucompat.core.tables import load_registry, read_capabilities
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES
-from vucompat.errors import TableError, UnknownModeError, UsageError
-from vucompat.tables import load_registry, read_table, search_path
+from vucompat.core.errors import TableError, UnknownModeError, UsageError
+from vucompat.core.tables import load_registry, read_table, search_path
 
 INVALID = FIXTURES / "invalid"
 
@@ -141,7 +141,7 @@ def test_missing_named_directory_is_a_usage_error(tmp_path: Path):
 
 
 def test_a_bad_capabilities_file_names_each_problem(tmp_path: Path):
-    from vucompat.tables import read_capabilities
+    from vucompat.core.tables import read_capabilities
 
     path = tmp_path / "capabilities.toml"
     path.write_text('virtio_features = ["VIRTIO_NET_F_MQQ", "VHOST_USER_PROTOCOL_F_MQ"]\nprotocol_features = []\n'

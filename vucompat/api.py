@@ -20,15 +20,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .compare import Gap, runnable
-from .errors import UsageError
-from .migration import Scope, Selection, Verdict, check_migration as _check, select_mode as _select
-from .negotiate import Negotiation, negotiate as _negotiate
-from .ovsdb.ports import read_ports
-from .ovsdb.registry import RemoteHost
-from .ovsdb.rpc import DEFAULT_TIMEOUT, SslOptions
-from .reconcile import PortView
-from .registry import Host
+from vucompat.core.compare import Gap, runnable
+from vucompat.core.errors import UsageError
+from vucompat.core.migration import Scope, Selection, Verdict, check_migration as _check, select_mode as _select
+from vucompat.core.negotiate import Negotiation, negotiate as _negotiate
+from vucompat.ovsdb.ports import read_ports
+from vucompat.ovsdb.registry import RemoteHost
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, SslOptions
+from vucompat.agent.plan import PortView
+from vucompat.core.modeset import Host
 
 __all__ = ["Client", "ModeStatus", "Scope", "Selection", "Verdict", "Negotiation", "SslOptions"]
 

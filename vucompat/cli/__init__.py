@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from ..errors import UsageError, VucompatError
+from vucompat.core.errors import UsageError, VucompatError
 
 _FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
                        show_default=True, help="text for people, json for programs (docs/cli.md).")
@@ -66,7 +66,7 @@ def _conn(kw: dict[str, Any]) -> dict[str, Any]:
     if key or cert or ca:
         if not (key and cert and ca):
             raise UsageError(message="ssl: remotes need all of --ssl-key, --ssl-cert and --ssl-ca")
-        from ..ovsdb.rpc import SslOptions
+        from vucompat.ovsdb.rpc import SslOptions
 
         ssl = SslOptions(key, cert, ca)
     return {"timeout": kw.pop("timeout"), "ssl": ssl}
@@ -74,12 +74,12 @@ def _conn(kw: dict[str, Any]) -> dict[str, Any]:
 
 def _registry(tables: tuple[Path, ...], db: str | None = None, conn: dict[str, Any] | None = None):  # -> Registry
     if db:
-        from ..hosts import REMOTE_PREFIXES, open_host
+        from vucompat.cli.hosts import REMOTE_PREFIXES, open_host
 
         if not db.startswith(REMOTE_PREFIXES):
             raise UsageError(message=f"--db {db}: give an OVSDB remote, e.g. unix:/run/vucompat/db.sock")
         return open_host(db, **(conn or {})).registry
-    from ..tables import load_registry, search_path
+    from vucompat.core.tables import load_registry, search_path
 
     return load_registry(search_path(tables, os.environ))
 
@@ -92,4 +92,4 @@ def main() -> None:
 
 
 # the commands, by subject (each module registers its commands on `main`)
-from . import fleet, migration, modes, ports, registry  # noqa: E402,F401
+from vucompat.cli import cmd_fleet as fleet, cmd_migration as migration, cmd_modes as modes, cmd_ports as ports, cmd_registry as registry  # noqa: E402,F401

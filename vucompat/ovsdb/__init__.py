@@ -9,6 +9,6 @@
 - admin.py: create, attach and upgrade the database (ovsdb-tool, ovsdb-client, ovs-appctl)
 """
 
-from . import fastjson
+from vucompat.ovsdb import fastjson
 
 fastjson.install()

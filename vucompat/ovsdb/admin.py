@@ -9,10 +9,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
-from . import rpc
-from .rpc import DEFAULT_TIMEOUT, OvsdbError
-from .schema import DB_NAME, SCHEMA_FILE, version_tuple
+from vucompat.core.errors import UsageError
+from vucompat.ovsdb import rpc
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
+from vucompat.ovsdb.schema import DB_NAME, SCHEMA_FILE, version_tuple
 
 
 def _tool(*args: str, timeout: float = 60) -> str:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import UsageError
-from ..processes import stop_pid
-from .admin import _tool
-from .rpc import SslOptions
-from .schema import FLEET_DB, FLEET_SCHEMA_FILE
+from vucompat.core.errors import UsageError
+from vucompat_testing.processes import stop_pid
+from vucompat.ovsdb.admin import _tool
+from vucompat.ovsdb.rpc import SslOptions
+from vucompat.ovsdb.schema import FLEET_DB, FLEET_SCHEMA_FILE
 
 #: where the servers find their listening remotes (rows written by `vucompat fleet configure`)
 DB_REMOTES = f"db:{FLEET_DB},Fleet,connections"

@@ -14,9 +14,9 @@ from typing import Any, Callable, TypeVar
 import ovs.db.idl
 import ovs.poller
 
-from . import rpc
-from .rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
-from .schema import COLUMNS, DB_NAME
+from vucompat.ovsdb import rpc
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
+from vucompat.ovsdb.schema import COLUMNS, DB_NAME
 
 T = TypeVar("T")
 

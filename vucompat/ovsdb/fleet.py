@@ -14,15 +14,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ..fleet import FleetHost, HostRecord, needed_modes
-from ..mode import Mode
-from ..reconcile import PortView
-from ..registry import Host, Registry
-from .connection import Connection
-from .fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, published_after, publish_operations
-from .rows import CorruptRowError, bits_to_mask, host_capabilities, json_row, optional, row_to_mode
-from .rpc import DEFAULT_TIMEOUT, OvsdbError, Session, SslOptions
-from .schema import FLEET_DB
+from vucompat.core.fleet import FleetHost, HostRecord, needed_modes
+from vucompat.core.mode import Mode
+from vucompat.agent.plan import PortView
+from vucompat.core.modeset import Host, Registry
+from vucompat.ovsdb.connection import Connection
+from vucompat.ovsdb.fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, published_after, publish_operations
+from vucompat.ovsdb.rows import CorruptRowError, bits_to_mask, host_capabilities, json_row, optional, row_to_mode
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, Session, SslOptions
+from vucompat.ovsdb.schema import FLEET_DB
 
 log = logging.getLogger("vucompat.fleet")
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .. import catalog
-from ..fleet import HostRecord, needed_modes, unavailable_features
-from ..mode import LIMITS
-from ..reconcile import PortView
-from .rows import mode_row, offer_text
+from vucompat.core import catalog
+from vucompat.core.fleet import HostRecord, needed_modes, unavailable_features
+from vucompat.core.mode import LIMITS
+from vucompat.agent.plan import PortView
+from vucompat.ovsdb.rows import mode_row, offer_text
 
 
 #: Port columns the fleet copies from a host's registry (plus host and mode)

@@ -14,13 +14,13 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from ..loadplan import LoadPlan, RedefinitionError, plan_load, redefinitions
-from ..mode import Capabilities
-from ..registry import Registry
-from . import rpc
-from .connection import Connection
-from .rows import ERRATUM_REASON, SUPERSEDED_BY, capabilities_columns, mode_row
-from .schema import COLUMNS, DB_NAME, OPEN_VSWITCH_COLUMNS
+from vucompat.core.loadplan import LoadPlan, RedefinitionError, plan_load, redefinitions
+from vucompat.core.mode import Capabilities
+from vucompat.core.modeset import Registry
+from vucompat.ovsdb import rpc
+from vucompat.ovsdb.connection import Connection
+from vucompat.ovsdb.rows import ERRATUM_REASON, SUPERSEDED_BY, capabilities_columns, mode_row
+from vucompat.ovsdb.schema import COLUMNS, DB_NAME, OPEN_VSWITCH_COLUMNS
 
 #: capabilities_source when the capabilities come from a file, or a probe
 DECLARED, PROBED = "declared", "probed"
@@ -122,7 +122,7 @@ def read_modes_and_ports(conn: Connection) -> tuple[dict[str, str], dict[str, li
 
 def _read_modes(conn: Connection, names: tuple[str, ...]) -> dict[str, Any]:
     """The full modes `names` as the database holds them (to describe a refusal)."""
-    from .registry import read_host
+    from vucompat.ovsdb.registry import read_host
 
     with Connection(conn.remote, conn.timeout) as full:
         modes = read_host(full).registry.modes

@@ -15,14 +15,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ..catalog import bits_of
-from ..reconcile import (OPTION, SERVER_PATH, Action, CreatePort, InterfaceView, Mirror, PortView, Redirect,
+from vucompat.core.catalog import bits_of
+from vucompat.agent.plan import (OPTION, SERVER_PATH, Action, CreatePort, InterfaceView, Mirror, PortView, Redirect,
                          RemovePort, UpdatePort)
-from ..resolve import Resolution
-from .connection import Connection
-from . import rpc
-from .rows import bits_to_mask, idl_values, json_row, mode_row, optional, row_to_mode
-from .schema import COLUMNS, DB_NAME
+from vucompat.core.resolve import Resolution
+from vucompat.ovsdb.connection import Connection
+from vucompat.ovsdb import rpc
+from vucompat.ovsdb.rows import bits_to_mask, idl_values, json_row, mode_row, optional, row_to_mode
+from vucompat.ovsdb.schema import COLUMNS, DB_NAME
 
 log = logging.getLogger("vucompat.agent")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import rpc
-from .connection import Connection
-from .rows import host_capabilities, json_row, row_to_mode
-from .rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
-from .schema import COLUMNS, DB_NAME
-from ..registry import Host, Registry
+from vucompat.ovsdb import rpc
+from vucompat.ovsdb.connection import Connection
+from vucompat.ovsdb.rows import host_capabilities, json_row, row_to_mode
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
+from vucompat.ovsdb.schema import COLUMNS, DB_NAME
+from vucompat.core.modeset import Host, Registry
 
 
 def read_host(conn: Connection) -> Host:

@@ -9,9 +9,9 @@ from typing import Any
 
 from types import SimpleNamespace
 
-from .. import catalog
-from ..errors import VucompatError
-from ..mode import LIMITS, Abi, Capabilities, Mode
+from vucompat.core import catalog
+from vucompat.core.errors import VucompatError
+from vucompat.core.mode import LIMITS, Abi, Capabilities, Mode
 
 
 class CorruptRowError(VucompatError):
@@ -148,7 +148,7 @@ def json_row(row: dict[str, Any], table: str, schema: str = "registry") -> Simpl
 @lru_cache(maxsize=2)
 def _column_kinds(schema: str) -> dict[str, dict[str, str]]:
     """table -> column -> "set" (a set or optional column) or "scalar", from a shipped schema."""
-    from .schema import shipped_schema
+    from vucompat.ovsdb.schema import shipped_schema
 
     kinds: dict[str, dict[str, str]] = {}
     for table, spec in shipped_schema(schema)["tables"].items():

@@ -18,7 +18,7 @@ import ovs.poller
 import ovs.stream
 import ovs.util
 
-from ..errors import VucompatError
+from vucompat.core.errors import VucompatError
 
 DEFAULT_TIMEOUT = 5.0
 

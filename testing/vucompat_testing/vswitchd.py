@@ -1,0 +1,147 @@
+"""Real vhost-user parts for tests, the demo and the benchmarks: ovs-vswitchd-dpdk
+without hugepages on a private ovsdb-server, and dpdk-testpmd as a virtio-user
+frontend (the guest side). Both run from a private directory, are stopped by pid,
+and never touch the system's OVS. See ../shared/reference/real-components.md.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vucompat_testing.processes import stop_pid
+
+VSWITCHD_DPDK = Path("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk")
+
+
+@dataclass
+class Vswitchd:
+    """ovs-vswitchd-dpdk with DPDK on --no-huge memory, a netdev bridge `bridge`,
+    serving vhost-user sockets from `directory`/vhost."""
+
+    directory: Path
+    remote: str
+    bridge: str = "br0"
+    #: Open_vSwitch other_config set before the daemon starts (e.g. userspace-tso-enable,
+    #: which OVS 3.1 reads only at start)
+    other_config: dict[str, str] = field(default_factory=dict)
+    #: run the daemon in a network namespace of its own (`unshare -n`): two userspace
+    #: datapaths clash in one (their tap devices); unix sockets work across namespaces
+    own_netns: bool = False
+    pid: int | None = field(default=None, init=False)
+
+    @property
+    def ctl(self) -> Path:
+        return self.directory / "ovs-vswitchd.ctl"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "ovs-vswitchd.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "OVS_RUNDIR": str(self.directory), "OVS_LOGDIR": str(self.directory),
+                "OVS_DBDIR": str(self.directory)}
+
+    def vsctl(self, *args: str, wait: bool = True) -> str:
+        """Run ovs-vsctl against this switch's database; return its output."""
+        cmd = ["ovs-vsctl", f"--db={self.remote}", "--timeout=60", *([] if wait else ["--no-wait"]), *args]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, env=self.env).stdout.strip()
+
+    def start(self, timeout: float = 60.0) -> None:
+        (self.directory / "vhost").mkdir(parents=True, exist_ok=True)
+        prefix = f"vucvs{os.getpid()}x{abs(hash(str(self.directory))) % 100000}"
+        self.vsctl("init", wait=False)
+        self.vsctl("set", "Open_vSwitch", ".", "other_config:dpdk-init=true",
+                   f'other_config:dpdk-extra="--no-pci --no-huge -m 1024 --legacy-mem --file-prefix={prefix}"',
+                   "other_config:pmd-cpu-mask=0x2", "other_config:vhost-sock-dir=vhost",
+                   *(f"other_config:{k}={v}" for k, v in self.other_config.items()), wait=False)
+        pidfile = self.directory / "ovs-vswitchd.pid"
+        subprocess.run([*(["unshare", "-n"] if self.own_netns else []), str(VSWITCHD_DPDK), self.remote,
+                        f"--pidfile={pidfile}", f"--unixctl={self.ctl}", f"--log-file={self.log}", "--detach",
+                        "--no-chdir"], check=True, env=self.env, stderr=subprocess.DEVNULL, timeout=timeout)
+        self.pid = int(pidfile.read_text())
+        self.vsctl("--may-exist", "add-br", self.bridge, "--", "set", "bridge", self.bridge, "datapath_type=netdev")
+
+    def add_vhost_port(self, name: str, socket: Path | None = None, compat: str | None = None,
+                       client: bool = True) -> None:
+        """ovs-vsctl add-port, as a user would: dpdkvhostuserclient (the frontend
+        serves `socket`) or dpdkvhostuser (OVS serves vhost/<name>)."""
+        settings = [f"type={'dpdkvhostuserclient' if client else 'dpdkvhostuser'}"]
+        if client:
+            settings.append(f"options:vhost-server-path={socket}")
+        if compat is not None:
+            settings.append(f"options:vhost-compat={compat}")
+        self.vsctl("add-port", self.bridge, name, "--", "set", "Interface", name, *settings)
+
+    def frontend_socket(self, name: str, timeout: float = 30.0) -> Path:
+        """Where a frontend of dpdkvhostuser port `name` must connect, once the agent
+        has recorded the port: the port's relay when the agent mirrors one
+        (external_ids:vhost-compat-relay), else OVS's own socket. Raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ids = self.vsctl("--if-exists", "get", "Interface", name, "external_ids")
+            if "vhost-compat-state" in ids:
+                relay = self.vsctl("--if-exists", "get", "Interface", name, "external_ids:vhost-compat-relay")
+                return Path(relay.strip('"')) if relay else self.directory / "vhost" / name
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the agent did not record {name} within {timeout:g}s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.pid is None:
+            return
+        subprocess.run(["ovs-appctl", "-t", str(self.ctl), "exit", "--cleanup"], capture_output=True, timeout=30,
+                       env=self.env)
+        stop_pid(self.pid)
+        self.pid = None
+
+
+@dataclass
+class Testpmd:
+    """dpdk-testpmd with a virtio_user vdev: a real vhost-user frontend. With
+    `server` it serves `socket` (for dpdkvhostuserclient ports); otherwise it
+    connects to OVS's socket. It idles in interactive mode (stdin kept open)."""
+
+    socket: Path
+    log: Path
+    server: bool = True
+    queues: int = 1
+    queue_size: int = 256
+    packed: bool = False
+    #: more EAL arguments, e.g. ["--log-level=pmd.net.virtio.*:debug"]
+    eal_args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = field(default=None, init=False)
+    __test__ = False  # not a pytest test class, despite its name
+
+    def start(self) -> None:
+        prefix = f"vuctp{os.getpid()}x{abs(hash(str(self.socket))) % 100000}"
+        vdev = (f"net_virtio_user0,path={self.socket},server={1 if self.server else 0},queues={self.queues},"
+                f"queue_size={self.queue_size}" + (",packed_vq=1" if self.packed else ""))
+        cmd = ["dpdk-testpmd", "-l", "0,1", "--no-pci", "--no-huge", "-m", "512", f"--file-prefix={prefix}",
+               f"--vdev={vdev}", *self.eal_args, "--", "-i", "--total-num-mbufs=16384", f"--rxq={self.queues}",
+               f"--txq={self.queues}"]
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=open(self.log, "w"),
+                                        stderr=subprocess.STDOUT)
+        if self.server:
+            deadline = time.monotonic() + 30
+            while not self.socket.exists():
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"dpdk-testpmd did not create {self.socket}: see {self.log}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(b"quit\n")
+            self.process.stdin.flush()
+            self.process.wait(timeout=10)
+        except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
+            pass
+        stop_pid(self.process.pid)
+        self.process = None

@@ -1,0 +1,318 @@
+"""`vucompat agent`: watches the vhost-user Interfaces of the Open_vSwitch database
+and the registry, and keeps every port's Port row and external_ids mirror right.
+
+The loop: run both IDLs; whenever either database changed (or a periodic timer
+fired), plan (reconcile.plan, pure) and apply (ovsdb.ports.apply); then block on
+both connections with a timer. A server that goes away is reconnected by the IDL's
+own backoff; a failed write is retried with backoff; the plan is always made from
+what both databases hold now, so nothing is resolved twice and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import ovs.poller
+
+from vucompat.core import catalog
+from vucompat.core.fleet import DEFAULT_HEARTBEAT, HostRecord
+from vucompat.core.mode import Mode
+from vucompat.ovsdb.fleet import FleetPublisher
+from vucompat.ovsdb.load import read_switch, record_probe
+from vucompat.vhostuser.probe import ProbeError, capabilities_of, probe_record, probe_types, settings_fingerprint
+from vucompat.ovsdb.connection import Connection
+from vucompat.ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, apply, finish_redirects, read_interfaces,
+                          read_ports, vhost_sock_dir)
+from vucompat.ovsdb.registry import read_host
+from vucompat.ovsdb.rows import optional
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
+from vucompat.agent.plan import CreatePort, Enforcement, Mirror, Redirect, RemovePort, UpdatePort, plan, relay_specs
+from vucompat.vhostuser.relay import RelayManager
+from vucompat.core.modeset import Host
+from vucompat.core.resolve import NONCONFORMANT, REJECTED
+
+log = logging.getLogger("vucompat.agent")
+try:
+    _VERSION: str | None = importlib.metadata.version("vucompat")
+except importlib.metadata.PackageNotFoundError:
+    _VERSION = None
+
+DEFAULT_RELAY_DIR = Path("/var/run/vucompat")
+DEFAULT_OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
+#: reconcile at least this often even when nothing changed (ms)
+PERIODIC_MS = 10_000
+BACKOFF_MIN, BACKOFF_MAX = 0.25, 8.0
+
+
+@dataclass
+class Agent:
+    """One agent for one host. `db` serves the registry; `ovs_db` the
+    Open_vSwitch database (default: the same server)."""
+
+    db: str
+    ovs_db: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    ssl: SslOptions | None = None
+    #: masking relays: on (the default) unless the host turns enforcement off
+    enforce: bool = True
+    #: where the relays listen
+    relay_dir: Path = DEFAULT_RELAY_DIR
+    #: ovs-vswitchd's run directory (its dpdkvhostuser sockets are under it)
+    ovs_rundir: Path = DEFAULT_OVS_RUNDIR
+    #: the fleet cluster to publish into (comma-separated remotes); None: do not publish
+    fleet: str | None = None
+    #: this host's name in the fleet (default: its Host row's name); must be its certificate's CN
+    fleet_name: str | None = None
+    pool: str | None = None
+    heartbeat: int = DEFAULT_HEARTBEAT
+    registry: Connection | None = field(default=None, init=False)
+    ovs: Connection | None = field(default=None, init=False)
+    _stop: bool = field(default=False, init=False)
+    _host: tuple[int, Host] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        # stop() and the relay thread write here so a blocked poll wakes up at once
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self._violations: dict[str, str] = {}
+        self._violations_lock = threading.Lock()
+        self.relays = RelayManager(self._on_violation) if self.enforce else None
+        self._probe_attempted: str | None = None
+        self._pending: list[PendingRedirects] = []
+        self.publisher = FleetPublisher(self.fleet, self.timeout, self.ssl) if self.fleet else None
+
+    def _on_violation(self, port: str, reason: str) -> None:
+        """Called from the relay thread: recorded on the port by the next reconcile."""
+        with self._violations_lock:
+            self._violations[port] = reason
+        os.write(self._wake_write, b"x")
+
+    def stop(self, *_args: Any) -> None:
+        self._stop = True
+        os.write(self._wake_write, b"x")
+
+    def run(self) -> None:
+        """Run until stop() (SIGTERM, SIGINT)."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        log.info("vucompat agent: registry %s, Open_vSwitch %s, enforcement %s, fleet %s", self.db,
+                 self.ovs_db or self.db, f"on (relays in {self.relay_dir})" if self.enforce else "off",
+                 f"{self.fleet} (pool {self.pool or '-'}, heartbeat {self.heartbeat}s)" if self.fleet else "off")
+        backoff = BACKOFF_MIN
+        seen: tuple[int, int] | None = None
+        next_periodic = 0.0
+        while not self._stop:
+            try:
+                self._connect()
+                assert self.registry is not None and self.ovs is not None
+                self.registry.refresh()
+                self.ovs.refresh()
+                now = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
+                if self._ready() and self._pending:
+                    self.finish_due_redirects()
+                if self._ready() and (now != seen or time.monotonic() >= next_periodic or self._violations):
+                    self.probe_if_changed()
+                    self.reconcile()
+                    self.publish()
+                    seen = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
+                    next_periodic = time.monotonic() + PERIODIC_MS / 1000
+                backoff = BACKOFF_MIN
+                self._block(50 if self._pending else PERIODIC_MS)
+            except OvsdbError as err:
+                log.warning("%s; retrying in %.2gs", err, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        if self.relays is not None:
+            self.relays.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
+        self.close()
+        log.info("vucompat agent: stopped")
+
+    def reconcile(self) -> list[Any]:
+        """Plan from both databases as they are now and apply; start and stop the
+        relays to match; return the actions."""
+        assert self.registry is not None and self.ovs is not None
+        registry, ovs_conn = self.registry, self.ovs
+        enforcement = self._enforcement()
+        with self._violations_lock:
+            violations, self._violations = self._violations, {}
+
+        def make_plan() -> list[Any]:
+            ports = read_ports(registry)
+            recorded = [UpdatePort(name, {"violation": reason}) for name, reason in violations.items()
+                        if name in ports and ports[name].violation != reason]
+            ports = {n: replace(p, violation=violations.get(n, p.violation)) for n, p in ports.items()}
+            moving = frozenset(r.interface_uuid for pending in self._pending for r in pending.redirects)
+            return recorded + plan(read_interfaces(ovs_conn), ports, self._current_host(), enforcement, moving)
+
+        def start_relays(actions: list[Any]) -> None:
+            """Before the Interfaces point at them or their mirrors name them: a redirect
+            or a mirror waits for its relay to listen (no wait when nothing changed)."""
+            if self.relays is not None:
+                wait = any(isinstance(a, (Redirect, Mirror)) for a in actions)
+                self.relays.ensure(relay_specs(read_ports(registry), read_interfaces(ovs_conn), enforcement),
+                                   timeout=5.0 if wait else 0.0)
+
+        started = time.perf_counter()
+        actions, pending = apply(registry, ovs_conn, make_plan, start_relays)
+        if pending is not None:
+            self._pending.append(pending)
+        for action in actions:
+            _log_action(action)
+        start_relays([])  # and again with what the Interfaces hold now
+        log.debug("reconcile: %d action(s) in %.1f ms", len(actions), (time.perf_counter() - started) * 1000)
+        return actions
+
+    def publish(self) -> None:
+        """Offer this host's record to the fleet publisher (it writes only what changed,
+        from its own thread: the agent never waits for the fleet)."""
+        if self.publisher is None:
+            return
+        assert self.registry is not None
+        host = self._current_host()
+        rows = self.registry.rows("Host")
+        row = rows[0] if rows else None
+        self.publisher.offer(HostRecord(
+            host=replace(host, name=self.fleet_name or host.name), ports=read_ports(self.registry), pool=self.pool,
+            ovs_version=optional(row.ovs_version) if row else None,
+            dpdk_version=optional(row.dpdk_version) if row else None,
+            default_policy=row.default_policy if row else "latest",
+            capabilities_source=row.capabilities_source if row else "none",
+            heartbeat_interval=self.heartbeat, agent_version=_VERSION))
+
+    def finish_due_redirects(self) -> None:
+        """Finish the redirects ovs-vswitchd has caught up with (see ovsdb.ports.apply)."""
+        assert self.ovs is not None
+        for pending in [p for p in self._pending if p.due(self.ovs)]:
+            finish_redirects(self.ovs, pending)
+            self._pending.remove(pending)
+
+    def probe_if_changed(self) -> bool:
+        """Probe the backend when ovs-vswitchd's version or a setting that changes its
+        offer differs from what the Host row's last probe saw (at start, too).
+        Returns whether a probe ran. Results are cached in the registry."""
+        assert self.registry is not None and self.ovs is not None
+        switch = self.ovs.rows("Open_vSwitch")
+        if not switch:
+            return False
+        row = switch[0]
+        fingerprint = settings_fingerprint(optional(row.ovs_version), optional(row.dpdk_version),
+                                           dict(row.other_config))
+        hosts = self.registry.rows("Host")
+        if hosts and hosts[0].other_config.get("probe-fingerprint") == fingerprint:
+            return False
+        if fingerprint == self._probe_attempted:
+            return False  # tried for these settings already (and failed, or is recorded)
+        self._probe_attempted = fingerprint
+        try:
+            versions, other_config, bridges = read_switch(self.ovs.remote, self.timeout)
+            if not bridges:
+                log.info("probe: no netdev bridge yet; the backend will be probed when one exists")
+                self._probe_attempted = None
+                return False
+            offers = probe_types(self.ovs.remote, bridges[0], self._server_sock_dir(),
+                                 workdir=self.relay_dir if self.relay_dir.is_dir() else None)
+        except ProbeError as err:
+            log.warning("%s", err)
+            return False
+        record_probe(self.registry, capabilities_of(offers), probe_record(versions, other_config), versions=versions)
+        for port_type, offer in offers.items():
+            log.info("probe: %s ports offer virtio %s, protocol %s, %d queue pairs (%s)", port_type,
+                     catalog.to_hex(offer.virtio), catalog.to_hex(offer.protocol), offer.queue_pairs, fingerprint)
+        return True
+
+    def _server_sock_dir(self) -> Path | None:
+        """Where ovs-vswitchd serves dpdkvhostuser sockets, when the agent knows OVS's run directory."""
+        if self.ovs is None or self.ovs_rundir is None:
+            return None
+        directory = Path(vhost_sock_dir(self.ovs, self.ovs_rundir))
+        return directory if directory.is_dir() else None
+
+    def _enforcement(self) -> Enforcement | None:
+        if not self.enforce or self.ovs is None:
+            return None
+        return Enforcement(self.relay_dir, vhost_sock_dir(self.ovs, self.ovs_rundir))
+
+    def close(self) -> None:
+        for conn in (self.registry, self.ovs):
+            if conn is not None:
+                conn.close()
+        self.registry = self.ovs = None
+
+    def _current_host(self) -> Host:
+        assert self.registry is not None
+        seqno = self.registry.idl.change_seqno
+        if self._host is None or self._host[0] != seqno:
+            self._host = (seqno, read_host(self.registry))
+        return self._host[1]
+
+    def _connect(self) -> None:
+        if self.registry is None:
+            self.registry = Connection(self.db, self.timeout, self.ssl)
+        if self.ovs is None:
+            self.ovs = Connection(self.ovs_db or self.db, self.timeout, self.ssl, tables=INTERFACE_COLUMNS,
+                                  database=OVS_DB)
+
+    def _ready(self) -> bool:
+        """Both IDLs connected and showing a full copy (not mid-resync)."""
+        return all(conn is not None and conn.ready() for conn in (self.registry, self.ovs))
+
+    def _block(self, ms: int) -> None:
+        poller = ovs.poller.Poller()
+        for conn in (self.registry, self.ovs):
+            if conn is not None:
+                conn.idl.wait(poller)
+        poller.fd_wait(self._wake_read, ovs.poller.POLLIN)
+        poller.timer_wait(ms)
+        poller.block()
+        try:
+            os.read(self._wake_read, 4096)
+        except BlockingIOError:
+            pass
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self._stop and time.monotonic() < end:
+            time.sleep(min(0.05, end - time.monotonic()))
+
+
+def _mode_name(mode: Mode | None) -> str:
+    return mode.name if mode else "passthrough"
+
+
+def _log_action(action: Any) -> None:
+    if isinstance(action, CreatePort):
+        r = action.resolution
+        if r.state == REJECTED:
+            log.warning("%s: requested %s: REJECTED: %s", action.interface.name, r.requested, r.error)
+        else:
+            log.info("%s: requested %s -> %s", action.interface.name, r.requested, _mode_name(r.mode))
+        if action.fields.get("state") == NONCONFORMANT:
+            log.error("%s: %s", action.interface.name, action.fields.get("error"))
+    elif isinstance(action, UpdatePort):
+        state = action.changes.get("state")
+        if "violation" in action.changes:
+            return  # the relay said it, and the state change that follows says it again
+        if state == NONCONFORMANT:
+            log.error("%s: %s", action.name, action.changes.get("error"))
+        elif action.resolution is not None:
+            log.info("%s: request changed on a rejected port: %s -> %s (%s)", action.name,
+                     action.resolution.requested, action.resolution.resolved, action.resolution.state)
+        elif state is not None or "error" in action.changes:
+            log.warning("%s: now %s%s", action.name, state or "unchanged state",
+                        f": {action.changes['error']}" if action.changes.get("error") else "")
+    elif isinstance(action, RemovePort):
+        log.info("%s: interface gone: Port row removed", action.name)
+    elif isinstance(action, Mirror):
+        log.debug("%s: external_ids %s", action.interface, dict(action.set))
+    elif isinstance(action, Redirect):
+        log.info("%s: options:vhost-server-path -> %s (the relay)", action.interface, action.path)

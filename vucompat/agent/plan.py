@@ -1,0 +1,294 @@
+"""What the agent must change so that every vhost-user Interface has its Port row,
+with the right state, and the mirror in its external_ids. Pure: snapshots of both
+databases in, a list of actions out.
+
+Invariants:
+- a Port row is created only for an Interface (name and uuid) that has none: a port
+  is resolved once, whatever restarts happen;
+- a live port's resolved mode never changes; a changed request is refused
+  (change-refused) and the mode stays; a rejected port's changed request is resolved
+  again (the operator fixed a typo);
+- the Interface external_ids mirror the Port row, key by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from vucompat.core import catalog
+from vucompat.core.mode import CLIENT_TYPE, PORT_TYPES, Mode
+from vucompat.core.modeset import Host
+from vucompat.core.resolve import (APPLIED, CHANGE_REFUSED, LATEST, NONCONFORMANT, PASSTHROUGH, REJECTED, Resolution,
+                      parse_status, resolve, verify)
+
+if TYPE_CHECKING:
+    from vucompat.vhostuser.relay import RelaySpec
+
+VHOST_TYPES = PORT_TYPES
+OPTION = "vhost-compat"
+SERVER_PATH = "vhost-server-path"
+MIRROR_MODE, MIRROR_STATE, MIRROR_ERROR = "vhost-compat-mode", "vhost-compat-state", "vhost-compat-error"
+MIRROR_RELAY, MIRROR_FRONTEND = "vhost-compat-relay", "vhost-compat-frontend-socket"
+#: external_ids key that marks vucompat's own probe ports: the agent leaves them alone
+PROBE_MARK = "vucompat-probe"
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """Where the agent's relays live. None instead of this: enforcement is off."""
+
+    #: the relays' listening sockets: <relay_dir>/<interface>.sock
+    relay_dir: Path
+    #: where ovs-vswitchd serves dpdkvhostuser sockets (<OVS_RUNDIR>/<vhost-sock-dir>)
+    ovs_socket_dir: Path
+
+    def relay_path(self, name: str) -> Path:
+        return self.relay_dir / f"{name}.sock"
+
+
+@dataclass(frozen=True)
+class InterfaceView:
+    """A vhost-user Interface as the agent needs it."""
+
+    uuid: str
+    name: str
+    type: str
+    #: options:vhost-compat, or None when unset
+    request: str | None
+    external_ids: Mapping[str, str] = field(default_factory=dict)
+    status: Mapping[str, str] = field(default_factory=dict)
+    #: options:vhost-server-path (dpdkvhostuserclient)
+    server_path: str | None = None
+
+    @property
+    def normalized_request(self) -> str:
+        return (self.request or "").strip() or LATEST
+
+
+@dataclass(frozen=True)
+class PortView:
+    """A registry Port row."""
+
+    name: str
+    interface_uuid: str
+    requested: str
+    resolved: str | None
+    state: str
+    error: str | None
+    #: the port's mode (None for passthrough and rejected ports)
+    mode: Mode | None
+    negotiated_features: int = 0
+    negotiated: Mapping[str, str] = field(default_factory=dict)
+    verification: str | None = None
+    #: client ports under a relay: the frontend's own socket (the original vhost-server-path)
+    frontend_socket: str | None = None
+    #: where the port's relay listens
+    relay_socket: str | None = None
+    #: why the relay closed a connection (the frontend asked beyond the mode)
+    violation: str | None = None
+    #: the Interface type when the port was resolved
+    interface_type: str = CLIENT_TYPE
+
+
+@dataclass(frozen=True)
+class CreatePort:
+    interface: InterfaceView
+    resolution: Resolution
+    #: state, error and what was verified (the frontend may already be connected)
+    fields: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class RemovePort:
+    name: str
+
+
+@dataclass(frozen=True)
+class UpdatePort:
+    name: str
+    #: Port columns -> new values (state, error, negotiated_features, negotiated, verification;
+    #: for a re-resolved rejected port also requested, resolved and mode)
+    changes: Mapping[str, object]
+    #: set when the port was rejected and is resolved again
+    resolution: Resolution | None = None
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """external_ids keys to set and to delete on one Interface."""
+
+    interface_uuid: str
+    interface: str
+    set: Mapping[str, str]
+    delete: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Point a dpdkvhostuserclient Interface's options:vhost-server-path at the relay."""
+
+    interface_uuid: str
+    interface: str
+    path: str
+
+
+Action = CreatePort | RemovePort | UpdatePort | Mirror | Redirect
+
+
+def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], host: Host,
+         enforcement: Enforcement | None = None, moving: frozenset[str] = frozenset()) -> list[Action]:
+    """Return the actions that bring the registry, the relays' redirects and the
+    mirrors in line with the Interfaces. Registry actions come first, then the
+    Open_vSwitch ones (redirects, mirrors). `moving`: uuids of Interfaces the agent
+    is moving onto their relay (their type is flipped for a moment)."""
+    registry: list[Action] = []
+    ovs_side: list[Action] = []
+    seen = set()
+    resolutions: dict[tuple[str, str], Resolution] = {}
+
+    def resolved_for(request: str | None, port_type: str) -> Resolution:
+        key = ((request or "").strip() or LATEST, port_type)
+        if key not in resolutions:
+            resolutions[key] = resolve(key[0], host, port_type)
+        return resolutions[key]
+
+    for iface in interfaces:
+        if iface.type not in VHOST_TYPES or iface.external_ids.get(PROBE_MARK):
+            continue
+        seen.add(iface.name)
+        port = ports.get(iface.name)
+        if port is not None and iface.uuid in moving:
+            continue  # half-way through its move onto the relay (the agent flips the type): wait
+        if port is not None and (port.interface_uuid != iface.uuid or iface.type != port.interface_type):
+            # deleted and re-added under the same name, or made another type of port by the
+            # operator: a new port, resolved anew
+            registry.append(RemovePort(port.name))
+            port = None
+        if port is None:
+            resolution = resolved_for(iface.request, iface.type)
+            fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
+            fields.update(_sockets(iface, None, resolution.state, resolution.mode, resolution.resolved, enforcement))
+            registry.append(CreatePort(iface, resolution, fields))
+            target = (resolution.resolved, fields)
+        elif port.state == REJECTED and iface.normalized_request != port.requested:
+            resolution = resolved_for(iface.request, iface.type)
+            fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
+            fields.update(_sockets(iface, port, resolution.state, resolution.mode, resolution.resolved, enforcement))
+            registry.append(UpdatePort(iface.name, fields, resolution))
+            target = (resolution.resolved, fields)
+        else:
+            fields = _live_fields(port, iface)
+            fields.update(_sockets(iface, port, port.state, port.mode, port.resolved, enforcement))
+            changed = {k: v for k, v in fields.items() if _current(port, k) != v}
+            if changed:
+                registry.append(UpdatePort(iface.name, changed))
+            target = (port.resolved, fields)
+        relay = target[1].get("relay_socket")
+        if iface.type == CLIENT_TYPE and relay and iface.server_path != relay:
+            ovs_side.append(Redirect(iface.uuid, iface.name, str(relay)))
+        mirror = _mirror(iface, *target)
+        if mirror is not None:
+            ovs_side.append(mirror)
+    registry += [RemovePort(name) for name in sorted(set(ports) - seen)]
+    return registry + ovs_side
+
+
+def _sockets(iface: InterfaceView, port: PortView | None, state: str, mode: Mode | None, resolved: str | None,
+             enforcement: Enforcement | None) -> dict[str, object]:
+    """Where the port's relay listens and, for client ports, the frontend's own
+    socket. A rejected client port is redirected too, to a relay path nobody serves:
+    fail closed, it cannot run unmasked by accident."""
+    previous_relay = port.relay_socket if port else None
+    if enforcement is None or resolved == PASSTHROUGH or (mode is None and state != REJECTED):
+        return {"relay_socket": previous_relay, "frontend_socket": port.frontend_socket if port else None}
+    relay = str(enforcement.relay_path(iface.name))
+    if iface.type != CLIENT_TYPE:
+        return {"relay_socket": None if state == REJECTED else relay, "frontend_socket": None}
+    frontend = port.frontend_socket if port else None
+    if iface.server_path and iface.server_path != relay:
+        frontend = iface.server_path  # the original path, or one the operator set since
+    return {"relay_socket": relay, "frontend_socket": frontend}
+
+
+def relay_specs(ports: Mapping[str, PortView], interfaces: Sequence[InterfaceView],
+                enforcement: Enforcement | None) -> dict[str, "RelaySpec"]:
+    """The relays the agent must run: one per port that has a mode and a relay
+    socket (rejected ports get none: nothing to connect to)."""
+    from vucompat.vhostuser.relay import RelaySpec
+
+    if enforcement is None:
+        return {}
+    present = {i.name for i in interfaces}
+    specs = {}
+    for name, port in ports.items():
+        if port.mode is None or not port.relay_socket or port.state == REJECTED or name not in present:
+            continue
+        if port.interface_type == CLIENT_TYPE:
+            if not port.frontend_socket:
+                continue
+            connect, backend_connects = Path(port.frontend_socket), True
+        else:
+            connect, backend_connects = enforcement.ovs_socket_dir / name, False
+        specs[name] = RelaySpec(name, Path(port.relay_socket), connect, backend_connects, port.mode.abi)
+    return specs
+
+
+def _live_fields(port: PortView, iface: InterfaceView) -> dict[str, object]:
+    if port.state == REJECTED:
+        return {"state": REJECTED, "error": port.error, "negotiated_features": 0, "negotiated": {},
+                "verification": None}
+    state, error = APPLIED, None
+    if port.violation:
+        state, error = NONCONFORMANT, port.violation
+    elif iface.normalized_request != port.requested:
+        state = CHANGE_REFUSED
+        error = (f"options:{OPTION} changed from {port.requested} to {iface.normalized_request} on a live "
+                 f"port: refused, {port.resolved} stays in force; delete and re-add the port to change its mode")
+    return _fields(state, error, port.mode, iface)
+
+
+def _fields(state: str, error: str | None, mode: Mode | None, iface: InterfaceView) -> dict[str, object]:
+    """The Port columns that follow from a state and what the frontend negotiated."""
+    fields: dict[str, object] = {"state": state, "error": error, "negotiated_features": 0, "negotiated": {},
+                                 "verification": None}
+    negotiated = parse_status(iface.status)
+    if negotiated is None or state == REJECTED:
+        return fields
+    fields["negotiated_features"] = negotiated.virtio
+    fields["negotiated"] = negotiated.as_map()
+    if mode is None:
+        fields["verification"] = "passthrough: not verified (no mode)"
+        return fields
+    verdict = verify(mode, negotiated)
+    fields["verification"] = verdict.describe()
+    if not verdict.conformant:
+        fields["state"] = NONCONFORMANT
+        fields["error"] = verdict.describe() + (f"; {error}" if error and error != verdict.describe() else "")
+    return fields
+
+
+def _current(port: PortView, column: str) -> object:
+    return {"state": port.state, "error": port.error, "negotiated_features": port.negotiated_features,
+            "negotiated": dict(port.negotiated), "verification": port.verification,
+            "relay_socket": port.relay_socket, "frontend_socket": port.frontend_socket}[column]
+
+
+def _mirror(iface: InterfaceView, resolved: str | None, fields: Mapping[str, object]) -> Mirror | None:
+    want = {MIRROR_STATE: str(fields["state"])}
+    for key, value in ((MIRROR_MODE, resolved), (MIRROR_ERROR, fields.get("error")),
+                       (MIRROR_RELAY, fields.get("relay_socket")), (MIRROR_FRONTEND, fields.get("frontend_socket"))):
+        if value:
+            want[key] = str(value)
+    to_set = {k: v for k, v in want.items() if iface.external_ids.get(k) != v}
+    to_delete = tuple(k for k in (MIRROR_MODE, MIRROR_ERROR, MIRROR_RELAY, MIRROR_FRONTEND)
+                      if k in iface.external_ids and k not in want)
+    if not to_set and not to_delete:
+        return None
+    return Mirror(iface.uuid, iface.name, to_set, to_delete)
+
+
+def describe_negotiated(features: int) -> list[str]:
+    """The negotiated virtio features by name."""
+    return catalog.mask_to_names(features, "virtio")

@@ -1,0 +1,317 @@
+"""`vucompat fleet ...`: the clustered fleet database of all hosts, for schedulers
+(docs/fleet.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from vucompat.cli import _FORMAT, _conn, _connection_options, _emit, main
+from vucompat.cli.cmd_migration import check_options, print_verdict
+from vucompat.core.errors import UsageError
+
+_FLEET = click.option("--fleet", "remotes", metavar="REMOTES", envvar="VUCOMPAT_FLEET", required=True,
+                      help="The fleet cluster: comma-separated remotes of its servers "
+                           "(ssl:IP:PORT,...); any member answers. Env: VUCOMPAT_FLEET.")
+
+
+@main.group()
+def fleet() -> None:
+    """The fleet database: every host's modes and ports, on a 3- or 5-server OVSDB
+    cluster, for schedulers (docs/fleet.md)."""
+
+
+def _session(remotes: str, kw: dict[str, Any]):  # -> Session
+    from vucompat.ovsdb.rpc import Session
+    from vucompat.ovsdb.schema import FLEET_DB
+
+    return Session(remotes, FLEET_DB, **_conn(kw))
+
+
+def _with_session(remotes: str, kw: dict[str, Any], work: Callable[[Any], Any]) -> Any:
+    session = _session(remotes, kw)
+    try:
+        return work(session)
+    finally:
+        session.close()
+
+
+# ---- the cluster ---------------------------------------------------------------------------------
+
+
+@fleet.command("create-cluster")
+@click.option("--db-file", required=True, type=click.Path(path_type=Path), help="The new database file.")
+@click.option("--local", required=True, metavar="ADDR", help="This server's raft address: ssl:IP:PORT (e.g. 6644).")
+def create_cluster(db_file: Path, local: str) -> None:
+    """Create the first server of a new fleet cluster (ovsdb-tool create-cluster)."""
+    from vucompat.ovsdb.cluster import create_cluster as create
+
+    create(db_file, local)
+    click.echo(f"created {db_file}: start it (vucompat fleet start), then join the others to {local}")
+
+
+@fleet.command("join-cluster")
+@click.option("--db-file", required=True, type=click.Path(path_type=Path), help="The new database file.")
+@click.option("--local", required=True, metavar="ADDR", help="This server's raft address: ssl:IP:PORT.")
+@click.option("--remote", "remotes", required=True, multiple=True, metavar="ADDR",
+              help="The raft address of a member (repeatable).")
+def join_cluster(db_file: Path, local: str, remotes: tuple[str, ...]) -> None:
+    """Create a server's database file that joins the cluster at its first start
+    (ovsdb-tool join-cluster)."""
+    from vucompat.ovsdb.cluster import join_cluster as join
+
+    join(db_file, local, remotes)
+    click.echo(f"created {db_file}: it joins the cluster when started")
+
+
+@fleet.command()
+@click.option("--db-file", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--rundir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Where the admin socket (fleet.sock), control socket, pid and log go.")
+@click.option("--ssl-key", type=click.Path(exists=True), help="The server's private key (listeners and raft).")
+@click.option("--ssl-cert", type=click.Path(exists=True), help="The server's certificate.")
+@click.option("--ssl-ca", type=click.Path(exists=True), help="The CA that signed every certificate.")
+@click.option("--dry-run", is_flag=True, help="Print the ovsdb-server command line only.")
+def start(db_file: Path, rundir: Path, ssl_key: str | None, ssl_cert: str | None, ssl_ca: str | None,
+          dry_run: bool) -> None:
+    """Start one fleet server (ovsdb-server, detached) with the listeners the
+    database itself configures (vucompat fleet configure)."""
+    import shlex
+    import subprocess
+
+    from vucompat.ovsdb.cluster import server_command
+    from vucompat.ovsdb.rpc import SslOptions
+
+    files = (ssl_key, ssl_cert, ssl_ca)
+    if any(files) and not all(files):
+        raise UsageError(message="give all of --ssl-key, --ssl-cert and --ssl-ca, or none")
+    command = server_command(db_file.resolve(), rundir.resolve(), SslOptions(*files) if all(files) else None)  # type: ignore[arg-type]
+    if dry_run:
+        click.echo(shlex.join(command))
+        return
+    rundir.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UsageError(message=f"ovsdb-server did not start: {done.stderr.strip()}")
+    click.echo(f"started: pid {(rundir / 'fleet.pid').read_text().strip()}, admin socket unix:{rundir / 'fleet.sock'}")
+
+
+@fleet.command()
+@click.option("--ctl", required=True, type=click.Path(path_type=Path),
+              help="The server's control socket (<rundir>/fleet.ctl).")
+@_FORMAT
+def status(ctl: Path, fmt: str) -> None:
+    """This server's view of the cluster: role, term, leader, members
+    (ovs-appctl cluster/status)."""
+    from vucompat.ovsdb.cluster import cluster_status
+
+    found = cluster_status(ctl)
+    _emit(fmt, found, lambda: "\n".join(
+        [f"{k}: {v}" for k, v in found.items() if k != "servers"] + ["servers:"] +
+        [f"  {s}" for s in found["servers"]]))
+
+
+@fleet.command()
+@click.option("--db", "admin", required=True, metavar="REMOTE",
+              help="An admin remote of any member: its unix socket (<rundir>/fleet.sock).")
+@click.option("--host-listener", "host_targets", multiple=True, required=True, metavar="TARGET",
+              help="Where agents connect, e.g. pssl:6650 (role vucompat-host: own rows only). Repeatable.")
+@click.option("--reader-listener", "reader_targets", multiple=True, metavar="TARGET",
+              help="Where schedulers connect, e.g. pssl:6651 (read-only). Repeatable.")
+@_connection_options
+def configure(admin: str, host_targets: tuple[str, ...], reader_targets: tuple[str, ...], **kw: Any) -> None:
+    """Set the cluster's listeners and RBAC roles (replaces the previous ones;
+    every server applies them)."""
+    from vucompat.ovsdb.fleet import configure as apply
+
+    apply(admin, host_targets, reader_targets, **_conn(kw))
+    click.echo(f"configured: agents on {', '.join(host_targets)}; schedulers on "
+               f"{', '.join(reader_targets) or '(none)'}")
+
+
+# ---- scheduler queries ---------------------------------------------------------------------------
+
+
+@fleet.command()
+@_FLEET
+@click.option("--can-run", "mode", metavar="MODE", help="Only hosts that can run MODE (NAME or NAME@sha256:...).")
+@click.option("--pool", help="Only hosts of this pool.")
+@click.option("--include-stale", is_flag=True, help="Count hosts that stopped publishing as if they were fresh.")
+@_connection_options
+@_FORMAT
+def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool, fmt: str, **kw: Any) -> None:
+    """The fleet's hosts; with --can-run, those that can take a port in MODE (exit 1
+    when none can)."""
+    from vucompat.core.fleet import hosts_that_can_run
+    from vucompat.ovsdb.fleet import load_can_run, load_fleet, now_ms
+
+    found = _with_session(remotes, kw, lambda s: load_can_run(s, mode) if mode else load_fleet(s, pool=pool))
+    now = now_ms()
+    if mode is None:
+        listed = sorted(found, key=lambda h: h.name)  # of --pool already: the server filtered
+        _emit(fmt, {"hosts": [h.as_dict(now) for h in listed]}, lambda: "\n".join(
+            f"{h.name:24} {h.pool or '-':12} ovs {h.ovs_version or '?':8} {len(h.runnable):3}/"
+            f"{len(h.host.registry.modes):<3} modes runnable" + ("  STALE" if h.stale(now) else "")
+            for h in listed) or "no hosts")
+        return
+    answer = hosts_that_can_run(found, mode, now, include_stale, pool)
+
+    def text() -> str:
+        lines = [answer.sentence()]
+        for digest, names in answer.hosts.items():
+            lines.append(f"  {digest[:19]}: {', '.join(names)}")
+        lines += [f"  cannot: {h}: lacks {why}" for h, why in answer.lacking.items()]
+        lines += [f"  stale: {h}" for h in answer.stale]
+        return "\n".join(lines)
+
+    _emit(fmt, answer.as_dict(), text)
+    if not answer.all_hosts:
+        raise SystemExit(1)
+
+
+@fleet.command("select-mode")
+@_FLEET
+@click.option("--scope", required=True,
+              help="everywhere (every fresh host), hosts=A,B,..., lineage=NAME (the fresh hosts that run that "
+                   "platform), or none.")
+@click.option("--pool", help="With everywhere or lineage: only the hosts of this pool.")
+@_connection_options
+@_FORMAT
+def select_mode(remotes: str, scope: str, pool: str | None, fmt: str, **kw: Any) -> None:
+    """The mode to give a new port so it can move anywhere in its scope, from the
+    fleet database alone. Exit 1 when no mode qualifies."""
+    from vucompat.core.fleet import select_fleet_mode
+    from vucompat.core.migration import Scope
+    from vucompat.ovsdb.fleet import load_fleet, now_ms
+
+    kind, _, value = scope.partition("=")
+    names = [n for n in value.split(",") if n] if kind == "hosts" else None
+    if kind == "hosts" and not names:
+        raise UsageError(message="scope hosts needs the host names: --scope hosts=A,B")
+    try:
+        parsed = Scope.parse("hosts" if kind == "hosts" else scope)
+    except ValueError as err:
+        raise UsageError(message=str(err)) from None
+    found = _with_session(remotes, kw, lambda s: load_fleet(s, names=names, pool=None if names else pool)) \
+        if parsed.kind != "none" else []
+    now = now_ms()
+    if names is None:  # of --pool already: the server filtered
+        found = [h for h in found if not h.stale(now)]
+        if not found and parsed.kind != "none":
+            raise UsageError(message="no fresh host in the fleet database for this scope")
+    try:
+        selection = select_fleet_mode(parsed, found, names or ())
+    except ValueError as err:
+        raise UsageError(message=str(err)) from None
+    stale = [h.name for h in found if h.stale(now)]
+
+    def text() -> str:
+        lines = [selection.sentence()] + [f"  WARNING: {n} is stale (no publish lately)" for n in stale]
+        lines += [f"  {name}: refused: " + "; ".join(p) for name, p in selection.refused.items()]
+        return "\n".join(lines)
+
+    _emit(fmt, {**selection.as_dict(), "stale": stale}, text)
+    if selection.mode is None and not selection.passthrough:
+        raise SystemExit(1)
+
+
+@fleet.command("check-migration")
+@_FLEET
+@check_options("name in the fleet", "HOST")
+@_connection_options
+@_FORMAT
+def check_migration(remotes: str, interface: str, source: str, dest: str, allow_outside_contract: bool,
+                    dest_port_type: str | None, fmt: str, **kw: Any) -> None:
+    """May this port move from source to dest? The same verdict as the per-host
+    check-migration, from the fleet database alone. Exit 0 allowed, 1 refused."""
+    from vucompat.core.fleet import check_fleet_migration
+    from vucompat.ovsdb.fleet import load_fleet, load_modes, load_ports, now_ms
+
+    def read(session: Any) -> tuple[Any, Any]:
+        modes = load_modes(session)
+        return (load_fleet(session, names=[source, dest], modes=modes),
+                load_ports(session, host=source, interface=interface, modes=modes))
+
+    found, ports = _with_session(remotes, kw, read)
+    by_name = {h.name: h for h in found}
+    for name in (source, dest):
+        if name not in by_name:
+            raise UsageError(message=f"no host {name} in the fleet database (is its agent publishing?)")
+    if not ports:
+        raise UsageError(message=f"no port {interface} of {source} in the fleet database")
+    verdict = check_fleet_migration(ports[0][1], by_name[source], by_name[dest], allow_outside_contract,
+                                    dest_port_type)
+    stale = [n for n in (source, dest) if by_name[n].stale(now_ms())]
+    print_verdict(verdict, fmt, {"stale": stale},
+                  [f"  WARNING: {n} is stale: its data may be old" for n in stale])
+
+
+@fleet.command()
+@_FLEET
+@click.option("--max-active", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Flag pools whose ports use more distinct modes than this.")
+@click.option("--pool", help="Only this pool (the server filters).")
+@_connection_options
+@_FORMAT
+def report(remotes: str, max_active: int, pool: str | None, fmt: str, **kw: Any) -> None:
+    """The modes in use per pool; too many active modes (or one name with several
+    meanings) is a risk. Exit 1 when a pool is flagged."""
+    from vucompat.core.fleet import active_modes_report
+    from vucompat.ovsdb.fleet import load_pools, load_port_modes
+
+    pools, port_modes = _with_session(remotes, kw, lambda s: (load_pools(s, pool), load_port_modes(s)))
+    reports = active_modes_report(pools, port_modes, max_active)
+
+    def text() -> str:
+        lines = []
+        for r in reports:
+            flag = click.style("AT RISK", fg="red", bold=True) if r.at_risk else "ok"
+            lines.append(f"{r.pool}: {r.hosts} host(s), {len(r.active)} active mode(s): {flag}"
+                         + (f" ({r.why()})" if r.at_risk else ""))
+            lines += [f"  {mode:48} {n} port(s)" for mode, n in r.active.items()]
+        return "\n".join(lines) or "no hosts"
+
+    _emit(fmt, {"pools": [r.as_dict() for r in reports]}, text)
+    if any(r.at_risk for r in reports):
+        raise SystemExit(1)
+
+
+@fleet.command()
+@click.option("--db", "admin", required=True, metavar="REMOTE", help="An admin remote (a server's unix socket).")
+@click.argument("host")
+@_connection_options
+def forget(admin: str, host: str, **kw: Any) -> None:
+    """Delete a host's rows (a decommissioned host; stale hosts are never deleted
+    on their own)."""
+    ops = [{"op": "delete", "table": "Port", "where": [["host", "==", host]]},
+           {"op": "delete", "table": "Host", "where": [["name", "==", host]]}]
+    results = _with_session(admin, kw, lambda s: s.transact(ops))
+    click.echo(f"forgot {host}: {results[1].get('count', 0)} host row, {results[0].get('count', 0)} port row(s)")
+
+
+@fleet.command()
+@_FLEET
+@click.option("--hosts", "count", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--first", type=click.IntRange(min=0), default=0, show_default=True, help="Number of the first host.")
+@click.option("--modes", type=click.IntRange(min=1, max=256), default=50, show_default=True)
+@click.option("--ports", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--window", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Transactions in flight at once, per connection.")
+@click.option("--connections", type=click.IntRange(min=1, max=64), default=1, show_default=True)
+@_connection_options
+def loadgen(remotes: str, count: int, first: int, modes: int, ports: int, window: int, connections: int,
+            **kw: Any) -> None:
+    """Publish synthetic hosts (host-NNNNN) as agents would, to size a cluster.
+    Needs an admin remote (no RBAC role): one certificate cannot stand for many hosts."""
+    from vucompat_testing.fleetgen import FleetShape, generate_parallel, synthetic_record
+
+    shape = FleetShape(hosts=first + count, modes_per_host=modes, ports_per_host=ports)
+    records = [synthetic_record(i, shape) for i in range(first, first + count)]
+    progress = generate_parallel(remotes, records, connections, window, **_conn(kw))
+    click.echo(json.dumps({"hosts": progress.published, "retried": progress.retried,
+                           "seconds": round(progress.seconds, 2),
+                           "hosts_per_second": round(progress.published / max(progress.seconds, 1e-9))}))
+

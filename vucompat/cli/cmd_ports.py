@@ -1,0 +1,210 @@
+"""Commands on ports and the backend: agent, port list/show, probe, dump."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from vucompat.core.errors import UsageError
+from vucompat.cli import _FORMAT, _conn, _connection_options, _emit, main
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The registry database (usually the same server as Open_vSwitch).")
+@click.option("--ovs-db", metavar="REMOTE", help="Where the Open_vSwitch database is served (default: --db).")
+@click.option("--log-file", type=click.Path(path_type=Path), help="Log here instead of to stderr.")
+@click.option("-v", "--verbose", count=True, help="More detail in the log (-v: each mirror write).")
+@click.option("--enforcement", type=click.Choice(["relay", "off"]), default="relay", show_default=True,
+              envvar="VUCOMPAT_ENFORCEMENT",
+              help="relay: a masking relay on each port's vhost-user socket; off: record and verify only "
+                   "(for a backend that masks natively). Env: VUCOMPAT_ENFORCEMENT.")
+@click.option("--relay-dir", type=click.Path(path_type=Path), default="/var/run/vucompat", show_default=True,
+              help="Where the relays' sockets live.")
+@click.option("--ovs-rundir", type=click.Path(path_type=Path), envvar="OVS_RUNDIR", default="/var/run/openvswitch",
+              show_default=True, help="ovs-vswitchd's run directory (dpdkvhostuser sockets are under it).")
+@click.option("--fleet", metavar="REMOTES", envvar="VUCOMPAT_FLEET",
+              help="Publish this host into the fleet cluster (comma-separated ssl: remotes of its agent "
+                   "listener; the --ssl-* files are this host's identity: its certificate's CN must be the "
+                   "host's name). Env: VUCOMPAT_FLEET.")
+@click.option("--fleet-name", metavar="NAME", help="This host's name in the fleet (default: its Host row's name).")
+@click.option("--pool", help="The host's pool (an aggregate, a rack, a cell) in the fleet.")
+@click.option("--heartbeat", type=click.IntRange(min=1, max=86400), default=60, show_default=True,
+              help="Seconds between the fleet's last_seen refreshes; stale after 3 missed.")
+@_connection_options
+def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enforcement: str, relay_dir: Path,
+          ovs_rundir: Path, fleet: str | None, fleet_name: str | None, pool: str | None, heartbeat: int,
+          **kw: Any) -> None:
+    """Run the port agent in the foreground: resolve each vhost-user port's
+    options:vhost-compat once, record it (Port row, Interface external_ids) and
+    verify what its frontend negotiated. Stops on SIGTERM or SIGINT."""
+    import logging
+
+    from vucompat.agent.loop import Agent
+
+    logging.basicConfig(filename=str(log_file) if log_file else None,
+                        level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Agent(db=db, ovs_db=ovs_db, enforce=enforcement == "relay", relay_dir=relay_dir, ovs_rundir=ovs_rundir,
+          fleet=fleet, fleet_name=fleet_name, pool=pool, heartbeat=heartbeat, **_conn(kw)).run()
+
+
+@main.group()
+def port() -> None:
+    """The ports the agent has resolved."""
+
+
+def _port_data(view: Any) -> dict[str, Any]:
+    from vucompat.agent.plan import describe_negotiated
+    from vucompat.core.resolve import parse_status, verify
+
+    negotiated = parse_status(view.negotiated) if view.negotiated else None
+    verdict = verify(view.mode, negotiated) if negotiated and view.mode else None
+    return {"interface": view.name, "requested": view.requested, "resolved": view.resolved,
+            "digest": view.mode.digest if view.mode else None, "state": view.state, "error": view.error,
+            "negotiated_features": describe_negotiated(view.negotiated_features),
+            "negotiated": dict(view.negotiated), "verification": view.verification,
+            "offending": verdict.as_dict()["offending"] if verdict else [],
+            "relay_socket": view.relay_socket, "frontend_socket": view.frontend_socket, "violation": view.violation}
+
+
+@port.command("list")
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True, help="The registry database.")
+@_connection_options
+@_FORMAT
+def port_list(db: str, fmt: str, **kw: Any) -> None:
+    """Every port with a mode: requested, resolved, state."""
+    from vucompat.cli import render
+    from vucompat.ovsdb.ports import load_ports
+
+    ports = load_ports(db, **_conn(kw))
+    data = [_port_data(view) for _name, view in sorted(ports.items())]
+    rows = [[d["interface"], d["requested"], d["resolved"] or "-", render.state_cell(d["state"]),
+             (d["error"] or "")[:100]] for d in data]
+    _emit(fmt, data, lambda: render.table(rows, ["INTERFACE", "REQUESTED", "RESOLVED", "STATE", "ERROR"]))
+
+
+@port.command("show")
+@click.argument("interface")
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True, help="The registry database.")
+@_connection_options
+@_FORMAT
+def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
+    """One port: request, resolved mode, state, error, negotiated features and the
+    verdict of the last verification."""
+    from vucompat.cli import render
+    from vucompat.ovsdb.ports import load_ports
+
+    ports = load_ports(db, **_conn(kw))
+    if interface not in ports:
+        raise UsageError(message=f"no port {interface} in the registry at {db}: `vucompat port list` shows "
+                         f"the {len(ports)} there are (is the agent running?)")
+    data = _port_data(ports[interface])
+    _emit(fmt, data, lambda: render.port_text(data))
+
+
+def _probe_offers(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Path | None,
+                  timeout: float):  # -> ({port type: Offer}, info, versions)
+    from vucompat.core.mode import SERVER_TYPE
+    from vucompat.ovsdb.load import read_switch
+    from vucompat.ovsdb.ports import sock_dir_of
+    from vucompat.vhostuser.probe import probe_record, probe_socket, probe_types
+
+    versions, other_config, netdev = read_switch(db, timeout)
+    if socket_path is not None:
+        offers = {SERVER_TYPE: probe_socket(socket_path, timeout)}
+    else:
+        bridge = bridge or (netdev[0] if netdev else None)
+        if bridge is None:
+            raise UsageError(message=f"{db} has no netdev bridge to add a probe port to: give --bridge, or "
+                             "--socket PATH of a dpdkvhostuser port")
+        sock_dir = sock_dir_of(ovs_rundir, other_config) if ovs_rundir else None
+        offers = probe_types(db, bridge, sock_dir if sock_dir and sock_dir.is_dir() else None,
+                             timeout=max(timeout, 10.0))
+    return offers, probe_record(versions, other_config), versions
+
+
+_PROBE_TARGET = [
+    click.option("--bridge", help="Add the short-lived probe ports to this bridge (default: the first netdev bridge)."),
+    click.option("--socket", "socket_path", type=click.Path(path_type=Path),
+                 help="Probe this backend socket instead (a dpdkvhostuser port's socket)."),
+    click.option("--ovs-rundir", type=click.Path(path_type=Path), envvar="OVS_RUNDIR",
+                 default="/var/run/openvswitch", show_default=True,
+                 help="ovs-vswitchd's run directory: with it, a short-lived dpdkvhostuser port is probed too "
+                      "(from OVS 3.2 the port types offer different features)."),
+]
+
+
+def _probe_target(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_PROBE_TARGET):
+        f = option(f)
+    return f
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The server of the registry and of Open_vSwitch.")
+@_probe_target
+@_connection_options
+@_FORMAT
+def probe(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Path | None, fmt: str,
+          **kw: Any) -> None:
+    """Ask the live backend what it offers (GET_FEATURES, GET_PROTOCOL_FEATURES,
+    GET_QUEUE_NUM), on a client and a server port, and record it in the Host row:
+    every mode is then runnable or not, per port type."""
+    from vucompat.core import catalog
+    from vucompat.ovsdb.connection import Connection
+    from vucompat.ovsdb.load import record_probe
+    from vucompat.vhostuser.probe import capabilities_of
+
+    conn = _conn(kw)
+    offers, info, versions = _probe_offers(db, bridge, socket_path, ovs_rundir, conn["timeout"])
+    capabilities = capabilities_of(offers)
+    with Connection(db, **conn) as registry:
+        record_probe(registry, capabilities, info, versions=versions)
+    abi = capabilities.abi
+
+    def masks(virtio: int, protocol: int, pairs: int) -> dict[str, Any]:
+        return {"virtio_features": catalog.mask_to_names(virtio, "virtio"), "virtio_mask": catalog.to_hex(virtio),
+                "protocol_features": catalog.mask_to_names(protocol, "protocol"),
+                "protocol_mask": catalog.to_hex(protocol), "max_queue_pairs": pairs}
+
+    data = {**masks(abi.virtio, abi.protocol, abi.max_queue_pairs),
+            "by_type": {t: masks(o.virtio, o.protocol, o.queue_pairs) for t, o in offers.items()},
+            **versions, **info}
+    lines = [f"probed {db}: " + "; ".join(f"{t} ports virtio {catalog.to_hex(o.virtio)}, protocol "
+                                          f"{catalog.to_hex(o.protocol)}, {o.queue_pairs} queue pairs"
+                                          for t, o in offers.items()) + "; recorded in the Host row",
+             "`vucompat list --host " + db + "` shows which modes it can run"]
+    _emit(fmt, data, lambda: "\n".join(lines))
+
+
+@main.command()
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The server of the Open_vSwitch database.")
+@_probe_target
+@click.option("--version", "version", default="NEW", show_default=True, help="The version to write in the entry.")
+@_connection_options
+@click.option("--port-type", type=click.Choice(["dpdkvhostuser", "dpdkvhostuserclient"]),
+              help="Dump this port type's offer (default: a client port's; with --socket, the server port's).")
+def dump(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Path | None, version: str,
+         port_type: str | None, **kw: Any) -> None:
+    """Print what the live backend offers as a ready-to-paste [[mode]] table entry."""
+    from vucompat.vhostuser.probe import dump_entry
+
+    conn = _conn(kw)
+    offers, _info, versions = _probe_offers(db, bridge, socket_path, ovs_rundir if port_type != "dpdkvhostuserclient"
+                                            else None, conn["timeout"])
+    chosen = port_type or next(iter(offers))
+    if chosen not in offers:
+        raise UsageError(message=f"no {chosen} port could be probed: give --ovs-rundir (where ovs-vswitchd "
+                         "serves its vhost-user sockets)")
+    offer = offers[chosen]
+    provenance = {"ovs": versions.get("ovs_version", "unknown")}
+    if versions.get("dpdk_version"):
+        provenance["dpdk"] = versions["dpdk_version"].removeprefix("DPDK ")
+    if len(offers) > 1 or port_type:
+        provenance["port_type"] = chosen
+    click.echo(dump_entry(offer, version, provenance), nl=False)

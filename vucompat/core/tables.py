@@ -1,0 +1,343 @@
+"""Reading compat table files and capabilities files: TOML (stdlib tomllib), checked
+against the JSON Schemas shipped in vucompat/schemas, then expanded and checked for
+meaning (expand.py).
+
+Every reader is all-or-nothing: a directory with one bad file loads nothing, and
+the TableError lists every problem with its file and key path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from vucompat.core import catalog
+from vucompat.core.errors import Problem, TableError, UnknownFeatureError, UsageError, suggestions_hint
+from vucompat.core.expand import expand_lineage
+from vucompat.core.mode import PORT_TYPES, Abi, Capabilities, Mode
+from vucompat.core.modeset import Lineage, Registry
+
+#: a host directory may hold this file next to its tables; it is not a table
+CAPABILITIES_FILE = "capabilities.toml"
+#: the system-wide tables directory, searched after --tables and $VUCOMPAT_TABLES
+SYSTEM_TABLES_DIR = Path("/etc/vucompat/compat_tables.d")
+#: the prefix of lineages that only vucompat's shipped tables may define
+UPSTREAM_PREFIX = "upstream."
+
+_SCHEMA_DIR = Path(__file__).parent.parent / "schemas"
+_UNKNOWN_KEY_HINT = re.compile(r"unknown key \(did you mean (\w+)\?\)")
+
+
+def shipped_tables_dir() -> Path:
+    """Return the directory of the tables shipped with the package."""
+    return (Path(__file__).parent.parent / "compat_tables").resolve()
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """One valid table file, expanded."""
+
+    path: Path
+    lineage: str
+    summary: str
+    #: oldest first, as written
+    modes: tuple[Mode, ...]
+    warnings: tuple[Problem, ...]
+
+
+def search_path(tables: Sequence[Path] = (), environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Return the directories to load, first wins per lineage: each `tables` dir,
+    then $VUCOMPAT_TABLES (colon-separated), /etc/vucompat/compat_tables.d/ when it
+    exists, then the shipped tables.
+
+    Raises UsageError for a named directory that does not exist.
+    """
+    environ = os.environ if environ is None else environ
+    named = list(tables) + [Path(p) for p in environ.get("VUCOMPAT_TABLES", "").split(":") if p]
+    for directory in named:
+        if not directory.is_dir():
+            raise UsageError(message=f"tables directory {directory} does not exist: "
+                             "check --tables and $VUCOMPAT_TABLES")
+    dirs = named + ([SYSTEM_TABLES_DIR] if SYSTEM_TABLES_DIR.is_dir() else []) + [shipped_tables_dir()]
+    unique: list[Path] = []
+    for directory in dirs:
+        if directory.resolve() not in [d.resolve() for d in unique]:
+            unique.append(directory)
+    return unique
+
+
+def load_registry(dirs: Sequence[Path], where: str | None = None) -> Registry:
+    """Load every table file of `dirs`; for each lineage the first directory wins.
+
+    Raises TableError listing every problem (nothing is loaded) when any file is
+    invalid, when a shadowed file gives a mode name another meaning, or when a file
+    outside the shipped tables defines `upstream.*` modes that vucompat does not ship.
+    """
+    files, problems = read_dirs(dirs)
+    winners: dict[str, TableFile] = {}
+    shadowed: dict[str, list[TableFile]] = {}
+    for table in files:
+        if table.lineage in winners:
+            shadowed.setdefault(table.lineage, []).append(table)
+        else:
+            winners[table.lineage] = table
+    for lineage, losers in shadowed.items():
+        problems += _same_meaning(winners[lineage], losers)
+    if problems:
+        raise TableError(problems=problems)
+    modes = {m.name: m for t in winners.values() for m in t.modes}
+    errata = _errata(dirs, modes)
+    for name in {e.mode for e in errata}:
+        modes[name] = replace(modes[name], supersedes=tuple(e.superseded for e in errata if e.mode == name))
+    lineages = {
+        name: Lineage(name, t.summary, str(t.path), tuple(str(x.path) for x in shadowed.get(name, [])))
+        for name, t in winners.items()
+    }
+    warnings = tuple(w for t in files for w in t.warnings)
+    return Registry(modes=modes, lineages=lineages, warnings=warnings,
+                    where=where or ", ".join(str(d) for d in dirs), errata=errata)
+
+
+def _errata(dirs: Sequence[Path], modes: Mapping[str, Mode]) -> tuple[Any, ...]:
+    """The errata of each directory's released.lock that lead to a loaded mode's digest.
+
+    Raises TableError when a lock cannot be read."""
+    from vucompat.core.lock import LOCK_FILE, read_lock, superseded_digests
+
+    out = []
+    for directory in dirs:
+        lock_path = directory / LOCK_FILE
+        if lock_path.is_file():
+            errata = read_lock(lock_path).errata
+            for name in sorted({e.mode for e in errata} & set(modes)):
+                out += sorted(superseded_digests(errata, name, modes[name].digest).values(), key=lambda e: e.date)
+    return tuple(out)
+
+
+def read_table(path: Path) -> TableFile:
+    """Read, validate and expand one table file; raise TableError with every problem."""
+    data, problems = _load_toml(path)
+    if data is None:
+        raise TableError(problems=problems)
+    problems = _schema_problems(data, "table", path)
+    if problems:
+        raise TableError(problems=problems)
+    lineage = data["lineage"]
+    if path.name != f"{lineage}.toml":
+        raise TableError(problems=[Problem(path, "lineage", f"lineage {lineage} does not match the file "
+                                           f"name: name the file {lineage}.toml or fix the lineage")])
+    expansion = expand_lineage(lineage, data["mode"], path)
+    if expansion.errors:
+        raise TableError(problems=expansion.errors)
+    problems = _upstream_problems(path, lineage, expansion.modes)
+    if problems:
+        raise TableError(problems=problems)
+    return TableFile(path, lineage, data["summary"], tuple(expansion.modes), tuple(expansion.warnings))
+
+
+def read_capabilities(path: Path) -> Capabilities:
+    """Read a capabilities file (what a host's backend offers): the top-level offer,
+    and `[port_types.<type>]` tables for the port types that offer otherwise.
+
+    Raises TableError naming the file and key of every problem.
+    """
+    data, problems = _load_toml(path)
+    if data is None:
+        raise TableError(problems=problems, what="capabilities file")
+    problems = _schema_problems(data, "capabilities", path)
+    if problems:
+        raise TableError(problems=problems, what="capabilities file")
+    abi = _offer(data, "", path, problems)
+    by_type = {port_type: _offer(offer, f"port_types.{port_type}.", path, problems)
+               for port_type, offer in data.get("port_types", {}).items()}
+    if problems:
+        raise TableError(problems=problems, what="capabilities file")
+    if not by_type:
+        return Capabilities(abi=abi, source=str(path))
+    return Capabilities.of_types({t: by_type.get(t, abi) for t in PORT_TYPES}, source=str(path))
+
+
+def _offer(data: Mapping[str, Any], prefix: str, path: Path, problems: list[Problem]) -> Abi:
+    masks = {"virtio": 0, "protocol": 0}
+    for key, kind in (("virtio_features", "virtio"), ("protocol_features", "protocol")):
+        for i, name in enumerate(data[key]):
+            try:
+                masks[kind] |= catalog.names_to_mask([name], kind)  # type: ignore[arg-type]
+            except UnknownFeatureError as err:
+                problems.append(Problem(path, f"{prefix}{key}[{i}]", str(err)))
+    return Abi(virtio=masks["virtio"], protocol=masks["protocol"],
+               **{name: data[name] for name in ("max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size")})
+
+
+def table_text_until(text: str, version: str) -> str:
+    """Return the text of a table file cut after its `[[mode]]` of `version`: the
+    table an older install shipped (used by the demo and the tests)."""
+    chunks = text.split("\n[[mode]]\n")
+    kept = [chunks[0]]
+    for chunk in chunks[1:]:
+        kept.append(chunk)
+        if chunk.lstrip().startswith(f'version = "{version}"'):
+            break
+    return "\n[[mode]]\n".join(kept)
+
+
+def table_files(directory: Path) -> list[Path]:
+    """Return the table files of `directory`, sorted by name."""
+    return sorted(p for p in directory.glob("*.toml") if p.name != CAPABILITIES_FILE)
+
+
+def read_dirs(dirs: Iterable[Path]) -> tuple[list[TableFile], list[Problem]]:
+    files: list[TableFile] = []
+    problems: list[Problem] = []
+    for directory in dirs:
+        for path in table_files(directory):
+            try:
+                files.append(read_table(path))
+            except TableError as err:
+                problems.extend(err.problems)
+    return files, problems
+
+
+def _same_meaning(winner: TableFile, losers: Sequence[TableFile]) -> list[Problem]:
+    """A name means the same thing everywhere: a shadowed file may not redefine it."""
+    mine = {m.name: m for m in winner.modes}
+    problems = []
+    for loser in losers:
+        for mode in loser.modes:
+            other = mine.get(mode.name)
+            if other is not None and other.digest != mode.digest:
+                problems.append(Problem(loser.path, f"mode[{loser.modes.index(mode)}]",
+                                        f"{mode.name} is also defined in {winner.path} with other contents "
+                                        f"({_difference_text(other, mode)}): a name means the same thing "
+                                        "everywhere; give the new contents a new version"))
+    return problems
+
+
+def _difference_text(a: Mode, b: Mode) -> str:
+    from vucompat.core.compare import compare
+
+    return ", ".join(d.describe() for d in compare(a.abi, b.abi).responsible)
+
+
+def _upstream_problems(path: Path, lineage: str, modes: Sequence[Mode]) -> list[Problem]:
+    """Only the shipped tables define upstream.* modes; elsewhere a file may hold a
+    copy of shipped upstream modes (e.g. a host that stops at an older release)."""
+    if not lineage.startswith(UPSTREAM_PREFIX):
+        return []
+    shipped_dir = shipped_tables_dir()
+    if path.parent.resolve() == shipped_dir.resolve():
+        return []
+    shipped = _shipped_modes(str(shipped_dir))
+    problems = []
+    for i, mode in enumerate(modes):
+        original = shipped.get(mode.name)
+        if original is None or original.digest != mode.digest:
+            what = "is not shipped with vucompat" if original is None else \
+                f"differs from the shipped one ({_difference_text(original, mode)})"
+            advice = f"{UPSTREAM_PREFIX}* belongs to the upstream tables; use your own lineage, <vendor>.<product>"
+            if original is not None and mode.digest in original.supersedes:
+                advice = "it is the released definition an erratum corrected (see the shipped released.lock): copy " \
+                         "the shipped upstream table again"
+            problems.append(Problem(path, f"mode[{i}].version", f"{mode.name} {what}: {advice}"))
+    return problems
+
+
+@lru_cache(maxsize=4)
+def _shipped_modes(shipped_dir: str) -> Mapping[str, Mode]:
+    """The shipped modes, with the digests their errata supersede."""
+    return load_registry([Path(shipped_dir)]).modes
+
+
+def _load_toml(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle), []
+    except tomllib.TOMLDecodeError as err:
+        return None, [Problem(path, "", f"not valid TOML: {err}")]
+    except OSError as err:
+        return None, [Problem(path, "", f"cannot read: {err.strerror}")]
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str) -> Any:
+    import jsonschema  # lazy: the import costs ~90 ms
+
+    schema = json.loads((_SCHEMA_DIR / f"{name}.schema.json").read_text())
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "date", lambda _checker, value: isinstance(value, date) and not isinstance(value, datetime)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)(schema)
+
+
+def _schema_problems(data: Any, schema: str, path: Path) -> list[Problem]:
+    validator = _validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        problems.extend(_describe(error, path))
+    # a misspelt key ("relased") is one problem, not also a missing "released"
+    suggested = set()
+    for problem in problems:
+        match = _UNKNOWN_KEY_HINT.match(problem.message)
+        if match:
+            parent = problem.key.rsplit(".", 1)[0] if "." in problem.key else ""
+            suggested.add(f"{parent}.{match.group(1)}" if parent else match.group(1))
+    return [p for p in problems if not (p.message.startswith("required key") and p.key in suggested)]
+
+
+def key_path(parts: Iterable[Any]) -> str:
+    """Return a key path such as mode[2].enable[0]."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(error: Any, path: Path) -> list[Problem]:
+    """Turn one jsonschema error into problems a packager can act on."""
+    key = key_path(error.absolute_path)
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        out = []
+        for extra in sorted(set(error.instance) - set(allowed)):
+            hint = suggestions_hint(difflib.get_close_matches(extra, allowed, n=1))
+            out.append(Problem(path, key_path([*error.absolute_path, extra]),
+                               f"unknown key{hint}; allowed keys: {', '.join(allowed)}"))
+        return out
+    if kind == "required":
+        missing = error.message.split("'")[1]
+        return [Problem(path, key_path([*error.absolute_path, missing]), "required key is missing: add it")]
+    if kind == "type":
+        expected = error.validator_value
+        if expected == "date":
+            message = "must be a TOML date written without quotes, e.g. 2020-02-14"
+        else:
+            message = f"must be of type {expected}, not {type(error.instance).__name__}"
+        return [Problem(path, key, message)]
+    if kind == "enum":
+        return [Problem(path, key, f"{error.instance!r} is out of range: a queue size is a power of two "
+                                   "from 1 to 32768")]
+    if kind in ("minimum", "maximum"):
+        return [Problem(path, key, f"{error.instance} is out of range: allowed "
+                                   f"{error.schema.get('minimum')}..{error.schema.get('maximum')}")]
+    if kind == "pattern":
+        what = error.schema.get("description") or f"the pattern {error.validator_value}"
+        if "items" in str(error.schema_path) or key.endswith("]"):
+            what = "a feature's full spec name in upper case, e.g. VIRTIO_NET_F_MRG_RXBUF"
+        return [Problem(path, key, f"{error.instance!r} is not valid: expected {what}")]
+    if kind == "uniqueItems":
+        return [Problem(path, key, "lists a name twice: give each name once")]
+    if kind == "minItems":
+        return [Problem(path, key, "is empty: define at least one [[mode]]")]
+    if kind == "minLength":
+        return [Problem(path, key, "is empty: write a one-line description")]
+    return [Problem(path, key, error.message)]
