@@ -21,7 +21,7 @@ from vucompat.core import catalog
 from vucompat.core.compare import compare
 from vucompat.core.mode import Capabilities
 from vucompat.core.negotiate import negotiate
-from vucompat.core.modeset import Host, Registry
+from vucompat.core.modeset import Host, ModeSet
 from vucompat.core.tables import read_table
 
 # features a generated lineage may toggle without breaking a guest (no requirements)
@@ -76,17 +76,17 @@ def main() -> None:
     # two hosts of 500 modes: the destination is an older install (it shares only
     # the oldest 250 and has 250 of its own) whose backend offers what mode 100
     # needs, so negotiate walks past modes missing on one side and modes it cannot run
-    source = Host("source", Registry({m.name: m for m in modes[:500]}))
+    source = Host("source", ModeSet({m.name: m for m in modes[:500]}))
     dest_caps = Capabilities(modes[100].abi)
-    dest = Host("dest", Registry({m.name: m for m in modes[:250] + modes[500:750]}), dest_caps)
+    dest = Host("dest", ModeSet({m.name: m for m in modes[:250] + modes[500:750]}), dest_caps)
     result = negotiate(source, dest)
     print(f"negotiate 500 x 500 modes -> {result.mode.name if result.mode else None}, "
           f"{len(result.candidates)} candidates in its explanation")
     print(f"  decision, warm hosts (long-lived values): {ms(timed(lambda: negotiate(source, dest), 2000))}"
           "   [target < 1 ms]")
     print("  decision, fresh hosts (incl. sorting 1,000 modes): " + ms(timed(
-        lambda: negotiate(Host("s", Registry(dict(source.registry.modes))),
-                          Host("d", Registry(dict(dest.registry.modes)), dest_caps)), 200)))
+        lambda: negotiate(Host("s", ModeSet(dict(source.modeset.modes))),
+                          Host("d", ModeSet(dict(dest.modeset.modes)), dest_caps)), 200)))
     print("  decision + full explanation (what the CLI prints): "
           + ms(timed(lambda: negotiate(source, dest).candidates, 200)))
 

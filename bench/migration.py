@@ -24,7 +24,7 @@ from vucompat.core.migration import Scope, select_mode  # noqa: E402
 from vucompat.core.mode import Capabilities  # noqa: E402
 from vucompat.ovsdb import rpc  # noqa: E402
 from vucompat_testing.ovsdb_server import OvsdbSandbox  # noqa: E402
-from vucompat.core.modeset import Host, Registry  # noqa: E402
+from vucompat.core.modeset import Host, ModeSet  # noqa: E402
 from vucompat.core.tables import read_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def main() -> None:
         (root / "bench.vswitch.toml").write_text(lineage_toml(50))
         modes_list = list(read_table(root / "bench.vswitch.toml").modes)
         rng = random.Random(3)
-        registry = Registry({m.name: m for m in modes_list})
+        registry = ModeSet({m.name: m for m in modes_list})
         hosts = []
         for i in range(1000):
             older = modes_list[: rng.randint(10, 50)]

@@ -29,7 +29,7 @@ from vucompat.ovsdb.load import LOAD_COLUMNS, load  # noqa: E402
 from vucompat.ovsdb.registry import RemoteHost  # noqa: E402
 from vucompat.ovsdb.rows import mode_row  # noqa: E402
 from vucompat_testing.ovsdb_server import OvsdbSandbox  # noqa: E402
-from vucompat.core.tables import load_registry  # noqa: E402
+from vucompat.core.tables import load_modeset  # noqa: E402
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 
@@ -56,7 +56,7 @@ def main() -> None:
         tables = root / "tables"
         tables.mkdir()
         (tables / "bench.vswitch.toml").write_text(lineage_toml(1000))
-        registry = load_registry([tables])
+        registry = load_modeset([tables])
         only_bench = {n: m for n, m in registry.modes.items() if n.startswith("bench.")}
         registry = type(registry)(modes=only_bench)
         ops = raw_rows(registry)

@@ -30,7 +30,7 @@ from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd  # noqa: 
 from vucompat_testing.processes import stop_pid  # noqa: E402
 from vucompat_testing.ovsdb_server import OvsdbSandbox  # noqa: E402
 from vucompat_testing.guest import Guest, GuestError, ensure_guest  # noqa: E402
-from vucompat.core.tables import load_registry, table_text_until  # noqa: E402
+from vucompat.core.tables import load_modeset, table_text_until  # noqa: E402
 
 BOLD, DIM, PLAIN = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
@@ -301,7 +301,7 @@ def ports_screens(host: OvsdbSandbox, started: list) -> None:
     vsctl(host, "get", "Interface", "vhu0", "status")
     asked, offered = frontend_features(frontend.log)
     backend = backend_virtio(host)
-    mode = load_registry([REPO / "compat_tables"]).modes["upstream.ovs-dpdk.v2.8"].abi.virtio
+    mode = load_modeset([REPO / "compat_tables"]).modes["upstream.ovs-dpdk.v2.8"].abi.virtio
     masked = asked & backend & ~mode
     say("By feature name, what the driver asked for and did not get:")
     say(f"  masked by the relay (the backend offers them, mode 2.8 does not): "

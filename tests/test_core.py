@@ -12,12 +12,12 @@ from vucompat.core.compare import baseline, compare, runnable
 from vucompat.cli.hosts import load_host
 from vucompat.core.mode import Abi
 from vucompat.core.negotiate import negotiate
-from vucompat.core.tables import load_registry
+from vucompat.core.tables import load_modeset
 
 
 @pytest.fixture
 def registry(shipped: Path):
-    return load_registry([shipped])
+    return load_modeset([shipped])
 
 
 def abi(virtio: list[str], protocol: list[str] = (), qp: int = 8, rx: int = 256, tx: int = 256) -> Abi:

@@ -14,7 +14,7 @@ import pytest
 from vucompat.core.errors import UsageError
 from vucompat.core.lint import LOCK_FILE, add_erratum, lint, read_lock
 from vucompat.core.lock import undo
-from vucompat.core.tables import load_registry
+from vucompat.core.tables import load_modeset
 from conftest import select
 from test_cli import run
 
@@ -108,7 +108,7 @@ def test_load_corrects_a_registry_but_keeps_a_running_ports_contract(ovsdb_serve
     table = packager_dir / "acme.ovs-dpdk.toml"
     table.write_text(table.read_text().replace(REPLY_ACK, ""))
     add_erratum(packager_dir, "acme.ovs-dpdk.v2.8", "DPDK 17.05 never offers REPLY_ACK", ["vhost_user.h#L59"])
-    corrected = load_registry([packager_dir]).modes["acme.ovs-dpdk.v2.8"]
+    corrected = load_modeset([packager_dir]).modes["acme.ovs-dpdk.v2.8"]
 
     server = ovsdb_servers("errata")
     remote = server.unix_remote
@@ -153,10 +153,10 @@ def test_a_port_on_a_superseded_definition_may_move_to_a_corrected_host(packager
     table = packager_dir / "acme.ovs-dpdk.toml"
     table.write_text(table.read_text().replace(REPLY_ACK, ""))
     add_erratum(packager_dir, "acme.ovs-dpdk.v2.8", "DPDK 17.05 never offers REPLY_ACK", ["vhost_user.h#L59"])
-    old, new = Host("old", load_registry([released])), Host("new", load_registry([packager_dir]))
-    assert new.registry.modes["acme.ovs-dpdk.v2.8"].supersedes == (old.registry.modes["acme.ovs-dpdk.v2.8"].digest,)
+    old, new = Host("old", load_modeset([released])), Host("new", load_modeset([packager_dir]))
+    assert new.modeset.modes["acme.ovs-dpdk.v2.8"].supersedes == (old.modeset.modes["acme.ovs-dpdk.v2.8"].digest,)
     port = PortView(name="vhu0", interface_uuid="u", requested="acme.ovs-dpdk.v2.8", resolved="acme.ovs-dpdk.v2.8",
-                    state="applied", error=None, mode=old.registry.modes["acme.ovs-dpdk.v2.8"])
+                    state="applied", error=None, mode=old.modeset.modes["acme.ovs-dpdk.v2.8"])
     verdict = check_migration(port, old, new)
     assert verdict.allowed and "corrected by an erratum" in verdict.sentence
     # the erratum changed only a per-connection protocol feature; any other difference is refused
@@ -164,7 +164,7 @@ def test_a_port_on_a_superseded_definition_may_move_to_a_corrected_host(packager
     shutil.copytree(packager_dir, other)
     (other / "acme.ovs-dpdk.toml").write_text(table.read_text().replace('    "VIRTIO_RING_F_INDIRECT_DESC",\n', ""))
     (other / LOCK_FILE).unlink()
-    refused = check_migration(port, old, Host("other", load_registry([other])))
+    refused = check_migration(port, old, Host("other", load_modeset([other])))
     assert not refused.allowed and "DIGEST DIFFERS" in refused.sentence
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vucompat.core.evidence import EVIDENCE_DIR, check_evidence, derive, read_evidence
 from vucompat.core.lint import lint
-from vucompat.core.tables import load_registry
+from vucompat.core.tables import load_modeset
 
 RELEASES = ["2.6.0", "2.7.0", "2.8.0", "2.9.0", "2.10.0", "2.11.0", "2.12.0", "2.13.0", "2.14.0", "2.15.0",
             "2.16.0", "2.17.0", "3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0", "3.6.0", "3.7.0"]
@@ -20,7 +20,7 @@ def upstream_evidence(shipped: Path):
 
 def test_every_upstream_mode_equals_the_offer_its_evidence_derives(shipped: Path):
     evidence = upstream_evidence(shipped)
-    modes = load_registry([shipped]).modes
+    modes = load_modeset([shipped]).modes
     checked, problems = check_evidence(evidence, modes)
     assert problems == []
     assert checked == len([m for m in modes.values() if m.lineage == "upstream.ovs-dpdk"])
@@ -47,7 +47,7 @@ def test_from_32_the_port_types_derive_different_modes(shipped: Path):
 
 def test_a_table_that_disagrees_with_its_evidence_fails_by_feature(shipped: Path):
     evidence = upstream_evidence(shipped)
-    modes = load_registry([shipped]).modes
+    modes = load_modeset([shipped]).modes
     # the pre-erratum 2.13 (REPLY_ACK claimed) is caught by name
     claimed = modes["upstream.ovs-dpdk.v2.13"]
     wrong = replace(claimed, abi=replace(claimed.abi, protocol=claimed.abi.protocol | 1 << 3))

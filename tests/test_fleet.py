@@ -85,7 +85,7 @@ def record(directory: Path, name: str, pool: str, ports: dict[str, str]) -> Host
     host = replace(load_host(directory), name=name)
     views = {}
     for iface, mode_name in ports.items():
-        mode = host.registry.expand(mode_name)
+        mode = host.modeset.expand(mode_name)
         views[iface] = PortView(name=iface, interface_uuid="", requested=mode_name, resolved=mode_name,
                                 state=APPLIED, error=None, mode=mode, negotiated_features=mode.abi.virtio,
                                 interface_type=CLIENT_TYPE)
@@ -142,7 +142,7 @@ def test_scheduler_queries_give_the_per_host_answers(fleet: Fleet, published: di
     done = fleet.cli("hosts", "--fleet", fleet.readers(), "--can-run", "upstream.ovs-dpdk.v2.13", "--format", "json")
     answer = json.loads(done.stdout)
     assert done.returncode == 0 and answer["hosts"] == ["host-a", "host-b"]
-    assert list(answer["by_digest"]) == [a.registry.modes["upstream.ovs-dpdk.v2.13"].digest]
+    assert list(answer["by_digest"]) == [a.modeset.modes["upstream.ovs-dpdk.v2.13"].digest]
     done = fleet.cli("hosts", "--fleet", fleet.readers(), "--can-run", "upstream.ovs-dpdk.v3.2", "--format", "json")
     answer = json.loads(done.stdout)
     assert done.returncode == 1 and answer["hosts"] == []
@@ -193,7 +193,7 @@ def test_a_warm_scheduler_sees_changes(fleet: Fleet, published: dict[str, HostRe
         from vucompat.core.mode import Capabilities
 
         rec = published["host-b"]
-        modes = rec.host.registry.modes
+        modes = rec.host.modeset.modes
         caps = Capabilities(replace(modes["upstream.ovs-dpdk.v2.13"].abi, virtio=modes[
             "upstream.ovs-dpdk.v2.13"].abi.virtio & ~(1 << 15)))
         changed = replace(rec, host=replace(rec.host, capabilities=caps), capabilities_source="probed")
@@ -223,7 +223,7 @@ def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(flee
 
     rng = random.Random(20261122)
     rec = published["host-a"]
-    modes = list(rec.host.registry.modes.values())
+    modes = list(rec.host.modeset.modes.values())
     session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-a"))
     written_state = None
     try:
@@ -254,7 +254,7 @@ def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(flee
             written_state = result.state
             (seen,) = load_fleet(session, names=["host-a"])
             assert seen.host.capabilities.abi == rec.host.capabilities.abi
-            assert {n: m.digest for n, m in seen.host.registry.modes.items()} == {m.name: m.digest for m in modes}
+            assert {n: m.digest for n, m in seen.host.modeset.modes.items()} == {m.name: m.digest for m in modes}
             assert seen.runnable == {m.name for m in modes if fits(m.abi, rec.host.capabilities.abi)}
             assert set(seen.unavailable) == {m.name for m in modes} - seen.runnable
             held = {p.name: p for _, p in load_ports(session, host="host-a")}

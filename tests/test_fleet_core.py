@@ -13,7 +13,7 @@ from vucompat_testing.fleetgen import FleetShape, synthetic_record
 from vucompat.ovsdb.fleetrows import (Published, canonical, heartbeat_operations, publish_operations,
                                       published_after)
 from vucompat.ovsdb.fleetrows import _same as same
-from vucompat.core.modeset import Host, Registry
+from vucompat.core.modeset import Host, ModeSet
 
 SHAPE = FleetShape(hosts=8, modes_per_host=5, ports_per_host=3)
 
@@ -89,10 +89,10 @@ def test_canonical_values_compare_whatever_the_server_order():
 def fleet_host(record, last_seen: int, **changes) -> FleetHost:
     host = replace(record.host, **changes)
     caps = host.capabilities.abi
-    runnable = frozenset(m.name for m in host.registry.modes.values()
+    runnable = frozenset(m.name for m in host.modeset.modes.values()
                          if m.abi.max_queue_pairs <= caps.max_queue_pairs)
     return FleetHost(host, record.pool, "3.1.0", None, last_seen, record.heartbeat_interval, runnable,
-                     {m: "max_queue_pairs" for m in set(host.registry.modes) - runnable})
+                     {m: "max_queue_pairs" for m in set(host.modeset.modes) - runnable})
 
 
 def test_can_run_groups_by_digest_and_leaves_stale_hosts_out():
@@ -109,9 +109,9 @@ def test_can_run_groups_by_digest_and_leaves_stale_hosts_out():
     assert "host-00004" not in answer.all_hosts and answer.stale == ("host-00004",)
     assert "host-00004" in hosts_that_can_run(hosts, name, now, include_stale=True).all_hosts
     # the same name with another meaning on one host: two digests, a warning, and NAME@DIGEST narrows it
-    other = hosts[0].host.registry.modes[name]
+    other = hosts[0].host.modeset.modes[name]
     redefined = replace(other, abi=replace(other.abi, max_rx_queue_size=1024))
-    hosts[2] = replace(hosts[2], host=Host(hosts[2].name, Registry({**hosts[2].host.registry.modes,
+    hosts[2] = replace(hosts[2], host=Host(hosts[2].name, ModeSet({**hosts[2].host.modeset.modes,
                                                                      name: redefined}), hosts[2].host.capabilities))
     answer = hosts_that_can_run(hosts, name, now)
     assert len(answer.hosts) == 2 and "different digests" in answer.sentence()

@@ -10,7 +10,7 @@ from vucompat.core import catalog
 from vucompat.core.compare import baseline, compare, runnable
 from vucompat.core.mode import Abi, Capabilities, Mode
 from vucompat.core.negotiate import negotiate
-from vucompat.core.modeset import Host, Registry
+from vucompat.core.modeset import Host, ModeSet
 
 VIRTIO_BITS = [f.bit for f in catalog.FEATURES if f.mask == "virtio"]
 PROTOCOL_BITS = [f.bit for f in catalog.FEATURES if f.mask == "protocol"]
@@ -60,13 +60,13 @@ def host_pair(draw):
         altered = [m if not draw(st.booleans()) or draw(st.integers(0, 4)) else
                    Mode(m.name, m.lineage, m.version, m.released, draw(abis)) for m in chosen]
         caps = draw(st.one_of(st.none(), abis.map(lambda a: Capabilities(a))))
-        return Host(name, Registry({m.name: m for m in altered}), caps)
+        return Host(name, ModeSet({m.name: m for m in altered}), caps)
 
     return side("source"), side("destination")
 
 
 def _qualifies(name: str, source: Host, dest: Host) -> bool:
-    s, d = source.registry.modes.get(name), dest.registry.modes.get(name)
+    s, d = source.modeset.modes.get(name), dest.modeset.modes.get(name)
     if s is None or d is None or s.digest != d.digest:
         return False
     return all(runnable(m.abi, h.capabilities.abi if h.capabilities else None).runnable
@@ -78,15 +78,15 @@ def _qualifies(name: str, source: Host, dest: Host) -> bool:
 def test_negotiate_answer_runs_on_both_and_nothing_newer_qualifies(hosts):
     source, dest = hosts
     result = negotiate(source, dest)
-    qualifying = [n for n in set(source.registry.modes) | set(dest.registry.modes) if _qualifies(n, source, dest)]
+    qualifying = [n for n in set(source.modeset.modes) | set(dest.modeset.modes) if _qualifies(n, source, dest)]
     if result.mode is None:
         assert qualifying == []
-        assert len(result.candidates) == len(set(source.registry.modes) | set(dest.registry.modes))
+        assert len(result.candidates) == len(set(source.modeset.modes) | set(dest.modeset.modes))
         return
     name = result.mode.name
     assert _qualifies(name, source, dest)
-    assert source.registry.modes[name].digest == dest.registry.modes[name].digest
+    assert source.modeset.modes[name].digest == dest.modeset.modes[name].digest
     for other in qualifying:
-        assert source.registry.modes[other].order_key <= source.registry.modes[name].order_key
+        assert source.modeset.modes[other].order_key <= source.modeset.modes[name].order_key
     # every candidate listed before the answer was refused with a reason
     assert all(c.reasons for c in result.candidates[:-1]) and result.candidates[-1].name == name

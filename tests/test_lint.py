@@ -9,13 +9,13 @@ import pytest
 
 from vucompat.core.errors import TableError
 from vucompat.core.lint import LOCK_FILE, lint, read_lock, update_lock
-from vucompat.core.tables import load_registry
+from vucompat.core.tables import load_modeset
 
 
 def test_shipped_tables_pass_and_every_released_mode_is_pinned(shipped: Path):
     report = lint([shipped])
     assert report.errors == []
-    modes = load_registry([shipped]).modes
+    modes = load_modeset([shipped]).modes
     locked = read_lock(shipped / LOCK_FILE).modes
     assert set(locked) == set(modes), "every shipped mode is released: run vucompat lint --update-lock"
     assert report.checked == len(modes)
@@ -83,6 +83,6 @@ def test_the_distribution_lineages_pass_and_are_released(shipped: Path):
     distros = shipped / "distros"
     report = lint([distros])
     assert report.errors == []
-    assert set(read_lock(distros / LOCK_FILE).modes) == set(load_registry([distros]).modes)
+    assert set(read_lock(distros / LOCK_FILE).modes) == set(load_modeset([distros]).modes)
     # opt-in: the default search path does not load them
-    assert not any(name.startswith("debian12.") for name in load_registry([shipped]).modes)
+    assert not any(name.startswith("debian12.") for name in load_modeset([shipped]).modes)

@@ -19,7 +19,7 @@ from vucompat.core.mode import Capabilities
 from vucompat.ovsdb import rpc
 from vucompat.agent.plan import PortView
 from vucompat.core.modeset import Host
-from vucompat.core.tables import load_registry, read_capabilities
+from vucompat.core.tables import load_modeset, read_capabilities
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 V213_OFFER = 0xD7C66A7CA
@@ -34,12 +34,12 @@ def hosts(shipped: Path, tmp_path: Path) -> dict[str, Host]:
         truncated_upstream((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
     new_caps = read_capabilities(EXAMPLES / "capabilities-ovs-2.13.toml")
     new_caps = Capabilities(type(new_caps.abi)(V32_OFFER, 0x10CBF, 128, 32768, 32768))
-    return {"new": Host("new", load_registry([shipped]), new_caps),
-            "old": Host("old", load_registry([old_dir]), read_capabilities(EXAMPLES / "capabilities-ovs-2.13.toml"))}
+    return {"new": Host("new", load_modeset([shipped]), new_caps),
+            "old": Host("old", load_modeset([old_dir]), read_capabilities(EXAMPLES / "capabilities-ovs-2.13.toml"))}
 
 
 def port(host: Host, mode: str | None, negotiated: int = 0, state: str = "applied", resolved: str | None = None):
-    m = host.registry.expand(mode) if mode else None
+    m = host.modeset.expand(mode) if mode else None
     return PortView("vhu0", "u", mode or "passthrough", resolved or (mode or "passthrough"), state, None, m,
                     negotiated_features=negotiated)
 
@@ -78,7 +78,7 @@ def test_passthrough_and_nonconformant_need_an_identical_backend(hosts):
     assert not refused.allowed and [r.name for r in refused.reasons] == ["VIRTIO_NET_F_CSUM",
                                                                           "VHOST_USER_PROTOCOL_F_REPLY_ACK", "VHOST_USER_PROTOCOL_F_STATUS",
                                                                           "max_rx_queue_size", "max_tx_queue_size"]
-    same = Host("twin", hosts["new"].registry, hosts["new"].capabilities)
+    same = Host("twin", hosts["new"].modeset, hosts["new"].capabilities)
     assert check_migration(p, hosts["new"], same).level == "identical-backend"
     bad = port(hosts["new"], "upstream.ovs-dpdk.v2.8", state="nonconformant")
     assert not check_migration(bad, hosts["new"], hosts["old"]).allowed
@@ -91,7 +91,7 @@ OFFERS = st.integers(0, (1 << 64) - 1)
 @given(OFFERS, OFFERS, st.booleans(), st.sampled_from(["upstream.ovs-dpdk.v2.6", "upstream.ovs-dpdk.v2.11",
                                                        "upstream.ovs-dpdk.v2.13"]))
 def test_never_allowed_when_the_destination_lacks_a_negotiated_feature(negotiated, offer, outside, mode):
-    registry = load_registry([Path(__file__).parent.parent / "compat_tables"])
+    registry = load_modeset([Path(__file__).parent.parent / "compat_tables"])
     source = Host("s", registry)
     dest = Host("d", registry, Capabilities(type(registry.modes[mode].abi)(offer, (1 << 20) - 1, 256, 32768, 32768)))
     p = PortView("vhu0", "u", mode, mode, "applied", None, registry.modes[mode], negotiated_features=negotiated)
@@ -205,7 +205,7 @@ def test_frontend_args_name_real_qemu_properties(shipped: Path):
 
     known = qemu_properties()
     version = tuple(int(x) for x in installed_qemu().split("."))
-    registry = load_registry([shipped])
+    registry = load_modeset([shipped])
     for mode in registry.modes.values():
         props = frontend.qemu_device_properties(mode, version)
         unknown = {p.split("=")[0] for p in props} - known

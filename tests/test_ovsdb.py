@@ -306,10 +306,10 @@ def test_a_loader_whose_reads_went_stale_retries_instead_of_duplicating(ovsdb_se
     B reads again, plans again and writes nothing."""
     from vucompat.ovsdb import load as load_module
     from vucompat.ovsdb.connection import Connection
-    from vucompat.core.tables import load_registry
+    from vucompat.core.tables import load_modeset
 
     server = ovsdb_servers("stale")
-    tables = load_registry([shipped])
+    tables = load_modeset([shipped])
     real_read = load_module.read_modes_and_ports
     reads: list[int] = []
 
@@ -342,12 +342,12 @@ def test_the_one_shot_reader_and_the_monitoring_client_agree(ovsdb_servers):
     try:
         warm = client.host()
         assert once.name == warm.name and once.capabilities == warm.capabilities is not None
-        assert {n: m.as_dict() for n, m in once.registry.modes.items()} == \
-            {n: m.as_dict() for n, m in warm.registry.modes.items()}
+        assert {n: m.as_dict() for n, m in once.modeset.modes.items()} == \
+            {n: m.as_dict() for n, m in warm.modeset.modes.items()}
         assert client.host() is warm  # nothing changed: the value is reused
         run("load", "--db", server.unix_remote, "--tables", str(tables_dir(Path(server.directory), "more", ACME)))
         deadline = time.monotonic() + 5
-        while "acme.vswitch.v1.0" not in client.host().registry.modes:
+        while "acme.vswitch.v1.0" not in client.host().modeset.modes:
             assert time.monotonic() < deadline, "the monitoring client never saw the new mode"
             time.sleep(0.01)
     finally:

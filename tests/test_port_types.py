@@ -15,14 +15,14 @@ from vucompat.cli.hosts import load_host
 from vucompat.core.migration import check_migration
 from vucompat.agent.plan import PortView
 from vucompat.core.resolve import resolve
-from vucompat.core.tables import load_registry
+from vucompat.core.tables import load_modeset
 
 def protocol(*names: str) -> int:
     return catalog.names_to_mask([f"VHOST_USER_PROTOCOL_F_{n}" for n in names], "protocol")
 
 
 def test_a_mode_requires_only_the_protocol_features_its_promises_need(shipped: Path):
-    modes = load_registry([shipped]).modes
+    modes = load_modeset([shipped]).modes
     v215 = modes["upstream.ovs-dpdk.v2.15"].abi
     # several queue pairs need MQ; a live migration needs LOG_SHMFD; the rest is optional
     assert v215.required_protocol == protocol("MQ", "LOG_SHMFD")
@@ -48,7 +48,7 @@ def test_a_mode_requires_only_the_protocol_features_its_promises_need(shipped: P
 def client_only_csum(root: Path, name: str) -> Path:
     """A host whose client ports offer what OVS 3.2 client ports offer (CSUM) and whose
     server ports do not: declared per type in its capabilities file."""
-    v32 = load_registry([Path(__file__).parent.parent / "compat_tables"]).modes["upstream.ovs-dpdk.v3.2"].abi
+    v32 = load_modeset([Path(__file__).parent.parent / "compat_tables"]).modes["upstream.ovs-dpdk.v3.2"].abi
     server = v32.virtio & ~catalog.lookup("VIRTIO_NET_F_CSUM").value
 
     def offer(virtio: int) -> str:
@@ -86,7 +86,7 @@ def test_runnability_resolution_and_migration_per_port_type(tmp_path: Path):
     source = load_host(client_only_csum(tmp_path, "source"))
     port = PortView(name="vhu0", interface_uuid="u", requested="upstream.ovs-dpdk.v3.2",
                     resolved="upstream.ovs-dpdk.v3.2", state="applied", error=None,
-                    mode=host.registry.modes["upstream.ovs-dpdk.v3.2"], interface_type="dpdkvhostuserclient")
+                    mode=host.modeset.modes["upstream.ovs-dpdk.v3.2"], interface_type="dpdkvhostuserclient")
     assert check_migration(port, source, host).allowed
     refused = check_migration(port, source, host, dest_port_type="dpdkvhostuser")
     assert not refused.allowed and [r.name for r in refused.reasons] == ["VIRTIO_NET_F_CSUM"]

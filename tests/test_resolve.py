@@ -11,13 +11,13 @@ from vucompat.core import catalog
 from vucompat.agent.plan import (CreatePort, InterfaceView, Mirror, PortView, RemovePort, UpdatePort, plan)
 from vucompat.core.modeset import Host
 from vucompat.core.resolve import parse_status, resolve, verify
-from vucompat.core.tables import load_registry, read_capabilities
+from vucompat.core.tables import load_modeset, read_capabilities
 
 
 @pytest.fixture
 def host(shipped: Path) -> Host:
     # a host whose backend offers what OVS 2.13 offers
-    return Host("h", load_registry([shipped]), read_capabilities(EXAMPLES / "capabilities-ovs-2.13.toml"))
+    return Host("h", load_modeset([shipped]), read_capabilities(EXAMPLES / "capabilities-ovs-2.13.toml"))
 
 
 def test_resolve_specials_and_names(host: Host):
@@ -54,15 +54,15 @@ def test_parse_status_reads_what_ovs_reports():
 
 
 def test_verify_names_what_goes_beyond_the_mode(host: Host):
-    v28 = host.registry.expand("upstream.ovs-dpdk.v2.8")
+    v28 = host.modeset.expand("upstream.ovs-dpdk.v2.8")
     verdict = verify(v28, parse_status(STATUS))
     assert [e.name for e in verdict.offending] == ["VIRTIO_F_RING_PACKED", "VIRTIO_F_IN_ORDER"]
-    assert verify(host.registry.expand("upstream.ovs-dpdk.v2.13"), parse_status(STATUS)).conformant
+    assert verify(host.modeset.expand("upstream.ovs-dpdk.v2.13"), parse_status(STATUS)).conformant
     # VHOST_F_LOG_ALL (dirty logging during a migration) never counts
     with_log = dict(STATUS, features=catalog.to_hex(parse_status(STATUS).virtio | 1 << 26))
-    assert verify(host.registry.expand("upstream.ovs-dpdk.v2.13"), parse_status(with_log)).conformant
+    assert verify(host.modeset.expand("upstream.ovs-dpdk.v2.13"), parse_status(with_log)).conformant
     # more queue pairs and larger rings than the mode allows
-    small = host.registry.expand("upstream.ovs-dpdk.v2.13")
+    small = host.modeset.expand("upstream.ovs-dpdk.v2.13")
     big = dict(STATUS, num_of_vrings="600", vring_0_size="4096")
     names = [e.name for e in verify(small, parse_status(big)).offending]
     assert names == ["max_queue_pairs", "max_rx_queue_size (vring 0)"]

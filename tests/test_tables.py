@@ -9,7 +9,7 @@ import pytest
 
 from conftest import FIXTURES
 from vucompat.core.errors import TableError, UnknownModeError, UsageError
-from vucompat.core.tables import load_registry, read_table, search_path
+from vucompat.core.tables import load_modeset, read_table, search_path
 
 INVALID = FIXTURES / "invalid"
 
@@ -59,12 +59,12 @@ def test_a_directory_with_one_bad_file_loads_nothing(tmp_path: Path, shipped: Pa
     shutil.copy(shipped / "fc26.ovs-dpdk.toml", tmp_path)
     shutil.copy(INVALID / "unknown_feature" / "acme.vswitch.toml", tmp_path)
     with pytest.raises(TableError) as err:
-        load_registry([tmp_path])
+        load_modeset([tmp_path])
     assert [p.path.name for p in err.value.problems] == ["acme.vswitch.toml"]
 
 
 def test_shipped_tables_expand_to_the_reference_masks(shipped: Path):
-    registry = load_registry([shipped])
+    registry = load_modeset([shipped])
     expected = {  # ../shared/reference/virtio-and-releases.md, as corrected (the errata of released.lock)
         "2.6": (0x144668182, 0x7), "2.8": (0x15466818A, 0x17), "2.9": (0x15466818A, 0x37),
         "2.11": (0xD7C66E7CA, 0xCB7), "2.13": (0xD7C66A7CA, 0xCB7), "2.15": (0xD7C66A7CA, 0x10CBF),
@@ -81,20 +81,20 @@ def test_shipped_tables_expand_to_the_reference_masks(shipped: Path):
 
 
 def test_newest_orders_by_released_date_not_by_name(shipped: Path):
-    names = [m.name for m in load_registry([shipped]).newest_first]
+    names = [m.name for m in load_modeset([shipped]).newest_first]
     assert names.index("upstream.ovs-dpdk.v2.13") < names.index("upstream.ovs-dpdk.v2.9")
     assert names[0] == "upstream.ovs-dpdk.v3.2"
 
 
 def test_unknown_mode_suggests(shipped: Path):
     with pytest.raises(UnknownModeError) as err:
-        load_registry([shipped]).expand("upstream.ovs-dpdk.v2.31")
+        load_modeset([shipped]).expand("upstream.ovs-dpdk.v2.31")
     assert "unknown mode upstream.ovs-dpdk.v2.31" in str(err.value)
     assert "did you mean upstream.ovs-dpdk.v2.15 or upstream.ovs-dpdk.v2.13" in str(err.value)
 
 
 def test_recommended_is_derived_without_deprecated_features(shipped: Path):
-    registry = load_registry([shipped])
+    registry = load_modeset([shipped])
     rec = registry.expand("upstream.ovs-dpdk.v2.11+recommended")
     assert rec.derived_from == ("upstream.ovs-dpdk.v2.11",)
     assert rec.abi.deprecated_features == []
@@ -114,7 +114,7 @@ def test_search_path_order_and_first_wins(tmp_path: Path, shipped: Path):
     # as long as the names it shares keep their meaning
     text = (shipped / "fc26.ovs-dpdk.toml").read_text()
     (mine / "fc26.ovs-dpdk.toml").write_text(text.split("\n[[mode]]\nversion = \"2.8\"")[0])
-    registry = load_registry(dirs)
+    registry = load_modeset(dirs)
     assert "fc26.ovs-dpdk.v2.8" not in registry.modes
     assert registry.lineages["fc26.ovs-dpdk"].shadowed == (str(shipped / "fc26.ovs-dpdk.toml"),)
 
@@ -124,7 +124,7 @@ def test_same_name_with_other_contents_is_an_error(tmp_path: Path, shipped: Path
     text = text.replace('    "VIRTIO_NET_F_CTRL_RX",\n', "", 1)
     (tmp_path / "fc26.ovs-dpdk.toml").write_text(text)
     with pytest.raises(TableError) as err:
-        load_registry([tmp_path, shipped])
+        load_modeset([tmp_path, shipped])
     message = str(err.value)
     assert "fc26.ovs-dpdk.v2.7 is also defined in" in message
     assert "+VIRTIO_NET_F_MQ" in message and "a name means the same thing everywhere" in message
@@ -132,7 +132,7 @@ def test_same_name_with_other_contents_is_an_error(tmp_path: Path, shipped: Path
 
 def test_a_copy_of_shipped_upstream_modes_is_accepted(tmp_path: Path, shipped: Path):
     shutil.copy(shipped / "upstream.ovs-dpdk.toml", tmp_path)
-    assert len(load_registry([tmp_path]).modes) == 7
+    assert len(load_modeset([tmp_path]).modes) == 7
 
 
 def test_missing_named_directory_is_a_usage_error(tmp_path: Path):

@@ -97,7 +97,7 @@ class Client:
         host = self.host(remote)
         caps = host.capabilities.abi if host.capabilities else None
         out = []
-        for mode in host.registry.newest_first:
+        for mode in host.modeset.newest_first:
             verdict = runnable(mode.abi, caps)
             out.append(ModeStatus(mode.name, mode.released.isoformat() if mode.released else None, mode.digest,
                                   verdict.runnable, verdict.unavailable))

@@ -26,7 +26,7 @@ from vucompat.ovsdb.fleetrows import Published, publish_operations
 from vucompat.ovsdb.rpc import OvsdbError, Session, SslOptions, failed_operation
 from vucompat.ovsdb.schema import FLEET_DB
 from vucompat.agent.plan import CLIENT_TYPE, PortView
-from vucompat.core.modeset import Host, Registry
+from vucompat.core.modeset import Host, ModeSet
 from vucompat.core.resolve import APPLIED
 
 _VIRTIO = catalog.names_to_mask(["VIRTIO_NET_F_CSUM", "VIRTIO_NET_F_GUEST_CSUM", "VIRTIO_NET_F_MRG_RXBUF",
@@ -62,7 +62,7 @@ def synthetic_record(index: int, shape: FleetShape) -> HostRecord:
     offered = max(1, shape.modes_per_host - (index // shape.lineages) % 4)
     caps = Capabilities(Abi(virtio=_VIRTIO, protocol=_PROTOCOL, max_queue_pairs=offered,
                             max_rx_queue_size=256 << (lineage % 4), max_tx_queue_size=256), "synthetic")
-    host = Host(f"host-{index:05d}", Registry({m.name: m for m in modes}), caps)
+    host = Host(f"host-{index:05d}", ModeSet({m.name: m for m in modes}), caps)
     usable = [m for m in modes if m.abi.max_queue_pairs <= offered]
     ports = {}
     for p in range(shape.ports_per_host):

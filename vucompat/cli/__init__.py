@@ -72,16 +72,16 @@ def _conn(kw: dict[str, Any]) -> dict[str, Any]:
     return {"timeout": kw.pop("timeout"), "ssl": ssl}
 
 
-def _registry(tables: tuple[Path, ...], db: str | None = None, conn: dict[str, Any] | None = None):  # -> Registry
+def _modeset(tables: tuple[Path, ...], db: str | None = None, conn: dict[str, Any] | None = None):  # -> ModeSet
     if db:
         from vucompat.cli.hosts import REMOTE_PREFIXES, open_host
 
         if not db.startswith(REMOTE_PREFIXES):
             raise UsageError(message=f"--db {db}: give an OVSDB remote, e.g. unix:/run/vucompat/db.sock")
-        return open_host(db, **(conn or {})).registry
-    from vucompat.core.tables import load_registry, search_path
+        return open_host(db, **(conn or {})).modeset
+    from vucompat.core.tables import load_modeset, search_path
 
-    return load_registry(search_path(tables, os.environ))
+    return load_modeset(search_path(tables, os.environ))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,4 +92,4 @@ def main() -> None:
 
 
 # the commands, by subject (each module registers its commands on `main`)
-from vucompat.cli import cmd_fleet as fleet, cmd_migration as migration, cmd_modes as modes, cmd_ports as ports, cmd_registry as registry  # noqa: E402,F401
+from vucompat.cli import cmd_fleet, cmd_migration, cmd_modes, cmd_ports, cmd_registry  # noqa: E402,F401  (they register the commands)

@@ -154,7 +154,7 @@ def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool,
         listed = sorted(found, key=lambda h: h.name)  # of --pool already: the server filtered
         _emit(fmt, {"hosts": [h.as_dict(now) for h in listed]}, lambda: "\n".join(
             f"{h.name:24} {h.pool or '-':12} ovs {h.ovs_version or '?':8} {len(h.runnable):3}/"
-            f"{len(h.host.registry.modes):<3} modes runnable" + ("  STALE" if h.stale(now) else "")
+            f"{len(h.host.modeset.modes):<3} modes runnable" + ("  STALE" if h.stale(now) else "")
             for h in listed) or "no hosts")
         return
     answer = hosts_that_can_run(found, mode, now, include_stale, pool)

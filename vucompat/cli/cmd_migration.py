@@ -137,7 +137,7 @@ def plan_upgrade(db: str, new_tables: Path, capabilities: Path | None, fmt: str,
     current = open_host(db, **conn)
     new = load_host(new_tables)
     caps = read_capabilities(capabilities) if capabilities else current.capabilities
-    impacts = plan(list(load_ports(db, **conn).values()), Host(f"{db} upgraded", new.registry, caps))
+    impacts = plan(list(load_ports(db, **conn).values()), Host(f"{db} upgraded", new.modeset, caps))
     bad = [i for i in impacts if i.outcome not in ("keeps", "unaffected")]
 
     def text() -> str:

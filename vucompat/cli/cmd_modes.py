@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from vucompat.core.errors import UsageError
-from vucompat.cli import _DB, _FORMAT, _TABLES, _conn, _connection_options, _emit, _registry, main
+from vucompat.cli import _DB, _FORMAT, _TABLES, _conn, _connection_options, _emit, _modeset, main
 
 
 @main.command()
@@ -55,7 +55,7 @@ def list_(tables: tuple[Path, ...], db: str | None, host: str | None, fmt: str, 
 
     conn = _conn(kw)
     loaded = open_host(host, **conn) if host else None
-    registry = loaded.registry if loaded else _registry(tables, db, conn)
+    registry = loaded.modeset if loaded else _modeset(tables, db, conn)
     capabilities = loaded.capabilities if loaded else None
     caps = capabilities.abi if capabilities else None
     types = capabilities.by_type if capabilities and capabilities.types_differ else {}
@@ -94,7 +94,7 @@ def show(mode: str, tables: tuple[Path, ...], db: str | None, hex_masks: bool, f
     from vucompat.core import catalog
     from vucompat.cli import render
 
-    expanded = _registry(tables, db, _conn(kw)).expand(mode)
+    expanded = _modeset(tables, db, _conn(kw)).expand(mode)
     data = expanded.as_dict()
     if hex_masks:
         data.update(virtio_mask=catalog.to_hex(expanded.abi.virtio), protocol_mask=catalog.to_hex(expanded.abi.protocol))
@@ -115,7 +115,7 @@ def compare(a: str, b: str, tables: tuple[Path, ...], db: str | None, fmt: str, 
     from vucompat.cli import render
     from vucompat.core.compare import compare as compare_abis
 
-    registry = _registry(tables, db, _conn(kw))
+    registry = _modeset(tables, db, _conn(kw))
     result = compare_abis(registry.expand(a).abi, registry.expand(b).abi)
     _emit(fmt, {"a": a, "b": b, **result.as_dict()}, lambda: render.comparison_text(a, b, result))
     if result.result == "incompatible":
@@ -196,7 +196,7 @@ def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], db: str | None, 
             sources.append({"input": item, "kind": "capabilities", "hosts": [], "skipped": {}})
             labels.append(item)
         else:
-            registry = registry or _registry(tables, db, conn)
+            registry = registry or _modeset(tables, db, conn)
             abis.append(registry.expand(item).abi)
             sources.append({"input": item, "kind": "mode", "hosts": [], "skipped": {}})
             labels.append(item)
@@ -334,7 +334,7 @@ def frontend_args(mode: str, tables: tuple[Path, ...], db: str | None, fmt: str,
         qemu = tuple(int(part) for part in qemu_version.split(".")[:2])
     except ValueError:
         raise UsageError(message=f"--qemu-version {qemu_version}: give MAJOR.MINOR, e.g. 8.2") from None
-    expanded = _registry(tables, db, _conn(kw)).expand(mode)
+    expanded = _modeset(tables, db, _conn(kw)).expand(mode)
     if fmt == "json":
         click.echo(json.dumps({"mode": expanded.name, "digest": expanded.digest, "qemu_version": qemu_version,
                                "virtio_net_pci": frontend.qemu_device_properties(expanded, qemu),  # type: ignore

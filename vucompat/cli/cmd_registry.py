@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from vucompat.cli import _FORMAT, _TABLES, _conn, _connection_options, _emit, _registry, main
+from vucompat.cli import _FORMAT, _TABLES, _conn, _connection_options, _emit, _modeset, main
 
 
 @main.command()
@@ -32,7 +32,7 @@ def load(tables: tuple[Path, ...], db: str, prune: bool, capabilities: Path | No
     from vucompat.ovsdb.load import LOAD_COLUMNS, load as load_tables
     from vucompat.core.tables import read_capabilities
 
-    registry = _registry(tables)
+    registry = _modeset(tables)
     caps = read_capabilities(capabilities) if capabilities else None
     conn = _conn(kw)
     with Connection(db, tables=LOAD_COLUMNS, **conn) as connection:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 from vucompat.core.errors import UsageError
 from vucompat.core.mode import Abi
 from vucompat.core.modeset import Host
-from vucompat.core.tables import CAPABILITIES_FILE, load_registry, read_capabilities, table_files
+from vucompat.core.tables import CAPABILITIES_FILE, load_modeset, read_capabilities, table_files
 
 if TYPE_CHECKING:
     from vucompat.core.fleet import FleetHost
@@ -46,10 +46,10 @@ def load_host(path: Path) -> Host:
     if not table_files(path):
         raise UsageError(message=f"host {path} has no table files (*.toml): copy the tables its "
                          "vucompat was installed with into it")
-    registry = load_registry([path], where=str(path))
+    registry = load_modeset([path], where=str(path))
     caps_path = path / CAPABILITIES_FILE
     capabilities = read_capabilities(caps_path) if caps_path.exists() else None
-    return Host(name=str(path), registry=registry, capabilities=capabilities)
+    return Host(name=str(path), modeset=registry, capabilities=capabilities)
 
 
 def host_offer(host: Host, spec: str) -> Abi:

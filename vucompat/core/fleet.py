@@ -56,7 +56,7 @@ class HostRecord:
 def needed_modes(record: HostRecord) -> dict[tuple[str, str], Mode]:
     """Every mode the host's rows refer to: its own, and its ports' (which may be
     derived, e.g. <mode>+recommended)."""
-    modes = {(m.name, m.digest): m for m in record.host.registry.modes.values()}
+    modes = {(m.name, m.digest): m for m in record.host.modeset.modes.values()}
     for port in record.ports.values():
         if port.mode is not None:
             modes.setdefault((port.mode.name, port.mode.digest), port.mode)
@@ -68,7 +68,7 @@ def unavailable_features(record: HostRecord) -> dict[str, str]:
     the modes it cannot run."""
     caps = record.host.capabilities.abi if record.host.capabilities else None
     out = {}
-    for mode in record.host.registry.modes.values():
+    for mode in record.host.modeset.modes.values():
         verdict = runnable(mode.abi, caps)
         if not verdict.runnable:
             out[mode.name] = " ".join(gap.name for gap in verdict.unavailable)
@@ -101,7 +101,7 @@ class FleetHost:
         return {"name": self.name, "pool": self.pool, "ovs_version": self.ovs_version,
                 "dpdk_version": self.dpdk_version, "stale": self.stale(now_ms),
                 "seconds_since_publish": round((now_ms - self.last_seen) / 1000, 1),
-                "modes": len(self.host.registry.modes), "runnable": len(self.runnable)}
+                "modes": len(self.host.modeset.modes), "runnable": len(self.runnable)}
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def hosts_that_can_run(hosts: Iterable[FleetHost], mode: str, now_ms: int, inclu
     lacking: dict[str, str] = {}
     stale: list[str] = []
     for host in hosts:
-        theirs = host.host.registry.modes.get(name)
+        theirs = host.host.modeset.modes.get(name)
         if theirs is None or (digest and theirs.digest != digest) or (pool and host.pool != pool):
             continue
         if host.stale(now_ms) and not include_stale:
@@ -164,7 +164,7 @@ def select_fleet_mode(scope: Scope, hosts: Sequence[FleetHost], names: Sequence[
     host name, or when no host runs the lineage."""
     chosen = list(hosts)
     if scope.kind == "lineage":
-        chosen = [h for h in hosts if any(m.lineage == scope.lineage for m in h.host.registry.modes.values())]
+        chosen = [h for h in hosts if any(m.lineage == scope.lineage for m in h.host.modeset.modes.values())]
         if not chosen:
             raise ValueError(f"no host in the fleet defines a mode of lineage {scope.lineage}")
     if scope.kind == "hosts":

@@ -20,7 +20,7 @@ from vucompat.core.errors import Problem, TableError, UsageError
 from vucompat.core.lock import LOCK_FILE, LOCK_HEADER, Erratum, Lock, check_errata, entry_text, new_erratum, read_lock, \
     render_lock, superseded_digests
 from vucompat.core.mode import Mode
-from vucompat.core.tables import read_dirs, load_registry
+from vucompat.core.tables import read_dirs, load_modeset
 
 __all__ = ["LOCK_FILE", "LintReport", "lint", "update_lock", "add_erratum", "read_lock"]
 
@@ -58,7 +58,7 @@ def lint(dirs: Sequence[Path]) -> LintReport:
     report.warnings += [w for t in files for w in t.warnings]
     if not problems:
         try:
-            load_registry(dirs)  # shadowing conflicts across directories
+            load_modeset(dirs)  # shadowing conflicts across directories
         except TableError as err:
             report.errors += err.problems
     for directory in dirs:

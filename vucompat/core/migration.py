@@ -100,7 +100,7 @@ def check_migration(port: PortView, source: Host, destination: Host,
                        f"the guest negotiated {', '.join(r.name for r in facts)}, outside {mode.name}, and {dst} "
                        "does not offer it")
     if not contract:
-        theirs = destination.registry.modes[mode.name]
+        theirs = destination.modeset.modes[mode.name]
         if theirs.digest != mode.digest:
             return Verdict(True, port.name, mode.name, "contract", (),
                            f"{dst} defines {mode.name} as corrected by an erratum (its digest differs only in "
@@ -122,7 +122,7 @@ def check_migration(port: PortView, source: Host, destination: Host,
 
 
 def _contract(mode: Mode, destination: Host, dest_type: str) -> tuple[Reason, ...]:
-    theirs = destination.registry.modes.get(mode.name)
+    theirs = destination.modeset.modes.get(mode.name)
     if theirs is None:
         return (Reason("missing_mode", mode.name, mode.digest, None),)
     if theirs.digest != mode.digest:
@@ -242,12 +242,12 @@ def select_mode(scope: Scope, hosts: Sequence[Host], explain: int = 5) -> Select
         raise ValueError("select_mode needs at least one host")
     first = hosts[0]
     refused: dict[str, list[str]] = {}
-    for mode in first.registry.newest_first:
+    for mode in first.modeset.newest_first:
         if scope.lineage and mode.lineage != scope.lineage:
             continue
         problems = []
         for host in hosts:
-            theirs = host.registry.modes.get(mode.name)
+            theirs = host.modeset.modes.get(mode.name)
             if theirs is None:
                 problems.append(f"{host.name}: not defined")
             elif theirs.digest != mode.digest:
@@ -307,7 +307,7 @@ def plan_upgrade(ports: Sequence[PortView], upgraded: Host) -> list[Impact]:
         if mode is None or port.state == REJECTED:
             out.append(Impact(port.name, None, "unaffected", "no mode (passthrough or rejected)"))
             continue
-        theirs = upgraded.registry.modes.get(mode.name)
+        theirs = upgraded.modeset.modes.get(mode.name)
         if theirs is None:
             out.append(Impact(port.name, mode.name, "loses-mode", "the new tables do not define it"))
         elif theirs.digest != mode.digest:

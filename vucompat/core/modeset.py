@@ -27,8 +27,8 @@ class Lineage:
 
 
 @dataclass(frozen=True)
-class Registry:
-    """Expanded modes by name, plus where they came from."""
+class ModeSet:
+    """A set of expanded modes by name (a host's, or the search path's), plus where they came from."""
 
     modes: Mapping[str, Mode]
     lineages: Mapping[str, Lineage] = field(default_factory=dict)
@@ -62,6 +62,6 @@ class Host:
     """A host as the core sees it: the modes it defines and what its backend offers."""
 
     name: str
-    registry: Registry
+    modeset: ModeSet
     #: None: the backend is assumed to offer everything its modes need
     capabilities: Capabilities | None = None

@@ -126,14 +126,14 @@ def negotiate(source: Host, destination: Host, policy: str = "latest") -> Negoti
     """
     derive = _derivation(policy)
     if policy in POLICIES:
-        in_dest = destination.registry.modes
-        common: Iterator[Mode] = (m for m in source.registry.newest_first if m.name in in_dest)
+        in_dest = destination.modeset.modes
+        common: Iterator[Mode] = (m for m in source.modeset.newest_first if m.name in in_dest)
     else:
-        found = source.registry.modes.get(policy.removesuffix(RECOMMENDED_SUFFIX))
+        found = source.modeset.modes.get(policy.removesuffix(RECOMMENDED_SUFFIX))
         common = iter([found] if found else [])
     chosen = None
     for mode in common:
-        other = destination.registry.modes.get(mode.name)
+        other = destination.modeset.modes.get(mode.name)
         if other is None or other.digest != mode.digest:
             continue
         derived = derive(mode)
@@ -159,7 +159,7 @@ def _offer(host: Host) -> Abi | None:
 
 def _newest_first_names(source: Host, destination: Host) -> Iterator[str]:
     seen: set[str] = set()
-    merged = heapq.merge(source.registry.newest_first, destination.registry.newest_first,
+    merged = heapq.merge(source.modeset.newest_first, destination.modeset.newest_first,
                          key=lambda m: m.order_key, reverse=True)
     for mode in merged:
         if mode.name not in seen:
@@ -168,8 +168,8 @@ def _newest_first_names(source: Host, destination: Host) -> Iterator[str]:
 
 
 def _explain(name: str, source: Host, destination: Host, derive: Callable[[Mode], Mode]) -> Candidate:
-    on_source = source.registry.modes.get(name)
-    on_dest = destination.registry.modes.get(name)
+    on_source = source.modeset.modes.get(name)
+    on_dest = destination.modeset.modes.get(name)
     reasons = [Reason("missing", side) for side, m in zip(SIDES, (on_source, on_dest)) if m is None]
     if on_source is not None and on_dest is not None and on_source.digest != on_dest.digest:
         reasons.append(Reason("digest_mismatch", "both", differences=compare(on_source.abi, on_dest.abi).responsible))

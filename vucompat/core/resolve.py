@@ -54,15 +54,15 @@ def resolve(requested: str | None, host: Host, port_type: str | None = None) -> 
     if request == PASSTHROUGH:
         return Resolution(request, None, APPLIED)
     if request in (LATEST, RECOMMENDED):
-        newest = next((m for m in host.registry.newest_first if runnable(m.abi, caps).runnable), None)
+        newest = next((m for m in host.modeset.newest_first if runnable(m.abi, caps).runnable), None)
         if newest is None:
             return Resolution(request, None, REJECTED, f"no mode of this host is runnable on its backend "
-                              f"({len(host.registry.modes)} defined): load tables, or check its capabilities")
+                              f"({len(host.modeset.modes)} defined): load tables, or check its capabilities")
         return Resolution(request, recommended(newest) if request == RECOMMENDED else newest, APPLIED)
     try:
-        mode = host.registry.expand(request)
+        mode = host.modeset.expand(request)
     except UnknownModeError:
-        can_run = [m.name for m in host.registry.newest_first if runnable(m.abi, caps).runnable]
+        can_run = [m.name for m in host.modeset.newest_first if runnable(m.abi, caps).runnable]
         listed = ", ".join(can_run[:8]) + (f" and {len(can_run) - 8} more" if len(can_run) > 8 else "")
         return Resolution(request, None, REJECTED, f"unknown mode {request}; this host can run: "
                           f"{listed or 'none'} (or latest, recommended, passthrough)")

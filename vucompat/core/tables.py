@@ -23,7 +23,7 @@ from vucompat.core import catalog
 from vucompat.core.errors import Problem, TableError, UnknownFeatureError, UsageError, suggestions_hint
 from vucompat.core.expand import expand_lineage
 from vucompat.core.mode import PORT_TYPES, Abi, Capabilities, Mode
-from vucompat.core.modeset import Lineage, Registry
+from vucompat.core.modeset import Lineage, ModeSet
 
 #: a host directory may hold this file next to its tables; it is not a table
 CAPABILITIES_FILE = "capabilities.toml"
@@ -74,7 +74,7 @@ def search_path(tables: Sequence[Path] = (), environ: Mapping[str, str] | None =
     return unique
 
 
-def load_registry(dirs: Sequence[Path], where: str | None = None) -> Registry:
+def load_modeset(dirs: Sequence[Path], where: str | None = None) -> ModeSet:
     """Load every table file of `dirs`; for each lineage the first directory wins.
 
     Raises TableError listing every problem (nothing is loaded) when any file is
@@ -102,7 +102,7 @@ def load_registry(dirs: Sequence[Path], where: str | None = None) -> Registry:
         for name, t in winners.items()
     }
     warnings = tuple(w for t in files for w in t.warnings)
-    return Registry(modes=modes, lineages=lineages, warnings=warnings,
+    return ModeSet(modes=modes, lineages=lineages, warnings=warnings,
                     where=where or ", ".join(str(d) for d in dirs), errata=errata)
 
 
@@ -253,7 +253,7 @@ def _upstream_problems(path: Path, lineage: str, modes: Sequence[Mode]) -> list[
 @lru_cache(maxsize=4)
 def _shipped_modes(shipped_dir: str) -> Mapping[str, Mode]:
     """The shipped modes, with the digests their errata supersede."""
-    return load_registry([Path(shipped_dir)]).modes
+    return load_modeset([Path(shipped_dir)]).modes
 
 
 def _load_toml(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 from vucompat.core.fleet import FleetHost, HostRecord, needed_modes
 from vucompat.core.mode import Mode
 from vucompat.agent.plan import PortView
-from vucompat.core.modeset import Host, Registry
+from vucompat.core.modeset import Host, ModeSet
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb.fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, published_after, publish_operations
 from vucompat.ovsdb.rows import CorruptRowError, bits_to_mask, host_capabilities, json_row, optional, row_to_mode
@@ -259,7 +259,7 @@ def fleet_host(row: Any, modes: dict[str, Mode], remote: str) -> FleetHost:
     """A FleetHost from a Host row (json_row shaped) and the fleet's modes by uuid."""
     own = {modes[u].name: modes[u] for u in map(_uuid, row.modes) if u in modes}
     runnable = frozenset(modes[u].name for u in map(_uuid, row.runnable) if u in modes)
-    host = Host(name=row.name, registry=Registry(own, where=f"the fleet's copy of {row.name}"),
+    host = Host(name=row.name, modeset=ModeSet(own, where=f"the fleet's copy of {row.name}"),
                 capabilities=host_capabilities(row, remote))
     return FleetHost(host=host, pool=optional(row.pool), ovs_version=optional(row.ovs_version),
                      dpdk_version=optional(row.dpdk_version), last_seen=int(row.last_seen),
@@ -331,7 +331,7 @@ def load_can_run(session: Session, mode: str) -> list[FleetHost]:
         for can, reply in ((True, replies[2 * i]), (False, replies[2 * i + 1])):
             for raw in reply["rows"]:
                 row = json_row(raw, "Host", "fleet")
-                out.append(FleetHost(Host(row.name, Registry({found.name: found})), optional(row.pool),
+                out.append(FleetHost(Host(row.name, ModeSet({found.name: found})), optional(row.pool),
                                      optional(row.ovs_version), optional(row.dpdk_version), int(row.last_seen),
                                      int(row.heartbeat_interval), frozenset([found.name] if can else []),
                                      {} if can else dict(row.unavailable)))
@@ -430,14 +430,14 @@ class FleetView:
     def _add(self, uuid: Any, host: FleetHost) -> None:
         self._hosts[uuid] = host
         self._by_pool.setdefault(host.pool, {})[uuid] = host
-        for name in host.host.registry.modes:
+        for name in host.host.modeset.modes:
             self._by_mode.setdefault(name, {})[uuid] = host
 
     def _drop(self, uuid: Any) -> None:
         old = self._hosts.pop(uuid, None)
         if old is not None:
             self._by_pool[old.pool].pop(uuid, None)
-            for name in old.host.registry.modes:
+            for name in old.host.modeset.modes:
                 self._by_mode[name].pop(uuid, None)
 
     def close(self) -> None:

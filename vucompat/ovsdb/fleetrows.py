@@ -47,7 +47,7 @@ def host_row(record: HostRecord, mode_refs: Mapping[tuple[str, str], list[str]],
     and its ports (a Port row lives as long as its host refers to it)."""
     caps = record.host.capabilities
     unavailable = unavailable_features(record)
-    own = [(m.name, m.digest) for m in record.host.registry.modes.values()]
+    own = [(m.name, m.digest) for m in record.host.modeset.modes.values()]
     return {
         "name": record.name,
         "pool": _optional(record.pool),

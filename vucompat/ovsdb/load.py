@@ -16,7 +16,7 @@ from typing import Any
 
 from vucompat.core.loadplan import LoadPlan, RedefinitionError, plan_load, redefinitions
 from vucompat.core.mode import Capabilities
-from vucompat.core.modeset import Registry
+from vucompat.core.modeset import ModeSet
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb.rows import ERRATUM_REASON, SUPERSEDED_BY, capabilities_columns, mode_row
@@ -59,7 +59,7 @@ class LoadResult:
         return {"remote": self.remote, "written": self.written, **self.plan.as_dict()}
 
 
-def load(conn: Connection, tables: Registry, prune: bool = False, capabilities: Capabilities | None = None,
+def load(conn: Connection, tables: ModeSet, prune: bool = False, capabilities: Capabilities | None = None,
          host_name: str | None = None, ovs_remote: str | None = None) -> LoadResult:
     """Load `tables` (already validated) through `conn` in one transaction. `conn`
     needs only LOAD_COLUMNS: a load compares digests, not features.
@@ -125,7 +125,7 @@ def _read_modes(conn: Connection, names: tuple[str, ...]) -> dict[str, Any]:
     from vucompat.ovsdb.registry import read_host
 
     with Connection(conn.remote, conn.timeout) as full:
-        modes = read_host(full).registry.modes
+        modes = read_host(full).modeset.modes
     return {name: modes[name] for name in names if name in modes}
 
 

@@ -9,7 +9,7 @@ from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb.rows import host_capabilities, json_row, row_to_mode
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
 from vucompat.ovsdb.schema import COLUMNS, DB_NAME
-from vucompat.core.modeset import Host, Registry
+from vucompat.core.modeset import Host, ModeSet
 
 
 def read_host(conn: Connection) -> Host:
@@ -25,7 +25,7 @@ def _host(remote: str, mode_rows: Any, host_row: Any) -> Host:
     # not candidates of their own: expand() derives them from their base
     modes = {row.name: row_to_mode(row, remote) for row in mode_rows if not row.derived_from}
     return Host(name=host_row.name if host_row else remote,
-                registry=Registry(modes=modes, where=f"the {remote} database"),
+                modeset=ModeSet(modes=modes, where=f"the {remote} database"),
                 capabilities=host_capabilities(host_row, remote))
 
 
