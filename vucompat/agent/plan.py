@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from vucompat.core import catalog
-from vucompat.core.mode import CLIENT_TYPE, PORT_TYPES, Mode
+from vucompat.core.mode import CLIENT_TYPE, PORT_TYPES, PROBE_MARK, Mode
 from vucompat.core.modeset import Host
 from vucompat.core.resolve import (APPLIED, CHANGE_REFUSED, LATEST, NONCONFORMANT, PASSTHROUGH, REJECTED, Resolution,
                       parse_status, resolve, verify)
@@ -32,7 +32,6 @@ SERVER_PATH = "vhost-server-path"
 MIRROR_MODE, MIRROR_STATE, MIRROR_ERROR = "vhost-compat-mode", "vhost-compat-state", "vhost-compat-error"
 MIRROR_RELAY, MIRROR_FRONTEND = "vhost-compat-relay", "vhost-compat-frontend-socket"
 #: external_ids key that marks vucompat's own probe ports: the agent leaves them alone
-PROBE_MARK = "vucompat-probe"
 
 
 @dataclass(frozen=True)

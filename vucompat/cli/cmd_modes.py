@@ -157,6 +157,7 @@ def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], db: str | None, 
     from vucompat.core.compare import baseline as baseline_of
     from vucompat.cli.hosts import REMOTE_PREFIXES, host_offer, load_host, open_host, open_pool
     from vucompat.core.tables import read_capabilities, read_table
+    from vucompat.core.tomlwrite import mode_entry_toml
 
     if fmt != "toml" and (version or append_to):
         raise UsageError(message="--version and --append-to shape a table entry: give them with --format toml")
@@ -218,7 +219,7 @@ def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], db: str | None, 
         comments.append(f"NOTE: v{previous.version} defines this already: the lineage may not need a new version")
     note = (f"baseline of {', '.join(labels)}: virtio {catalog.to_hex(abi.virtio)}, "
             f"protocol {catalog.to_hex(abi.protocol)}")
-    entry = render.mode_entry_toml(abi, version, today, {"baseline": ", ".join(labels)}, note, comments,
+    entry = mode_entry_toml(abi, version, today, {"baseline": ", ".join(labels)}, note, comments,
                                    previous=previous.abi if previous else None)
     if append_to is not None:
         _check_appended(append_to, entry, abi)

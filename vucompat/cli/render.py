@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import re
-from datetime import date
 from typing import Any, Mapping, Sequence
 
 import click
 
-from vucompat.core import catalog, tomlwrite
+from vucompat.core import catalog
 from vucompat.core.compare import Comparison, Runnability
 from vucompat.core.lint import LintReport
-from vucompat.core.mode import LIMITS, Abi, Mode
+from vucompat.core.mode import LIMITS, Mode
 from vucompat.core.negotiate import Negotiation
 
 
@@ -172,49 +170,6 @@ def port_text(data: dict) -> str:
 
 
 # ---- table entries (TOML) -----------------------------------------------------------------------
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else tomlwrite.string(key)
-
-
-def mode_entry_toml(abi: Abi, version: str, released: date, provenance: Mapping[str, str] | None = None,
-                    note: str = "", comments: Sequence[str] = (), limit_comments: Mapping[str, str] | None = None,
-                    previous: Abi | None = None) -> str:
-    """A ready-to-paste `[[mode]]` entry of a table file (docs/tables.md) for `abi`.
-
-    Without `previous`: the complete entry a lineage's first version needs (every
-    feature by name, every limit). With `previous` (the ABI of the lineage's last
-    version): the delta a later version is written as (`enable`/`disable`, and
-    only the limits that change). `comments` go above the entry as `# ` lines,
-    `limit_comments` (limit name -> text) after a limit's value. The entry reads
-    back (tables.read_table, under a `lineage`/`summary` header) as exactly `abi`."""
-    lines = [f"# {line}".rstrip() for comment in comments for line in comment.splitlines()]
-    lines += ["[[mode]]", f"version = {tomlwrite.string(version)}", f"released = {released.isoformat()}"]
-    if provenance:
-        lines.append("provenance = { " + ", ".join(f"{_toml_key(k)} = {tomlwrite.string(v)}"
-                                                   for k, v in provenance.items()) + " }")
-    if previous is None:
-        lines += [f"virtio_features = {tomlwrite.strings(abi.virtio_features, inline=False)}",
-                  f"protocol_features = {tomlwrite.strings(abi.protocol_features, inline=False)}"]
-        limits = list(LIMITS)
-    else:
-        enable = catalog.mask_to_names(abi.virtio & ~previous.virtio, "virtio") + \
-            catalog.mask_to_names(abi.protocol & ~previous.protocol, "protocol")
-        disable = catalog.mask_to_names(previous.virtio & ~abi.virtio, "virtio") + \
-            catalog.mask_to_names(previous.protocol & ~abi.protocol, "protocol")
-        lines += [f"{key} = {tomlwrite.strings(names, inline=len(names) <= 3)}"
-                  for key, names in (("enable", enable), ("disable", disable)) if names]
-        limits = [name for name in LIMITS if abi.limit(name) != previous.limit(name)]
-    for name in limits:
-        comment = (limit_comments or {}).get(name)
-        lines.append(f"{name} = {abi.limit(name)}" + (f"  # {comment}" if comment else ""))
-    if note:
-        lines.append(f"note = {tomlwrite.string(note)}")
-    return "\n".join(lines) + "\n"
-
 
 def baseline_sources_text(sources: Sequence[Mapping[str, Any]]) -> str:
     """What a baseline was computed from: per input, the hosts used and skipped."""

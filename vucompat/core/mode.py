@@ -168,6 +168,8 @@ class Mode:
 #: the vhost-user port types of OVS: OVS serves the socket, or connects to QEMU's
 SERVER_TYPE, CLIENT_TYPE = "dpdkvhostuser", "dpdkvhostuserclient"
 PORT_TYPES: tuple[str, ...] = (SERVER_TYPE, CLIENT_TYPE)
+#: the Interface external_ids key that marks vucompat's own probe ports (the agent leaves them alone)
+PROBE_MARK = "vucompat-probe"
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,7 @@ from pathlib import Path
 from vucompat.core import catalog
 from vucompat.vhostuser import protocol as vu
 from vucompat.core.errors import VucompatError
-from vucompat.core.mode import CLIENT_TYPE, MAX_QUEUE_PAIRS, MAX_QUEUE_SIZE, SERVER_TYPE, Abi, Capabilities
-from vucompat.agent.plan import PROBE_MARK
+from vucompat.core.mode import CLIENT_TYPE, MAX_QUEUE_PAIRS, MAX_QUEUE_SIZE, PROBE_MARK, SERVER_TYPE, Abi, Capabilities
 
 #: the OVS settings that change what a vhost-user port offers
 SETTINGS = ("userspace-tso-enable", "vhost-iommu-support", "vhost-postcopy-support")
@@ -148,7 +147,7 @@ def _vsctl(remote: str, *args: str) -> str:
 def dump_entry(offer: Offer, version: str, provenance: dict[str, str], note: str = "") -> str:
     """A ready-to-paste `[[mode]]` table entry for what a backend offers (the first,
     complete version of a lineage: later ones are written as deltas)."""
-    from vucompat.cli.render import mode_entry_toml  # lazy: render pulls in lint and negotiate
+    from vucompat.core.tomlwrite import mode_entry_toml
 
     abi = Abi(offer.virtio, offer.protocol, offer.queue_pairs, 1024, 1024)
     return mode_entry_toml(
