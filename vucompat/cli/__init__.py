@@ -7,6 +7,7 @@ printed as one message on stderr, never as a traceback.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -23,8 +24,39 @@ _TABLES = click.option("--tables", "tables", multiple=True, type=click.Path(path
                             "$VUCOMPAT_TABLES, /etc/vucompat/compat_tables.d/, the shipped tables.")
 
 
+#: each top-level command's module under vucompat.cli, imported only when the command
+#: is looked up (it runs, or --help lists it): a start-up pays for one module, not all
+#: (tests/test_cli.py checks this table against what the modules register)
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(["features", "list", "show", "compare", "baseline", "negotiate", "lint", "frontend-args"],
+                    "cmd_modes"),
+    **dict.fromkeys(["check-migration", "select-mode", "traits", "plan-upgrade"], "cmd_migration"),
+    **dict.fromkeys(["agent", "port", "probe", "dump"], "cmd_ports"),
+    **dict.fromkeys(["load", "db"], "cmd_registry"),
+    "fleet": "cmd_fleet",
+}
+
+
+def load_all_commands() -> None:
+    """Import every command module, so that `main.commands` holds every command."""
+    for module in sorted(set(COMMAND_MODULES.values())):
+        importlib.import_module(f"vucompat.cli.{module}")
+
+
 class _Group(click.Group):
-    """Turns a VucompatError into one message on stderr and exit code 2."""
+    """The top-level group: commands are imported lazily (COMMAND_MODULES), and a
+    VucompatError becomes one message on stderr and exit code 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            if cmd_name in COMMAND_MODULES:
+                importlib.import_module(f"vucompat.cli.{COMMAND_MODULES[cmd_name]}")
+            else:
+                load_all_commands()  # an unknown name: click suggests close names from self.commands
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -90,6 +122,3 @@ def main() -> None:
     """vhost-user compatibility modes for Open vSwitch ports: compat tables,
     compare, baseline and negotiation between hosts."""
 
-
-# the commands, by subject (each module registers its commands on `main`)
-from vucompat.cli import cmd_fleet, cmd_migration, cmd_modes, cmd_ports, cmd_registry  # noqa: E402,F401  (they register the commands)
