@@ -50,11 +50,14 @@ def features(decode: str | None, mask: str, fmt: str) -> None:
 def list_(tables: tuple[Path, ...], db: str | None, host: str | None, fmt: str, **kw: Any) -> None:
     """List the modes, newest first."""
     from vucompat.cli import render
-    from vucompat.core.compare import runnable
-    from vucompat.cli.hosts import open_host
 
     conn = _conn(kw)
-    loaded = open_host(host, **conn) if host else None
+    loaded = None
+    if host:  # only a host's listing checks runnability: the plain one imports neither module
+        from vucompat.cli.hosts import open_host
+        from vucompat.core.compare import runnable
+
+        loaded = open_host(host, **conn)
     registry = loaded.modeset if loaded else _modeset(tables, db, conn)
     capabilities = loaded.capabilities if loaded else None
     caps = capabilities.abi if capabilities else None

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import click
 
 from vucompat.core import catalog
-from vucompat.core.compare import Comparison, Runnability
-from vucompat.core.lint import LintReport
 from vucompat.core.mode import LIMITS, Mode
-from vucompat.core.negotiate import Negotiation
+
+if TYPE_CHECKING:  # only annotations: `list` needs none of these modules
+    from vucompat.core.compare import Comparison, Runnability
+    from vucompat.core.lint import LintReport
+    from vucompat.core.negotiate import Negotiation
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:

@@ -12,7 +12,6 @@ are unique within a mask, and every requirement names a feature of the catalog.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Literal
@@ -252,7 +251,9 @@ def suggest(name: str, limit: int = 3) -> list[str]:
     """Return up to `limit` catalog names close to `name` (for 'did you mean')."""
     upper = name.upper()
     names = [f.name for f in FEATURES]
-    close = difflib.get_close_matches(upper, names, n=limit, cutoff=0.6)
+    from difflib import get_close_matches  # lazy: only a misspelt name needs it
+
+    close = get_close_matches(upper, names, n=limit, cutoff=0.6)
     if not close:
         # a short form such as "MRG_RXBUF" or "INDIRECT_DESC"
         close = [n for n in names if n.endswith("_" + upper)][:limit]

@@ -6,7 +6,6 @@ All are frozen dataclasses. Masks are ints; names are derived on demand.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -48,6 +47,8 @@ class Abi:
         Bits that are not guest ABI (VHOST_F_LOG_ALL) are left out, so they never
         make two modes differ.
         """
+        import hashlib  # lazy: loading OpenSSL costs ~5 ms, and cached tables carry their digests
+
         canonical = ";".join(
             [
                 _DIGEST_FORMAT,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Mapping
@@ -47,7 +46,9 @@ class ModeSet:
         base_name = name.removesuffix(RECOMMENDED_SUFFIX)
         mode = self.modes.get(base_name)
         if mode is None:
-            close = difflib.get_close_matches(base_name, list(self.modes), n=3, cutoff=0.6)
+            from difflib import get_close_matches  # lazy: only an unknown name needs it
+
+            close = get_close_matches(base_name, list(self.modes), n=3, cutoff=0.6)
             raise UnknownModeError(name=name, suggestions=close, where=self.where)
         return recommended(mode) if name.endswith(RECOMMENDED_SUFFIX) else mode
 
