@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from vucompat.core.tables import shipped_tables_dir, table_text_until as truncated_upstream
+
+#: the tests, and the commands they start (which inherit the environment), keep their
+#: table cache (vucompat/core/tablecache.py) here, never in the user's ~/.cache
+os.environ["VUCOMPAT_CACHE_DIR"] = tempfile.mkdtemp(prefix="vucompat-test-cache-")
+atexit.register(shutil.rmtree, os.environ["VUCOMPAT_CACHE_DIR"], True)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: sample files shipped for users, also used by the tests, the demo and the benchmarks

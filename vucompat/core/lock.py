@@ -12,14 +12,12 @@ the entry gives the superseded digest, and so on back to the released one.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from vucompat.core import catalog
-from vucompat.core.compare import compare
 from vucompat.core.errors import Problem, TableError
 from vucompat.core.mode import LIMITS, Abi, Mode
 from vucompat.core.tomlwrite import string, strings
@@ -79,10 +77,12 @@ class Lock:
         return tuple(e for e in self.errata if e.mode == name)
 
 
-def read_lock(path: Path) -> Lock:
-    """Parse `path`; raise TableError naming the entry of any problem."""
+def read_lock(path: Path, content: bytes | None = None) -> Lock:
+    """Parse `path` (or its `content`, already read); raise TableError naming the entry of any problem."""
+    import tomllib  # lazy: a cache hit of the tables needs this module (Erratum) but no TOML
+
     try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        data = tomllib.loads((path.read_bytes() if content is None else content).decode("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
         raise TableError(problems=[Problem(path, "", f"cannot read the lock: {err}")]) from None
     modes: dict[str, tuple[str, Abi]] = {}
@@ -184,6 +184,8 @@ def superseded_digests(errata: Sequence[Erratum], name: str, digest: str) -> dic
 
 def new_erratum(mode: Mode, locked: Abi, today: date, reason: str, evidence: Sequence[str]) -> Erratum:
     """Return the erratum that corrects the released `locked` definition to `mode`."""
+    from vucompat.core.compare import compare  # lazy: reading a lock (or a cached Erratum) needs no compare
+
     changes = tuple(d.describe() for d in compare(locked, mode.abi).responsible)
     return Erratum(mode.name, locked.digest, mode.digest, today, changes, reason, tuple(evidence))
 

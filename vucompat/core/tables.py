@@ -4,24 +4,25 @@ meaning (expand.py).
 
 Every reader is all-or-nothing: a directory with one bad file loads nothing, and
 the TableError lists every problem with its file and key path.
+
+load_modeset reads each file once and keys the result by those bytes: unchanged
+tables come from the cache (tablecache.py) without validation; bad ones are never
+cached.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from vucompat.core import catalog
+from vucompat.core import catalog, tablecache
 from vucompat.core.errors import Problem, TableError, UnknownFeatureError, UsageError, suggestions_hint
-from vucompat.core.expand import expand_lineage
 from vucompat.core.mode import PORT_TYPES, Abi, Capabilities, Mode
 from vucompat.core.modeset import Lineage, ModeSet
 
@@ -77,14 +78,90 @@ def search_path(tables: Sequence[Path] = (), environ: Mapping[str, str] | None =
 def load_modeset(dirs: Sequence[Path], where: str | None = None) -> ModeSet:
     """Load every table file of `dirs`; for each lineage the first directory wins.
 
+    The result of unchanged files comes from the cache (tablecache.py), without
+    validating again; it is the same value.
+
     Raises TableError listing every problem (nothing is loaded) when any file is
     invalid, when a shadowed file gives a mode name another meaning, or when a file
     outside the shipped tables defines `upstream.*` modes that vucompat does not ship.
     """
-    files, problems = read_dirs(dirs)
+    dirs = list(dirs)
+    shipped_dir = shipped_tables_dir()
+    files = _Files.read([*dirs, shipped_dir])
+    return _load_cached(dirs, where or ", ".join(str(d) for d in dirs), files, shipped_dir)
+
+
+class _Files:
+    """The table files and locks of some directories, each read once: a load is made
+    from these bytes, and cached under their hashes. (A plain class: a dataclass costs
+    ~1 ms of start-up.)"""
+
+    def __init__(self) -> None:
+        #: each directory's table files (table_files order)
+        self.tables: dict[Path, list[Path]] = {}
+        #: the bytes of every table file and released.lock that could be read
+        self.data: dict[Path, bytes] = {}
+        #: files that could not be read: their readers read them again, and say why
+        self.unreadable: set[Path] = set()
+
+    @classmethod
+    def read(cls, dirs: Iterable[Path]) -> "_Files":
+        from vucompat.core.lock import LOCK_FILE
+
+        files = cls()
+        for directory in dirs:
+            if directory in files.tables:
+                continue
+            files.tables[directory] = table_files(directory)
+            lock = directory / LOCK_FILE
+            for path in files.tables[directory] + ([lock] if lock.is_file() else []):
+                try:
+                    files.data[path] = path.read_bytes()
+                except OSError:
+                    files.unreadable.add(path)
+        return files
+
+    def cache_key(self, dirs: Sequence[Path], where: str, shipped_dir: Path) -> str | None:
+        """The cache key of loading `dirs` from these files, or None (no caching)."""
+        from vucompat.core.lock import LOCK_FILE
+
+        code = tablecache.fingerprint()
+        if code is None or self.unreadable:
+            return None
+        parts = [code, where, str(len(dirs))]
+        for directory in [*dirs, shipped_dir]:
+            try:
+                parts += ["dir", str(directory), str(directory.resolve()), str(len(self.tables[directory]))]
+            except (OSError, RuntimeError):
+                return None
+            for path in self.tables[directory]:
+                parts += [path.name, tablecache.sha256(self.data[path]).hexdigest()]
+            lock = self.data.get(directory / LOCK_FILE)
+            parts += ["lock", "-" if lock is None else tablecache.sha256(lock).hexdigest()]
+        return tablecache.make_key(parts)
+
+
+def _load_cached(dirs: Sequence[Path], where: str, files: _Files, shipped_dir: Path) -> ModeSet:
+    key = files.cache_key(dirs, where, shipped_dir)
+    if key is not None:
+        cached = tablecache.lookup(key)
+        if cached is not None:
+            return cached
+    modeset = _load(dirs, where, files, shipped_dir)
+    if key is not None:
+        for mode in modeset.modes.values():
+            mode.digest  # noqa: B018  (computed now, so a hit carries it and needs no hashlib)
+        tablecache.store(key, modeset)
+    return modeset
+
+
+def _load(dirs: Sequence[Path], where: str, files: _Files, shipped_dir: Path) -> ModeSet:
+    """load_modeset, from `files`."""
+    shipped = cache(lambda: _load_cached([shipped_dir], str(shipped_dir), files, shipped_dir).modes)
+    tables, problems = _read_dirs(dirs, files, shipped)
     winners: dict[str, TableFile] = {}
     shadowed: dict[str, list[TableFile]] = {}
-    for table in files:
+    for table in tables:
         if table.lineage in winners:
             shadowed.setdefault(table.lineage, []).append(table)
         else:
@@ -94,19 +171,18 @@ def load_modeset(dirs: Sequence[Path], where: str | None = None) -> ModeSet:
     if problems:
         raise TableError(problems=problems)
     modes = {m.name: m for t in winners.values() for m in t.modes}
-    errata = _errata(dirs, modes)
+    errata = _errata(dirs, modes, files)
     for name in {e.mode for e in errata}:
         modes[name] = replace(modes[name], supersedes=tuple(e.superseded for e in errata if e.mode == name))
     lineages = {
         name: Lineage(name, t.summary, str(t.path), tuple(str(x.path) for x in shadowed.get(name, [])))
         for name, t in winners.items()
     }
-    warnings = tuple(w for t in files for w in t.warnings)
-    return ModeSet(modes=modes, lineages=lineages, warnings=warnings,
-                    where=where or ", ".join(str(d) for d in dirs), errata=errata)
+    warnings = tuple(w for t in tables for w in t.warnings)
+    return ModeSet(modes=modes, lineages=lineages, warnings=warnings, where=where, errata=errata)
 
 
-def _errata(dirs: Sequence[Path], modes: Mapping[str, Mode]) -> tuple[Any, ...]:
+def _errata(dirs: Sequence[Path], modes: Mapping[str, Mode], files: _Files) -> tuple[Any, ...]:
     """The errata of each directory's released.lock that lead to a loaded mode's digest.
 
     Raises TableError when a lock cannot be read."""
@@ -115,8 +191,8 @@ def _errata(dirs: Sequence[Path], modes: Mapping[str, Mode]) -> tuple[Any, ...]:
     out = []
     for directory in dirs:
         lock_path = directory / LOCK_FILE
-        if lock_path.is_file():
-            errata = read_lock(lock_path).errata
+        if lock_path in files.data or lock_path in files.unreadable:
+            errata = read_lock(lock_path, files.data.get(lock_path)).errata
             for name in sorted({e.mode for e in errata} & set(modes)):
                 out += sorted(superseded_digests(errata, name, modes[name].digest).values(), key=lambda e: e.date)
     return tuple(out)
@@ -124,7 +200,12 @@ def _errata(dirs: Sequence[Path], modes: Mapping[str, Mode]) -> tuple[Any, ...]:
 
 def read_table(path: Path) -> TableFile:
     """Read, validate and expand one table file; raise TableError with every problem."""
-    data, problems = _load_toml(path)
+    return _read_table(path, None, lambda: _shipped_modes(str(shipped_tables_dir())))
+
+
+def _read_table(path: Path, content: bytes | None, shipped: Callable[[], Mapping[str, Mode]]) -> TableFile:
+    """read_table of `content` (None: read `path`), with the shipped modes from `shipped`."""
+    data, problems = _load_toml(path, content)
     if data is None:
         raise TableError(problems=problems)
     problems = _schema_problems(data, "table", path)
@@ -134,10 +215,12 @@ def read_table(path: Path) -> TableFile:
     if path.name != f"{lineage}.toml":
         raise TableError(problems=[Problem(path, "lineage", f"lineage {lineage} does not match the file "
                                            f"name: name the file {lineage}.toml or fix the lineage")])
+    from vucompat.core.expand import expand_lineage  # lazy, as tomllib and jsonschema: a cache hit needs none
+
     expansion = expand_lineage(lineage, data["mode"], path)
     if expansion.errors:
         raise TableError(problems=expansion.errors)
-    problems = _upstream_problems(path, lineage, expansion.modes)
+    problems = _upstream_problems(path, lineage, expansion.modes, shipped)
     if problems:
         raise TableError(problems=problems)
     return TableFile(path, lineage, data["summary"], tuple(expansion.modes), tuple(expansion.warnings))
@@ -195,15 +278,23 @@ def table_files(directory: Path) -> list[Path]:
 
 
 def read_dirs(dirs: Iterable[Path]) -> tuple[list[TableFile], list[Problem]]:
-    files: list[TableFile] = []
+    """Return every valid table file of `dirs` (read, validated, expanded; never cached),
+    and the problems of the others."""
+    dirs = list(dirs)
+    return _read_dirs(dirs, _Files.read(dirs), lambda: _shipped_modes(str(shipped_tables_dir())))
+
+
+def _read_dirs(dirs: Iterable[Path], files: _Files,
+               shipped: Callable[[], Mapping[str, Mode]]) -> tuple[list[TableFile], list[Problem]]:
+    tables: list[TableFile] = []
     problems: list[Problem] = []
     for directory in dirs:
-        for path in table_files(directory):
+        for path in files.tables[directory]:
             try:
-                files.append(read_table(path))
+                tables.append(_read_table(path, files.data.get(path), shipped))
             except TableError as err:
                 problems.extend(err.problems)
-    return files, problems
+    return tables, problems
 
 
 def _same_meaning(winner: TableFile, losers: Sequence[TableFile]) -> list[Problem]:
@@ -227,7 +318,8 @@ def _difference_text(a: Mode, b: Mode) -> str:
     return ", ".join(d.describe() for d in compare(a.abi, b.abi).responsible)
 
 
-def _upstream_problems(path: Path, lineage: str, modes: Sequence[Mode]) -> list[Problem]:
+def _upstream_problems(path: Path, lineage: str, modes: Sequence[Mode],
+                       shipped_modes: Callable[[], Mapping[str, Mode]]) -> list[Problem]:
     """Only the shipped tables define upstream.* modes; elsewhere a file may hold a
     copy of shipped upstream modes (e.g. a host that stops at an older release)."""
     if not lineage.startswith(UPSTREAM_PREFIX):
@@ -235,7 +327,7 @@ def _upstream_problems(path: Path, lineage: str, modes: Sequence[Mode]) -> list[
     shipped_dir = shipped_tables_dir()
     if path.parent.resolve() == shipped_dir.resolve():
         return []
-    shipped = _shipped_modes(str(shipped_dir))
+    shipped = shipped_modes()
     problems = []
     for i, mode in enumerate(modes):
         original = shipped.get(mode.name)
@@ -256,8 +348,12 @@ def _shipped_modes(shipped_dir: str) -> Mapping[str, Mode]:
     return load_modeset([Path(shipped_dir)]).modes
 
 
-def _load_toml(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
+def _load_toml(path: Path, content: bytes | None = None) -> tuple[dict[str, Any] | None, list[Problem]]:
+    import tomllib
+
     try:
+        if content is not None:
+            return tomllib.loads(content.decode()), []  # as tomllib.load does with a file's bytes
         with open(path, "rb") as handle:
             return tomllib.load(handle), []
     except tomllib.TOMLDecodeError as err:
@@ -303,13 +399,15 @@ def key_path(parts: Iterable[Any]) -> str:
 
 def _describe(error: Any, path: Path) -> list[Problem]:
     """Turn one jsonschema error into problems a packager can act on."""
+    from difflib import get_close_matches
+
     key = key_path(error.absolute_path)
     kind = error.validator
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         out = []
         for extra in sorted(set(error.instance) - set(allowed)):
-            hint = suggestions_hint(difflib.get_close_matches(extra, allowed, n=1))
+            hint = suggestions_hint(get_close_matches(extra, allowed, n=1))
             out.append(Problem(path, key_path([*error.absolute_path, extra]),
                                f"unknown key{hint}; allowed keys: {', '.join(allowed)}"))
         return out
