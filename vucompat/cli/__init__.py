@@ -8,7 +8,6 @@ printed as one message on stderr, never as a traceback.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -68,6 +67,8 @@ class _Group(click.Group):
 
 def _emit(fmt: str, data: Any, text: Callable[[], str]) -> None:
     if fmt == "json":
+        import json  # lazy: text output, the usual case at a terminal, does not need it
+
         click.echo(json.dumps(data, indent=2, sort_keys=False))
     else:
         click.echo(text())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -340,6 +339,8 @@ def frontend_args(mode: str, tables: tuple[Path, ...], db: str | None, fmt: str,
         raise UsageError(message=f"--qemu-version {qemu_version}: give MAJOR.MINOR, e.g. 8.2") from None
     expanded = _modeset(tables, db, _conn(kw)).expand(mode)
     if fmt == "json":
+        import json
+
         click.echo(json.dumps({"mode": expanded.name, "digest": expanded.digest, "qemu_version": qemu_version,
                                "virtio_net_pci": frontend.qemu_device_properties(expanded, qemu),  # type: ignore
                                "queues": expanded.abi.max_queue_pairs,

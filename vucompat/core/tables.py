@@ -12,7 +12,6 @@ cached.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, replace
@@ -364,6 +363,8 @@ def _load_toml(path: Path, content: bytes | None = None) -> tuple[dict[str, Any]
 
 @lru_cache(maxsize=None)
 def _validator(name: str) -> Any:
+    import json
+
     import jsonschema  # lazy: the import costs ~90 ms
 
     schema = json.loads((_SCHEMA_DIR / f"{name}.schema.json").read_text())
