@@ -3,10 +3,10 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup demo demo-stop test bench bench-fleet bench-live lint evidence measure clean
+.PHONY: help setup demo demo-stop test bench bench-coldstart bench-fleet bench-live lint evidence measure clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 setup: ## install Debian packages and the venv (.venv), only what is missing
 	@scripts/setup.sh
@@ -26,7 +26,11 @@ bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
 	$(PY) bench/agent.py
 	$(PY) bench/relay.py
 	$(PY) bench/migration.py
+	$(PY) bench/coldstart.py
 	$(PY) bench/fleet.py $(SIZES)
+
+bench-coldstart: setup ## `vucompat list` start-up against a bare `python -c pass`, warm and cold table cache (ROUNDS=30)
+	$(PY) bench/coldstart.py $(ROUNDS)
 
 bench-live: setup ## live migration with relays on both sides against without (QEMU/TCG, ROUNDS=8); minutes
 	$(PY) bench/live_migration.py $(ROUNDS)
