@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from vucompat.core.compare import Gap, runnable
+from vucompat.core.contracts import stamp
 from vucompat.core.errors import UsageError
 from vucompat.core.migration import Scope, Selection, Verdict, check_migration as _check, select_mode as _select
 from vucompat.core.negotiate import Negotiation, negotiate as _negotiate
@@ -44,8 +45,10 @@ class ModeStatus:
     unavailable: tuple[Gap, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "released": self.released, "digest": self.digest, "runnable": self.runnable,
-                "unavailable": [g.as_dict() for g in self.unavailable]}
+        """JSON-ready data (contract vucompat.mode-status, docs/cli.md)."""
+        return stamp("vucompat.mode-status", {"name": self.name, "released": self.released, "digest": self.digest,
+                                              "runnable": self.runnable,
+                                              "unavailable": [g.as_dict() for g in self.unavailable]})
 
 
 class Client:

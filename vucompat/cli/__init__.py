@@ -33,6 +33,7 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(["agent", "port", "probe", "dump"], "cmd_ports"),
     **dict.fromkeys(["load", "db"], "cmd_registry"),
     "fleet": "cmd_fleet",
+    "contracts": "cmd_contracts",
 }
 
 
@@ -122,4 +123,3 @@ def _modeset(tables: tuple[Path, ...], db: str | None = None, conn: dict[str, An
 def main() -> None:
     """vhost-user compatibility modes for Open vSwitch ports: compat tables,
     compare, baseline and negotiation between hosts."""
-

@@ -106,10 +106,11 @@ def start(db_file: Path, rundir: Path, ssl_key: str | None, ssl_cert: str | None
 def status(ctl: Path, fmt: str) -> None:
     """This server's view of the cluster: role, term, leader, members
     (ovs-appctl cluster/status)."""
+    from vucompat.core.contracts import stamp
     from vucompat.ovsdb.cluster import cluster_status
 
     found = cluster_status(ctl)
-    _emit(fmt, found, lambda: "\n".join(
+    _emit(fmt, stamp("vucompat.cluster-status", found), lambda: "\n".join(
         [f"{k}: {v}" for k, v in found.items() if k != "servers"] + ["servers:"] +
         [f"  {s}" for s in found["servers"]]))
 
@@ -145,6 +146,7 @@ def configure(admin: str, host_targets: tuple[str, ...], reader_targets: tuple[s
 def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool, fmt: str, **kw: Any) -> None:
     """The fleet's hosts; with --can-run, those that can take a port in MODE (exit 1
     when none can)."""
+    from vucompat.core.contracts import stamp
     from vucompat.core.fleet import hosts_that_can_run
     from vucompat.ovsdb.fleet import load_can_run, load_fleet, now_ms
 
@@ -152,7 +154,7 @@ def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool,
     now = now_ms()
     if mode is None:
         listed = sorted(found, key=lambda h: h.name)  # of --pool already: the server filtered
-        _emit(fmt, {"hosts": [h.as_dict(now) for h in listed]}, lambda: "\n".join(
+        _emit(fmt, stamp("vucompat.fleet-hosts", {"hosts": [h.as_dict(now) for h in listed]}), lambda: "\n".join(
             f"{h.name:24} {h.pool or '-':12} ovs {h.ovs_version or '?':8} {len(h.runnable):3}/"
             f"{len(h.host.modeset.modes):<3} modes runnable" + ("  STALE" if h.stale(now) else "")
             for h in listed) or "no hosts")
@@ -167,7 +169,7 @@ def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool,
         lines += [f"  stale: {h}" for h in answer.stale]
         return "\n".join(lines)
 
-    _emit(fmt, answer.as_dict(), text)
+    _emit(fmt, stamp("vucompat.can-run", answer.as_dict()), text)
     if not answer.all_hosts:
         raise SystemExit(1)
 
@@ -259,6 +261,7 @@ def check_migration(remotes: str, interface: str, source: str, dest: str, allow_
 def report(remotes: str, max_active: int, pool: str | None, fmt: str, **kw: Any) -> None:
     """The modes in use per pool; too many active modes (or one name with several
     meanings) is a risk. Exit 1 when a pool is flagged."""
+    from vucompat.core.contracts import stamp
     from vucompat.core.fleet import active_modes_report
     from vucompat.ovsdb.fleet import load_pools, load_port_modes
 
@@ -274,7 +277,7 @@ def report(remotes: str, max_active: int, pool: str | None, fmt: str, **kw: Any)
             lines += [f"  {mode:48} {n} port(s)" for mode, n in r.active.items()]
         return "\n".join(lines) or "no hosts"
 
-    _emit(fmt, {"pools": [r.as_dict() for r in reports]}, text)
+    _emit(fmt, stamp("vucompat.pool-report", {"pools": [r.as_dict() for r in reports]}), text)
     if any(r.at_risk for r in reports):
         raise SystemExit(1)
 

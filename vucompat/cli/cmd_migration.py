@@ -103,6 +103,7 @@ def traits(db: str, fmt: str, **kw: Any) -> None:
     import json
 
     from vucompat.api import Client
+    from vucompat.core.contracts import stamp
     from vucompat.core.migration import node_label, placement_trait
 
     with Client(**_conn(kw)) as client:
@@ -110,8 +111,9 @@ def traits(db: str, fmt: str, **kw: Any) -> None:
     if fmt == "labels":
         click.echo("\n".join(f"{node_label(name)}=true" for name in runnable))
     elif fmt == "json":
-        click.echo(json.dumps({"traits": [placement_trait(n) for n in runnable],
-                               "labels": {node_label(n): "true" for n in runnable}}, indent=2))
+        click.echo(json.dumps(stamp("vucompat.traits", {"traits": [placement_trait(n) for n in runnable],
+                                                        "labels": {node_label(n): "true" for n in runnable}}),
+                              indent=2))
     else:
         click.echo("\n".join(placement_trait(name) for name in runnable))
 
@@ -127,6 +129,7 @@ def traits(db: str, fmt: str, **kw: Any) -> None:
 def plan_upgrade(db: str, new_tables: Path, capabilities: Path | None, fmt: str, **kw: Any) -> None:
     """What-if: which ports would lose their mode, see it change meaning, or become
     unrunnable if this host were upgraded. Exit 1 when any port would."""
+    from vucompat.core.contracts import stamp
     from vucompat.cli.hosts import load_host, open_host
     from vucompat.core.migration import plan_upgrade as plan
     from vucompat.ovsdb.ports import load_ports
@@ -145,6 +148,6 @@ def plan_upgrade(db: str, new_tables: Path, capabilities: Path | None, fmt: str,
         lines.append(f"{len(bad)} of {len(impacts)} port(s) affected by the upgrade")
         return "\n".join(lines)
 
-    _emit(fmt, {"ports": [i.as_dict() for i in impacts], "affected": len(bad)}, text)
+    _emit(fmt, stamp("vucompat.upgrade-plan", {"ports": [i.as_dict() for i in impacts], "affected": len(bad)}), text)
     if bad:
         raise SystemExit(1)

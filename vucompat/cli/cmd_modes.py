@@ -20,6 +20,7 @@ from vucompat.cli import _DB, _FORMAT, _TABLES, _conn, _connection_options, _emi
 @_FORMAT
 def features(decode: str | None, mask: str, fmt: str) -> None:
     """List the feature catalog (or decode a mask into names)."""
+    from vucompat.core.contracts import stamp
     from vucompat.core import catalog
     from vucompat.cli import render
 
@@ -29,7 +30,8 @@ def features(decode: str | None, mask: str, fmt: str) -> None:
         except ValueError as err:
             raise UsageError(message=f"--decode: {err}") from None
         names = catalog.mask_to_names(value, mask)  # type: ignore[arg-type]
-        _emit(fmt, {"mask": mask, "hex": catalog.to_hex(value), "features": names}, lambda: "\n".join(names))
+        _emit(fmt, stamp("vucompat.feature-decode", {"mask": mask, "hex": catalog.to_hex(value), "features": names}),
+              lambda: "\n".join(names))
         return
     data = [{"name": f.name, "bit": f.bit, "mask": f.mask, "summary": f.summary,
              "requires": [list(g) for g in f.requires], "requirement_breaks_guest": f.requirement_breaks_guest,
@@ -93,11 +95,12 @@ def list_(tables: tuple[Path, ...], db: str | None, host: str | None, fmt: str, 
 @_FORMAT
 def show(mode: str, tables: tuple[Path, ...], db: str | None, hex_masks: bool, fmt: str, **kw: Any) -> None:
     """Show one mode, expanded (MODE+recommended: without deprecated features)."""
+    from vucompat.core.contracts import stamp
     from vucompat.core import catalog
     from vucompat.cli import render
 
     expanded = _modeset(tables, db, _conn(kw)).expand(mode)
-    data = expanded.as_dict()
+    data = stamp("vucompat.mode", expanded.as_dict())
     if hex_masks:
         data.update(virtio_mask=catalog.to_hex(expanded.abi.virtio), protocol_mask=catalog.to_hex(expanded.abi.protocol))
     _emit(fmt, data, lambda: render.mode_text(expanded, hex_masks))
@@ -114,12 +117,14 @@ def compare(a: str, b: str, tables: tuple[Path, ...], db: str | None, fmt: str, 
     """Compare mode A with mode B: identical, superset, subset or incompatible.
 
     Exit 1 when incompatible."""
+    from vucompat.core.contracts import stamp
     from vucompat.cli import render
     from vucompat.core.compare import compare as compare_abis
 
     registry = _modeset(tables, db, _conn(kw))
     result = compare_abis(registry.expand(a).abi, registry.expand(b).abi)
-    _emit(fmt, {"a": a, "b": b, **result.as_dict()}, lambda: render.comparison_text(a, b, result))
+    _emit(fmt, stamp("vucompat.comparison", {"a": a, "b": b, **result.as_dict()}),
+          lambda: render.comparison_text(a, b, result))
     if result.result == "incompatible":
         raise SystemExit(1)
 
@@ -155,6 +160,7 @@ def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], db: str | None, 
     from datetime import date
 
     from vucompat.core import catalog
+    from vucompat.core.contracts import stamp
     from vucompat.cli import render
     from vucompat.core.compare import baseline as baseline_of
     from vucompat.cli.hosts import REMOTE_PREFIXES, host_offer, load_host, open_host, open_pool
@@ -205,7 +211,7 @@ def baseline(inputs: tuple[str, ...], tables: tuple[Path, ...], db: str | None, 
             labels.append(item)
     result = baseline_of(abis, inputs)
     if fmt != "toml":
-        _emit(fmt, {**result.as_dict(), "inputs": sources},
+        _emit(fmt, stamp("vucompat.baseline", {**result.as_dict(), "inputs": sources}),
               lambda: render.mode_text(result) + "\n" + render.baseline_sources_text(sources))
         return
     abi = result.abi
@@ -293,6 +299,7 @@ def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_
     its errata, and their evidence files.
 
     Exit 1 on errors (and on warnings with --strict)."""
+    from vucompat.core.contracts import stamp
     from vucompat.cli import render
     from vucompat.core.lint import add_erratum, lint as lint_dirs, update_lock as add_to_lock
     from vucompat.core.tables import search_path
@@ -307,14 +314,15 @@ def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_
                              "e.g. compat_tables/ (--erratum: one directory)")
         if erratum:
             done = add_erratum(dirs[0], erratum, reason, evidence)
-            _emit(fmt, done.as_dict(), lambda: f"{dirs[0]}: recorded the {done.describe()}")
+            _emit(fmt, stamp("vucompat.erratum", done.as_dict()), lambda: f"{dirs[0]}: recorded the {done.describe()}")
             return
         added = {str(d): add_to_lock(d) for d in targets}
-        _emit(fmt, {"added": added}, lambda: "\n".join(
+        _emit(fmt, stamp("vucompat.lock-update", {"added": added}), lambda: "\n".join(
             f"{d}: added {', '.join(names) or 'nothing'} to released.lock" for d, names in added.items()))
         return
     report = lint_dirs(targets)
-    _emit(fmt, {"ok": not report.failed(strict), **report.as_dict()}, lambda: render.lint_text(report, strict))
+    _emit(fmt, stamp("vucompat.lint", {"ok": not report.failed(strict), **report.as_dict()}),
+          lambda: render.lint_text(report, strict))
     if report.failed(strict):
         raise SystemExit(1)
 
@@ -331,6 +339,7 @@ def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_
 def frontend_args(mode: str, tables: tuple[Path, ...], db: str | None, fmt: str, qemu_version: str, **kw: Any) -> None:
     """The QEMU virtio-net-pci properties and libvirt settings that make the guest's
     frontend itself ask for no more than MODE (masking from the guest side)."""
+    from vucompat.core.contracts import stamp
     from vucompat.core import frontend
 
     try:
@@ -341,10 +350,11 @@ def frontend_args(mode: str, tables: tuple[Path, ...], db: str | None, fmt: str,
     if fmt == "json":
         import json
 
-        click.echo(json.dumps({"mode": expanded.name, "digest": expanded.digest, "qemu_version": qemu_version,
-                               "virtio_net_pci": frontend.qemu_device_properties(expanded, qemu),  # type: ignore
-                               "queues": expanded.abi.max_queue_pairs,
-                               "masked_only_by_the_relay": frontend.features_without_property(expanded)}, indent=2))
+        click.echo(json.dumps(stamp("vucompat.frontend-args", {
+            "mode": expanded.name, "digest": expanded.digest, "qemu_version": qemu_version,
+            "virtio_net_pci": frontend.qemu_device_properties(expanded, qemu),  # type: ignore[arg-type]
+            "queues": expanded.abi.max_queue_pairs,
+            "masked_only_by_the_relay": frontend.features_without_property(expanded)}), indent=2))
     elif fmt == "libvirt":
         click.echo(frontend.libvirt_interface(expanded, qemu))  # type: ignore[arg-type]
     else:

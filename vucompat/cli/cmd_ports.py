@@ -94,6 +94,7 @@ def port_list(db: str, fmt: str, **kw: Any) -> None:
 def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
     """One port: request, resolved mode, state, error, negotiated features and the
     verdict of the last verification."""
+    from vucompat.core.contracts import stamp
     from vucompat.cli import render
     from vucompat.ovsdb.ports import load_ports
 
@@ -101,7 +102,7 @@ def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
     if interface not in ports:
         raise UsageError(message=f"no port {interface} in the registry at {db}: `vucompat port list` shows "
                          f"the {len(ports)} there are (is the agent running?)")
-    data = _port_data(ports[interface])
+    data = stamp("vucompat.port", _port_data(ports[interface]))
     _emit(fmt, data, lambda: render.port_text(data))
 
 
@@ -154,6 +155,7 @@ def probe(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Pat
     """Ask the live backend what it offers (GET_FEATURES, GET_PROTOCOL_FEATURES,
     GET_QUEUE_NUM), on a client and a server port, and record it in the Host row:
     every mode is then runnable or not, per port type."""
+    from vucompat.core.contracts import stamp
     from vucompat.core import catalog
     from vucompat.ovsdb.connection import Connection
     from vucompat.ovsdb.load import record_probe
@@ -171,9 +173,9 @@ def probe(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Pat
                 "protocol_features": catalog.mask_to_names(protocol, "protocol"),
                 "protocol_mask": catalog.to_hex(protocol), "max_queue_pairs": pairs}
 
-    data = {**masks(abi.virtio, abi.protocol, abi.max_queue_pairs),
-            "by_type": {t: masks(o.virtio, o.protocol, o.queue_pairs) for t, o in offers.items()},
-            **versions, **info}
+    data = stamp("vucompat.probe", {
+        **masks(abi.virtio, abi.protocol, abi.max_queue_pairs),
+        "by_type": {t: masks(o.virtio, o.protocol, o.queue_pairs) for t, o in offers.items()}, **versions, **info})
     lines = [f"probed {db}: " + "; ".join(f"{t} ports virtio {catalog.to_hex(o.virtio)}, protocol "
                                           f"{catalog.to_hex(o.protocol)}, {o.queue_pairs} queue pairs"
                                           for t, o in offers.items()) + "; recorded in the Host row",

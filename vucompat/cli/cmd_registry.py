@@ -28,6 +28,7 @@ def load(tables: tuple[Path, ...], db: str, prune: bool, capabilities: Path | No
 
     New modes are added, identical ones left alone; a loaded name whose contents
     differ is refused and nothing is written."""
+    from vucompat.core.contracts import stamp
     from vucompat.ovsdb.connection import Connection
     from vucompat.ovsdb.load import LOAD_COLUMNS, load as load_tables
     from vucompat.core.tables import read_capabilities
@@ -44,7 +45,7 @@ def load(tables: tuple[Path, ...], db: str, prune: bool, capabilities: Path | No
                   for name, ports in result.plan.kept_in_use.items()]
         return "\n".join(lines)
 
-    _emit(fmt, result.as_dict(), text)
+    _emit(fmt, stamp("vucompat.load", result.as_dict()), text)
 
 
 @main.group()

@@ -20,7 +20,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from vucompat.core import catalog
 from vucompat.core.compare import runnable
+from vucompat.core.contracts import stamp
 from vucompat.core.migration import Scope, Selection, Verdict, check_migration, select_mode
 from vucompat.core.mode import Mode
 from vucompat.agent.plan import PortView
@@ -51,6 +53,31 @@ class HostRecord:
     @property
     def name(self) -> str:
         return self.host.name
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the host publishes, as JSON-ready data by name (contract
+        vucompat.host-record, docs/fleet.md): the Host row's fields, its modes newest
+        first with what its backend lacks to run each, its ports by interface name."""
+        caps = self.host.capabilities
+        offer = caps.abi if caps else None
+        modes = []
+        for mode in self.host.modeset.newest_first:
+            verdict = runnable(mode.abi, offer)
+            modes.append({"name": mode.name, "released": mode.released.isoformat() if mode.released else None,
+                          "digest": mode.digest, "runnable": verdict.runnable,
+                          "unavailable": [g.as_dict() for g in verdict.unavailable]})
+        ports = [{"interface": p.name, "interface_type": p.interface_type, "requested": p.requested,
+                  "resolved": p.resolved, "digest": p.mode.digest if p.mode else None, "state": p.state,
+                  "error": p.error, "negotiated_features": catalog.mask_to_names(p.negotiated_features, "virtio"),
+                  "verification": p.verification, "violation": p.violation}
+                 for _, p in sorted(self.ports.items())]
+        return stamp("vucompat.host-record", {
+            "name": self.name, "pool": self.pool, "ovs_version": self.ovs_version, "dpdk_version": self.dpdk_version,
+            "default_policy": self.default_policy, "capabilities_source": self.capabilities_source if caps else "none",
+            "heartbeat_interval": self.heartbeat_interval, "agent_version": self.agent_version,
+            "capabilities": None if caps is None else {
+                **caps.abi.abi_dict(), "by_type": {t: a.abi_dict() for t, a in sorted(caps.by_type.items())}},
+            "modes": modes, "ports": ports})
 
 
 def needed_modes(record: HostRecord) -> dict[tuple[str, str], Mode]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from vucompat.core import catalog
+from vucompat.core.contracts import stamp
 from vucompat.core.compare import compare, fits, runnable
 from vucompat.core.mode import Mode
 from vucompat.agent.plan import OPTION, PortView
@@ -69,9 +70,11 @@ class Verdict:
         return {OPTION: self.mode if self.level == "contract" and self.mode else PASSTHROUGH}
 
     def as_dict(self) -> dict[str, Any]:
-        return {"allowed": self.allowed, "port": self.port, "mode": self.mode, "level": self.level,
-                "sentence": self.sentence, "would_work_outside_contract": self.would_work_outside_contract,
-                "destination_options": self.destination_options, "reasons": [r.as_dict() for r in self.reasons]}
+        """The verdict as JSON-ready data (contract vucompat.verdict, docs/cli.md)."""
+        return stamp("vucompat.verdict", {
+            "allowed": self.allowed, "port": self.port, "mode": self.mode, "level": self.level,
+            "sentence": self.sentence, "would_work_outside_contract": self.would_work_outside_contract,
+            "destination_options": self.destination_options, "reasons": [r.as_dict() for r in self.reasons]})
 
 
 def check_migration(port: PortView, source: Host, destination: Host,
@@ -224,10 +227,12 @@ class Selection:
         return f"{self.mode.name}: the newest mode all {len(self.hosts)} host(s) define identically and can run"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scope": self.scope.kind if not self.scope.lineage else f"lineage={self.scope.lineage}",
-                "hosts": list(self.hosts), "mode": self.mode.name if self.mode else None,
-                "digest": self.mode.digest if self.mode else None, "passthrough": self.passthrough,
-                "sentence": self.sentence(), "refused": self.refused}
+        """The selection as JSON-ready data (contract vucompat.selection, docs/cli.md)."""
+        return stamp("vucompat.selection", {
+            "scope": self.scope.kind if not self.scope.lineage else f"lineage={self.scope.lineage}",
+            "hosts": list(self.hosts), "mode": self.mode.name if self.mode else None,
+            "digest": self.mode.digest if self.mode else None, "passthrough": self.passthrough,
+            "sentence": self.sentence(), "refused": self.refused})
 
 
 def select_mode(scope: Scope, hosts: Sequence[Host], explain: int = 5) -> Selection:

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any, Callable, Iterator
 
 from vucompat.core.compare import Difference, Gap, compare, fits, runnable
+from vucompat.core.contracts import stamp
 from vucompat.core.mode import RECOMMENDED_SUFFIX, Abi, Mode, recommended
 from vucompat.core.modeset import Host
 
@@ -103,7 +104,8 @@ class Negotiation:
                 f"define with the same digest and can run (policy {self.policy}){why}")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The answer as JSON-ready data (contract vucompat.negotiation, docs/cli.md)."""
+        return stamp("vucompat.negotiation", {
             "policy": self.policy,
             "source": self.source.name,
             "destination": self.destination.name,
@@ -111,7 +113,7 @@ class Negotiation:
             "digest": self.mode.digest if self.mode else None,
             "explanation": self.explain(),
             "candidates": [c.as_dict() for c in self.candidates],
-        }
+        })
 
 
 def negotiate(source: Host, destination: Host, policy: str = "latest") -> Negotiation:
