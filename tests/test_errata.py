@@ -145,7 +145,7 @@ def test_load_corrects_a_registry_but_keeps_a_running_ports_contract(ovsdb_serve
 
 def test_a_port_on_a_superseded_definition_may_move_to_a_corrected_host(packager_dir: Path, tmp_path: Path):
     from vucompat.core.migration import check_migration
-    from vucompat.agent.plan import PortView
+    from vucompat.core.portview import PortView
     from vucompat.core.modeset import Host
 
     released = tmp_path / "released"

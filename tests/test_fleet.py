@@ -26,7 +26,8 @@ from vucompat.ovsdb.cluster import FleetCluster, Pki
 from vucompat.ovsdb.fleet import FleetPublisher, FleetView, now_ms, publish
 from vucompat.ovsdb.rpc import OvsdbError, Session
 from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
-from vucompat.agent.plan import CLIENT_TYPE, PortView
+from vucompat.core.mode import CLIENT_TYPE
+from vucompat.core.portview import PortView
 from vucompat.core.resolve import APPLIED
 
 HOSTS_LISTENER, READERS_LISTENER = "pssl:0:127.0.0.1", "pssl:0:127.0.0.2"

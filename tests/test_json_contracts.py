@@ -355,7 +355,7 @@ def fleet_hosts(offline: Offline) -> Iterator[FleetHosts]:
     """A one-server fleet cluster made with the documented commands (create-cluster,
     start), and three hosts published into it as their agents do: f-new (OVS 3.2
     backend; ports in several states), f-old (2.13), f-stale (no publish for long)."""
-    from vucompat.agent.plan import PortView
+    from vucompat.core.portview import PortView
     from vucompat.cli.hosts import load_host
     from vucompat.core.fleet import HostRecord
     from vucompat.ovsdb.cluster import free_port

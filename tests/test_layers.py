@@ -82,15 +82,8 @@ def violations(root: Path = PACKAGE) -> list[str]:
 #: violations being removed by work in flight (issue 13), as "file: imported module";
 #: the test fails when one of them is gone too, so the list only shrinks
 PENDING = {
-    "vucompat/agent/plan.py: vucompat.vhostuser.relay",
-    "vucompat/api.py: vucompat.agent.plan",
     "vucompat/cli/cmd_fleet.py: vucompat_testing.fleetgen",
-    "vucompat/core/fleet.py: vucompat.agent.plan",
-    "vucompat/core/migration.py: vucompat.agent.plan",
     "vucompat/ovsdb/cluster.py: vucompat_testing.processes",
-    "vucompat/ovsdb/fleet.py: vucompat.agent.plan",
-    "vucompat/ovsdb/fleetrows.py: vucompat.agent.plan",
-    "vucompat/ovsdb/ports.py: vucompat.agent.plan",
 }
 
 

@@ -17,7 +17,7 @@ from vucompat.api import Client
 from vucompat.core.migration import Scope, check_migration, select_mode
 from vucompat.core.mode import Capabilities
 from vucompat.ovsdb import rpc
-from vucompat.agent.plan import PortView
+from vucompat.core.portview import PortView
 from vucompat.core.modeset import Host
 from vucompat.core.tables import load_modeset, read_capabilities
 

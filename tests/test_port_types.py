@@ -13,7 +13,7 @@ from vucompat.core import catalog
 from vucompat.core.compare import runnable
 from vucompat.cli.hosts import load_host
 from vucompat.core.migration import check_migration
-from vucompat.agent.plan import PortView
+from vucompat.core.portview import PortView
 from vucompat.core.resolve import resolve
 from vucompat.core.tables import load_modeset
 
@@ -102,7 +102,8 @@ def test_capabilities_file_rejects_a_bad_port_type(tmp_path: Path):
 
 
 def test_the_agent_plan_rejects_a_port_whose_type_cannot_run_its_mode(tmp_path: Path):
-    from vucompat.agent.plan import CreatePort, InterfaceView, plan
+    from vucompat.agent.plan import plan
+    from vucompat.core.portview import CreatePort, InterfaceView
 
     host = load_host(client_only_csum(tmp_path, "ovs-3.2"))
     ifaces = [InterfaceView(uuid=f"00000000-0000-0000-0000-00000000000{i}", name=name, type=port_type,

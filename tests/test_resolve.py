@@ -8,7 +8,8 @@ import pytest
 
 from conftest import EXAMPLES
 from vucompat.core import catalog
-from vucompat.agent.plan import (CreatePort, InterfaceView, Mirror, PortView, RemovePort, UpdatePort, plan)
+from vucompat.agent.plan import plan
+from vucompat.core.portview import CreatePort, InterfaceView, Mirror, PortView, RemovePort, UpdatePort
 from vucompat.core.modeset import Host
 from vucompat.core.resolve import parse_status, resolve, verify
 from vucompat.core.tables import load_modeset, read_capabilities

@@ -28,8 +28,8 @@ from vucompat.core.negotiate import Negotiation, negotiate as _negotiate
 from vucompat.ovsdb.ports import read_ports
 from vucompat.ovsdb.registry import RemoteHost
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, SslOptions
-from vucompat.agent.plan import PortView
 from vucompat.core.modeset import Host
+from vucompat.core.portview import PortView
 
 __all__ = ["Client", "ModeStatus", "Scope", "Selection", "Verdict", "Negotiation", "SslOptions"]
 

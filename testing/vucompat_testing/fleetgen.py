@@ -20,12 +20,12 @@ from typing import Callable, Sequence
 
 from vucompat.core import catalog
 from vucompat.core.fleet import HostRecord, needed_modes
-from vucompat.core.mode import Abi, Capabilities, Mode
+from vucompat.core.mode import CLIENT_TYPE, Abi, Capabilities, Mode
 from vucompat.ovsdb.fleet import now_ms, publish
 from vucompat.ovsdb.fleetrows import Published, publish_operations
 from vucompat.ovsdb.rpc import OvsdbError, Session, SslOptions, failed_operation
 from vucompat.ovsdb.schema import FLEET_DB
-from vucompat.agent.plan import CLIENT_TYPE, PortView
+from vucompat.core.portview import PortView
 from vucompat.core.modeset import Host, ModeSet
 from vucompat.core.resolve import APPLIED
 

@@ -13,25 +13,21 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from vucompat.core import catalog
 from vucompat.core.mode import CLIENT_TYPE, PORT_TYPES, PROBE_MARK, Mode
 from vucompat.core.modeset import Host
+from vucompat.core.portview import (OPTION, Action, CreatePort, InterfaceView, Mirror, PortView, Redirect, RelaySpec,
+                                    RemovePort, UpdatePort)
 from vucompat.core.resolve import (APPLIED, CHANGE_REFUSED, LATEST, NONCONFORMANT, PASSTHROUGH, REJECTED, Resolution,
-                      parse_status, resolve, verify)
-
-if TYPE_CHECKING:
-    from vucompat.vhostuser.relay import RelaySpec
+                                   parse_status, resolve, verify)
 
 VHOST_TYPES = PORT_TYPES
-OPTION = "vhost-compat"
-SERVER_PATH = "vhost-server-path"
 MIRROR_MODE, MIRROR_STATE, MIRROR_ERROR = "vhost-compat-mode", "vhost-compat-state", "vhost-compat-error"
 MIRROR_RELAY, MIRROR_FRONTEND = "vhost-compat-relay", "vhost-compat-frontend-socket"
-#: external_ids key that marks vucompat's own probe ports: the agent leaves them alone
 
 
 @dataclass(frozen=True)
@@ -45,95 +41,6 @@ class Enforcement:
 
     def relay_path(self, name: str) -> Path:
         return self.relay_dir / f"{name}.sock"
-
-
-@dataclass(frozen=True)
-class InterfaceView:
-    """A vhost-user Interface as the agent needs it."""
-
-    uuid: str
-    name: str
-    type: str
-    #: options:vhost-compat, or None when unset
-    request: str | None
-    external_ids: Mapping[str, str] = field(default_factory=dict)
-    status: Mapping[str, str] = field(default_factory=dict)
-    #: options:vhost-server-path (dpdkvhostuserclient)
-    server_path: str | None = None
-
-    @property
-    def normalized_request(self) -> str:
-        return (self.request or "").strip() or LATEST
-
-
-@dataclass(frozen=True)
-class PortView:
-    """A registry Port row."""
-
-    name: str
-    interface_uuid: str
-    requested: str
-    resolved: str | None
-    state: str
-    error: str | None
-    #: the port's mode (None for passthrough and rejected ports)
-    mode: Mode | None
-    negotiated_features: int = 0
-    negotiated: Mapping[str, str] = field(default_factory=dict)
-    verification: str | None = None
-    #: client ports under a relay: the frontend's own socket (the original vhost-server-path)
-    frontend_socket: str | None = None
-    #: where the port's relay listens
-    relay_socket: str | None = None
-    #: why the relay closed a connection (the frontend asked beyond the mode)
-    violation: str | None = None
-    #: the Interface type when the port was resolved
-    interface_type: str = CLIENT_TYPE
-
-
-@dataclass(frozen=True)
-class CreatePort:
-    interface: InterfaceView
-    resolution: Resolution
-    #: state, error and what was verified (the frontend may already be connected)
-    fields: Mapping[str, object]
-
-
-@dataclass(frozen=True)
-class RemovePort:
-    name: str
-
-
-@dataclass(frozen=True)
-class UpdatePort:
-    name: str
-    #: Port columns -> new values (state, error, negotiated_features, negotiated, verification;
-    #: for a re-resolved rejected port also requested, resolved and mode)
-    changes: Mapping[str, object]
-    #: set when the port was rejected and is resolved again
-    resolution: Resolution | None = None
-
-
-@dataclass(frozen=True)
-class Mirror:
-    """external_ids keys to set and to delete on one Interface."""
-
-    interface_uuid: str
-    interface: str
-    set: Mapping[str, str]
-    delete: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Redirect:
-    """Point a dpdkvhostuserclient Interface's options:vhost-server-path at the relay."""
-
-    interface_uuid: str
-    interface: str
-    path: str
-
-
-Action = CreatePort | RemovePort | UpdatePort | Mirror | Redirect
 
 
 def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], host: Host,
@@ -212,11 +119,9 @@ def _sockets(iface: InterfaceView, port: PortView | None, state: str, mode: Mode
 
 
 def relay_specs(ports: Mapping[str, PortView], interfaces: Sequence[InterfaceView],
-                enforcement: Enforcement | None) -> dict[str, "RelaySpec"]:
+                enforcement: Enforcement | None) -> dict[str, RelaySpec]:
     """The relays the agent must run: one per port that has a mode and a relay
     socket (rejected ports get none: nothing to connect to)."""
-    from vucompat.vhostuser.relay import RelaySpec
-
     if enforcement is None:
         return {}
     present = {i.name for i in interfaces}

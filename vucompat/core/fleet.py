@@ -25,8 +25,8 @@ from vucompat.core.compare import runnable
 from vucompat.core.contracts import stamp
 from vucompat.core.migration import Scope, Selection, Verdict, check_migration, select_mode
 from vucompat.core.mode import Mode
-from vucompat.agent.plan import PortView
 from vucompat.core.modeset import Host
+from vucompat.core.portview import PortView
 
 #: a host is stale after this many heartbeat intervals without publishing
 STALE_FACTOR = 3

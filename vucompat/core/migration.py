@@ -18,8 +18,8 @@ from vucompat.core import catalog
 from vucompat.core.contracts import stamp
 from vucompat.core.compare import compare, fits, runnable
 from vucompat.core.mode import Mode
-from vucompat.agent.plan import OPTION, PortView
 from vucompat.core.modeset import Host
+from vucompat.core.portview import OPTION, PortView
 from vucompat.core.resolve import NONCONFORMANT, PASSTHROUGH, REJECTED
 
 Level = Literal["contract", "outside-contract", "identical-backend", "none"]

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from vucompat.core.fleet import FleetHost, HostRecord, needed_modes
 from vucompat.core.mode import Mode
-from vucompat.agent.plan import PortView
+from vucompat.core.portview import PortView
 from vucompat.core.modeset import Host, ModeSet
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb.fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, published_after, publish_operations

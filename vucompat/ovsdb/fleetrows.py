@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 from vucompat.core import catalog
 from vucompat.core.fleet import HostRecord, needed_modes, unavailable_features
 from vucompat.core.mode import LIMITS
-from vucompat.agent.plan import PortView
+from vucompat.core.portview import PortView
 from vucompat.ovsdb.rows import mode_row, offer_text
 
 

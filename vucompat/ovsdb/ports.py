@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from vucompat.core.catalog import bits_of
-from vucompat.agent.plan import (OPTION, SERVER_PATH, Action, CreatePort, InterfaceView, Mirror, PortView, Redirect,
-                         RemovePort, UpdatePort)
+from vucompat.core.portview import (OPTION, SERVER_PATH, Action, CreatePort, InterfaceView, Mirror, PortView, Redirect,
+                                    RemovePort, UpdatePort)
 from vucompat.core.resolve import Resolution
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb import rpc

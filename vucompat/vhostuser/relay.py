@@ -22,12 +22,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from vucompat.core import catalog
 from vucompat.vhostuser import protocol as vu
-from vucompat.core.mode import Abi
+from vucompat.core.portview import RelaySpec
 
 log = logging.getLogger("vucompat.relay")
 
@@ -35,21 +34,6 @@ LOG_ALL = catalog.lookup("VHOST_F_LOG_ALL").value
 #: how long a connected side waits for the other side's socket to appear
 CONNECT_PATIENCE = 30.0
 CONNECT_RETRY = 0.05
-
-
-@dataclass(frozen=True)
-class RelaySpec:
-    """One port's relay."""
-
-    name: str
-    #: where the relay listens
-    listen: Path
-    #: where the relay connects for each accepted connection
-    connect: Path
-    #: True when the side that connects to `listen` is OVS (dpdkvhostuserclient ports)
-    backend_connects: bool
-    #: the mode's ABI to enforce
-    abi: Abi
 
 
 @dataclass
