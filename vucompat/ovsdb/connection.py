@@ -37,6 +37,12 @@ class TransactionConflict(Exception):
     """Raised inside a transaction builder to ask for a retry on fresh data."""
 
 
+class Conflict(OvsdbError):
+    """A transaction refused (or abandoned by its builder) because a concurrent
+    writer changed what it was built from; nothing was written, and the connection
+    already shows fresher contents: read again and build again."""
+
+
 class Connection:
     """One monitored connection to a database (by default the VuCompat registry)
     of one ovsdb-server.
@@ -112,27 +118,46 @@ class Connection:
         """
         deadline = time.monotonic() + self.timeout
         for _attempt in range(attempts):
-            seqno = self.idl.change_seqno
-            txn = ovs.db.idl.Transaction(self.idl)
             try:
-                result = build(txn)
-            except TransactionConflict:
-                txn.abort()
-                self._wait_for_change(seqno, deadline, reads_fresh)
+                return self.attempt(build, deadline, reads_fresh)
+            except Conflict:
                 continue
-            except BaseException:
-                txn.abort()
-                raise
-            status = self._commit(txn, deadline)
-            if status in (txn.SUCCESS, txn.UNCHANGED):
-                return result, status == txn.SUCCESS
-            if status == txn.TRY_AGAIN or (status == txn.ERROR and _is_conflict(txn.get_error())):
-                self._wait_for_change(seqno, deadline, reads_fresh)
-                continue
-            raise OvsdbError(remote=self.remote, reason=f"transaction failed ({txn.status_to_string(status)}): "
-                             f"{txn.get_error() or 'no detail'}; nothing was written")
-        raise OvsdbError(remote=self.remote, reason=f"gave up after {attempts} attempts: other clients keep "
-                         "changing the same rows; nothing was written")
+        raise self.gave_up(attempts)
+
+    def attempt(self, build: Callable[[ovs.db.idl.Transaction], T], deadline: float | None = None,
+                reads_fresh: bool = False) -> tuple[T, bool]:
+        """One try of transact(), for callers that build again themselves from what
+        they read anew (the agent plans again). Returns (what build returned, whether
+        anything was written). Raises Conflict when a concurrent writer changed what
+        was read, once the IDL shows fresher contents (`deadline`: a time.monotonic()
+        by which to give up; default: the connection's timeout from now); OvsdbError
+        on failure or timeout. Nothing is written when it raises."""
+        deadline = deadline if deadline is not None else time.monotonic() + self.timeout
+        seqno = self.idl.change_seqno
+        txn = ovs.db.idl.Transaction(self.idl)
+        try:
+            result = build(txn)
+        except TransactionConflict:
+            txn.abort()
+            self._wait_for_change(seqno, deadline, reads_fresh)
+            raise Conflict(remote=self.remote, reason="the contents changed while the transaction was built")
+        except BaseException:
+            txn.abort()
+            raise
+        status = self._commit(txn, deadline)
+        if status in (txn.SUCCESS, txn.UNCHANGED):
+            return result, status == txn.SUCCESS
+        if status == txn.TRY_AGAIN or (status == txn.ERROR and _is_conflict(txn.get_error())):
+            self._wait_for_change(seqno, deadline, reads_fresh)
+            raise Conflict(remote=self.remote, reason=f"another client changed the same rows "
+                           f"({txn.get_error() or txn.status_to_string(status)}); nothing was written")
+        raise OvsdbError(remote=self.remote, reason=f"transaction failed ({txn.status_to_string(status)}): "
+                         f"{txn.get_error() or 'no detail'}; nothing was written")
+
+    def gave_up(self, attempts: int) -> OvsdbError:
+        """The error for a transaction that met a conflict on each of `attempts` tries."""
+        return OvsdbError(remote=self.remote, reason=f"gave up after {attempts} attempts: other clients keep "
+                          "changing the same rows; nothing was written")
 
     def _commit(self, txn: ovs.db.idl.Transaction, deadline: float) -> int:
         while True:
