@@ -156,6 +156,53 @@ def test_ovsdb_server_restarted_under_the_agent(switch: Switch):
     switch.delete("before", "after")
 
 
+def test_a_concurrent_registry_writer_makes_the_agent_read_and_plan_again(ovsdb_servers, tmp_path: Path, caplog):
+    """Someone else writes a Port row for a new port between the agent's read and its
+    registry commit: the server refuses the commit (one Port per interface name), the
+    agent reads and plans again, and the port ends up the agent's: resolved once,
+    mirrored, its relay listening before the Interface was pointed at it."""
+    import logging
+    import uuid
+
+    from vucompat.agent.loop import Agent
+    from vucompat.ovsdb import rpc
+
+    server = ovsdb_servers("conflict")
+    remote = server.unix_remote
+    subprocess.run([VUCOMPAT, "load", "--db", remote], check=True, capture_output=True, env=ENV)
+    for args in (["init"], ["add-br", "br0"], ["add-port", "br0", "rival", "--", "set", "Interface", "rival",
+                                                "type=dpdkvhostuserclient", f"options:vhost-server-path={tmp_path}/vm.sock",
+                                                "options:vhost-compat=upstream.ovs-dpdk.v2.8"]):
+        subprocess.run(["ovs-vsctl", f"--db={remote}", "--no-wait", *args], check=True)
+    agent = Agent(remote, relay_dir=tmp_path / "relays", ovs_rundir=tmp_path)
+    agent._connect()
+    try:
+        assert agent.ovs is not None
+        eventually(lambda: agent.ovs.refresh() or [r for r in agent.ovs.rows("Interface") if r.name == "rival"],
+                   what="the agent to see the interface")
+        # written after the agent's registry replica last ran: its first plan cannot know
+        rpc.transact(remote, "VuCompat", [{"op": "insert", "table": "Port", "row": {
+            "interface_name": "rival", "interface_uuid": ["uuid", str(uuid.uuid4())], "requested": "latest",
+            "state": "rejected", "interface_type": "dpdkvhostuserclient"}}])
+        with caplog.at_level(logging.DEBUG, logger="vucompat.agent"):
+            agent.reconcile()
+        assert "reading and planning again" in caplog.text
+        agent.finish_due_redirects()  # (no ovs-vswitchd here: the move onto the relay is due at once)
+        (iface,) = [i for i in select(remote, "Interface", ["_uuid", "name", "external_ids", "options"],
+                                      database="Open_vSwitch") if i["name"] == "rival"]
+        (port,) = select(remote, "Port")
+        assert port["interface_uuid"] == iface["_uuid"] and port["state"] == "applied"
+        ids, options = dict(iface["external_ids"][1]), dict(iface["options"][1])
+        assert ids["vhost-compat-mode"] == "upstream.ovs-dpdk.v2.8" and ids["vhost-compat-state"] == "applied"
+        assert options["vhost-server-path"] == str(tmp_path / "relays" / "rival.sock")
+        assert (tmp_path / "relays" / "rival.sock").is_socket()
+        assert caplog.text.count("rival: requested upstream.ovs-dpdk.v2.8 -> upstream.ovs-dpdk.v2.8") == 1
+    finally:
+        if agent.relays is not None:
+            agent.relays.stop()
+        agent.close()
+
+
 def test_check_migration_with_what_a_real_guest_negotiated(switch: Switch, ovsdb_servers, tmp_path: Path, shipped: Path):
     """The facts level on real parts: a testpmd guest on a port in the switch's newest
     mode; a destination whose tables stop at 2.13 does not define that mode (the

@@ -109,7 +109,7 @@ def test_the_agent_plan_rejects_a_port_whose_type_cannot_run_its_mode(tmp_path: 
     ifaces = [InterfaceView(uuid=f"00000000-0000-0000-0000-00000000000{i}", name=name, type=port_type,
                             request="upstream.ovs-dpdk.v3.2")
               for i, (name, port_type) in enumerate([("vhc0", "dpdkvhostuserclient"), ("vhs0", "dpdkvhostuser")])]
-    creates = {a.interface.name: a for a in plan(ifaces, {}, host) if isinstance(a, CreatePort)}
+    creates = {a.interface.name: a for a in plan(ifaces, {}, host).registry if isinstance(a, CreatePort)}
     assert creates["vhc0"].fields["state"] == "applied"
     assert creates["vhs0"].fields["state"] == "rejected"
     assert "dpdkvhostuser ports: they lack VIRTIO_NET_F_CSUM" in creates["vhs0"].fields["error"]

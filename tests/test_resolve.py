@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from conftest import EXAMPLES
 from vucompat.core import catalog
-from vucompat.agent.plan import plan
-from vucompat.core.portview import CreatePort, InterfaceView, Mirror, PortView, RemovePort, UpdatePort
+from vucompat.agent.plan import Enforcement, plan
+from vucompat.core.portview import CreatePort, InterfaceView, Mirror, PortView, Redirect, RemovePort, UpdatePort
 from vucompat.core.modeset import Host
 from vucompat.core.resolve import parse_status, resolve, verify
 from vucompat.core.tables import load_modeset, read_capabilities
@@ -82,7 +83,7 @@ def port_from(create: CreatePort) -> PortView:
 
 def test_plan_creates_once_then_is_stable(host: Host):
     ifaces = [iface("vhu0", "upstream.ovs-dpdk.v2.8"), iface("vhu1"), iface("eth0", type="dpdk")]
-    actions = plan(ifaces, {}, host)
+    actions = plan(ifaces, {}, host).actions
     creates = [a for a in actions if isinstance(a, CreatePort)]
     assert [c.interface.name for c in creates] == ["vhu0", "vhu1"]  # only vhost-user interfaces
     assert [a.set["vhost-compat-mode"] for a in actions if isinstance(a, Mirror)] == [
@@ -90,34 +91,34 @@ def test_plan_creates_once_then_is_stable(host: Host):
     ports = {c.interface.name: port_from(c) for c in creates}
     mirrored = [InterfaceView(i.uuid, i.name, i.type, i.request, {"iface-id": "x", **a.set})
                 for i, a in zip(ifaces, [a for a in actions if isinstance(a, Mirror)])]
-    assert plan(mirrored, ports, host) == []  # nothing more to do: no second resolution
+    assert plan(mirrored, ports, host).actions == []  # nothing more to do: no second resolution
 
 
 def test_plan_refuses_a_live_edit_and_removes_gone_ports(host: Host):
-    first = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host)
+    first = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host).actions
     port = port_from(first[0])
-    edited = plan([iface("vhu0", "latest")], {"vhu0": port}, host)
+    edited = plan([iface("vhu0", "latest")], {"vhu0": port}, host).actions
     update = next(a for a in edited if isinstance(a, UpdatePort))
     assert update.changes["state"] == "change-refused" and update.resolution is None
     assert "upstream.ovs-dpdk.v2.8 stays in force" in update.changes["error"]
-    assert plan([], {"vhu0": port}, host) == [RemovePort("vhu0")]
+    assert plan([], {"vhu0": port}, host).actions == [RemovePort("vhu0")]
     # the same name, re-added (a new interface uuid): a new resolution
-    readded = plan([iface("vhu0", "latest", uuid="11111111-1111-1111-1111-111111111111")], {"vhu0": port}, host)
+    readded = plan([iface("vhu0", "latest", uuid="11111111-1111-1111-1111-111111111111")], {"vhu0": port}, host).actions
     assert isinstance(readded[0], RemovePort) and isinstance(readded[1], CreatePort)
 
 
 def test_plan_resolves_a_rejected_port_again_when_its_request_is_fixed(host: Host):
-    rejected = port_from(plan([iface("vhu0", "upstream.ovs-dpdk.v9")], {}, host)[0])
+    rejected = port_from(plan([iface("vhu0", "upstream.ovs-dpdk.v9")], {}, host).registry[0])
     assert rejected.state == "rejected"
-    fixed = plan([iface("vhu0", "upstream.ovs-dpdk.v2.9")], {"vhu0": rejected}, host)
+    fixed = plan([iface("vhu0", "upstream.ovs-dpdk.v2.9")], {"vhu0": rejected}, host).actions
     update = next(a for a in fixed if isinstance(a, UpdatePort))
     assert update.resolution.resolved == "upstream.ovs-dpdk.v2.9" and update.changes["state"] == "applied"
 
 
 def test_plan_verifies_what_the_frontend_negotiated(host: Host):
-    created = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host)[0]
+    created = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host).registry[0]
     port = port_from(created)
-    actions = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8", status=STATUS)], {"vhu0": port}, host)
+    actions = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8", status=STATUS)], {"vhu0": port}, host).actions
     update = next(a for a in actions if isinstance(a, UpdatePort))
     assert update.changes["state"] == "nonconformant"
     assert "VIRTIO_F_RING_PACKED, VIRTIO_F_IN_ORDER" in update.changes["error"]
@@ -126,9 +127,64 @@ def test_plan_verifies_what_the_frontend_negotiated(host: Host):
 
 
 def test_plan_waits_for_a_port_being_moved_but_not_for_an_operator_type_change(host: Host):
-    created = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host)[0]
+    created = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host).registry[0]
     port = port_from(created)
     flipped = iface("vhu0", "upstream.ovs-dpdk.v2.8", uuid=created.interface.uuid, type="dpdkvhostuser")
-    assert plan([flipped], {"vhu0": port}, host, moving=frozenset({created.interface.uuid})) == []
-    changed = plan([flipped], {"vhu0": port}, host)
+    assert plan([flipped], {"vhu0": port}, host, moving=frozenset({created.interface.uuid})).actions == []
+    changed = plan([flipped], {"vhu0": port}, host).actions
     assert isinstance(changed[0], RemovePort) and isinstance(changed[1], CreatePort)
+
+
+def port_after(create: CreatePort) -> PortView:
+    """The Port row a CreatePort writes, sockets included."""
+    r, f = create.resolution, create.fields
+    return PortView(create.interface.name, create.interface.uuid, r.requested, r.resolved, str(f["state"]),
+                    f["error"], r.mode, frontend_socket=f.get("frontend_socket"), relay_socket=f.get("relay_socket"),
+                    interface_type=create.interface.type)
+
+
+def test_the_plan_names_the_relays_before_the_interfaces_point_at_them(host: Host, tmp_path: Path):
+    enforcement = Enforcement(tmp_path / "relays", tmp_path / "ovs")
+    ifaces = [iface("vhu0", "upstream.ovs-dpdk.v2.8", server_path="/vm/vhu0.sock"),
+              iface("vhs0", type="dpdkvhostuser"), iface("bad", "upstream.ovs-dpdk.v9", server_path="/vm/bad.sock")]
+    first = plan(ifaces, {}, host, enforcement)
+    assert [type(a) for a in first.registry] == [CreatePort] * 3
+    # every relay the registry will name, but none for a rejected port (nothing to connect to) ...
+    assert set(first.relays) == {"vhu0", "vhs0"}
+    client, server = first.relays["vhu0"], first.relays["vhs0"]
+    assert (client.listen, client.connect, client.backend_connects) == (
+        tmp_path / "relays" / "vhu0.sock", Path("/vm/vhu0.sock"), True)
+    assert (server.listen, server.connect, server.backend_connects) == (
+        tmp_path / "relays" / "vhs0.sock", tmp_path / "ovs" / "vhs0", False)
+    assert client.abi == host.modeset.expand("upstream.ovs-dpdk.v2.8").abi
+    # ... while both client ports are redirected onto theirs (the rejected one fails closed)
+    assert {a.interface: a.path for a in first.interfaces if isinstance(a, Redirect)} == {
+        "vhu0": str(tmp_path / "relays" / "vhu0.sock"), "bad": str(tmp_path / "relays" / "bad.sock")}
+    # committed, redirected and mirrored: nothing more to do, and the same relays (none restarted)
+    ports = {c.interface.name: port_after(c) for c in first.registry}
+    done = [replace(i, server_path=ports[i.name].relay_socket if i.server_path else None,
+                    external_ids=next(m.set for m in first.interfaces if isinstance(m, Mirror) and m.interface == i.name))
+            for i in ifaces]
+    again = plan(done, ports, host, enforcement)
+    assert again.actions == [] and again.relays == first.relays
+    # half-way through a move (type flipped by the agent): nothing planned, its relay kept
+    flipped = [replace(done[0], type="dpdkvhostuser"), *done[1:]]
+    moving = plan(flipped, ports, host, enforcement, moving=frozenset({done[0].uuid}))
+    assert moving.actions == [] and moving.relays == first.relays
+    # without enforcement: no relays at all
+    assert plan(ifaces, {}, host).relays == {}
+
+
+def test_the_plan_records_a_relay_violation_and_the_port_becomes_nonconformant(host: Host):
+    created = plan([iface("vhu0", "upstream.ovs-dpdk.v2.8")], {}, host).registry[0]
+    port = port_from(created)
+    reason = "relay closed the connection: SET_FEATURES beyond the mode: VIRTIO_F_RING_PACKED"
+    route = plan([created.interface], {"vhu0": port}, host, violations={"vhu0": reason, "gone": "x"})
+    assert route.registry[0] == UpdatePort("vhu0", {"violation": reason})  # only for known ports
+    update = route.registry[1]
+    assert update.changes["state"] == "nonconformant" and update.changes["error"] == reason
+    assert next(a for a in route.interfaces if isinstance(a, Mirror)).set["vhost-compat-state"] == "nonconformant"
+    # recorded already: not recorded twice
+    recorded = replace(port, violation=reason, state="nonconformant", error=reason)
+    again = plan([created.interface], {"vhu0": recorded}, host, violations={"vhu0": reason})
+    assert not [a for a in again.registry if "violation" in getattr(a, "changes", {})]

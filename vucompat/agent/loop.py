@@ -2,8 +2,10 @@
 and the registry, and keeps every port's Port row and external_ids mirror right.
 
 The loop: run both IDLs; whenever either database changed (or a periodic timer
-fired), plan (reconcile.plan, pure) and apply (ovsdb.ports.apply); then block on
-both connections with a timer. A server that goes away is reconnected by the IDL's
+fired), reconcile along the port route (docs/agent.md): read the views once, plan
+(agent.plan, pure), commit the registry (ovsdb.ports), serve the plan's relays
+(vhostuser.relay), commit the Interfaces (ovsdb.ports); then block on both
+connections with a timer. A server that goes away is reconnected by the IDL's
 own backoff; a failed write is retried with backoff; the plan is always made from
 what both databases hold now, so nothing is resolved twice and nothing is lost.
 """
@@ -28,15 +30,16 @@ from vucompat.core.mode import Mode
 from vucompat.ovsdb.fleet import FleetPublisher
 from vucompat.ovsdb.load import read_switch, record_probe
 from vucompat.vhostuser.probe import ProbeError, capabilities_of, probe_record, probe_types, settings_fingerprint
-from vucompat.ovsdb.connection import Connection
-from vucompat.ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, apply, finish_redirects, read_interfaces,
-                          read_ports, vhost_sock_dir)
+from vucompat.ovsdb.connection import Conflict, Connection
+from vucompat.ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, commit_interfaces, commit_registry,
+                                  finish_redirects, read_interfaces, read_ports, vhost_sock_dir)
 from vucompat.ovsdb.registry import read_host
 from vucompat.ovsdb.rows import optional
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
-from vucompat.agent.plan import CreatePort, Enforcement, Mirror, Redirect, RemovePort, UpdatePort, plan, relay_specs
+from vucompat.agent.plan import Enforcement, Plan, plan
 from vucompat.vhostuser.relay import RelayManager
 from vucompat.core.modeset import Host
+from vucompat.core.portview import Action, CreatePort, Mirror, Redirect, RemovePort, UpdatePort
 from vucompat.core.resolve import NONCONFORMANT, REJECTED
 
 log = logging.getLogger("vucompat.agent")
@@ -50,6 +53,8 @@ DEFAULT_OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
 #: reconcile at least this often even when nothing changed (ms)
 PERIODIC_MS = 10_000
 BACKOFF_MIN, BACKOFF_MAX = 0.25, 8.0
+#: plans made per reconcile at most, when concurrent writers keep conflicting with the registry commit
+REPLAN_ATTEMPTS = 5
 
 
 @dataclass
@@ -137,40 +142,66 @@ class Agent:
         self.close()
         log.info("vucompat agent: stopped")
 
-    def reconcile(self) -> list[Any]:
-        """Plan from both databases as they are now and apply; start and stop the
-        relays to match; return the actions."""
+    def reconcile(self) -> list[Action]:
+        """One pass of the port route (docs/agent.md), from both databases as they
+        are now: read, plan, commit the registry (on a conflict: read and plan again,
+        up to REPLAN_ATTEMPTS times), serve the plan's relays, commit the Interfaces.
+        Returns the actions taken. Raises OvsdbError; when the registry commit fails,
+        nothing changed (relays and Interfaces included) and the relays' violations
+        wait for the next reconcile."""
         assert self.registry is not None and self.ovs is not None
-        registry, ovs_conn = self.registry, self.ovs
+        started = time.perf_counter()
         enforcement = self._enforcement()
+        moving = frozenset(r.interface_uuid for pending in self._pending for r in pending.redirects)
         with self._violations_lock:
             violations, self._violations = self._violations, {}
-
-        def make_plan() -> list[Any]:
-            ports = read_ports(registry)
-            recorded = [UpdatePort(name, {"violation": reason}) for name, reason in violations.items()
-                        if name in ports and ports[name].violation != reason]
-            ports = {n: replace(p, violation=violations.get(n, p.violation)) for n, p in ports.items()}
-            moving = frozenset(r.interface_uuid for pending in self._pending for r in pending.redirects)
-            return recorded + plan(read_interfaces(ovs_conn), ports, self._current_host(), enforcement, moving)
-
-        def start_relays(actions: list[Any]) -> None:
-            """Before the Interfaces point at them or their mirrors name them: a redirect
-            or a mirror waits for its relay to listen (no wait when nothing changed)."""
-            if self.relays is not None:
-                wait = any(isinstance(a, (Redirect, Mirror)) for a in actions)
-                self.relays.ensure(relay_specs(read_ports(registry), read_interfaces(ovs_conn), enforcement),
-                                   timeout=5.0 if wait else 0.0)
-
-        started = time.perf_counter()
-        actions, pending = apply(registry, ovs_conn, make_plan, start_relays)
+        try:
+            route = self._plan_and_commit_registry(enforcement, moving, violations)
+        except BaseException:
+            with self._violations_lock:  # not recorded: keep them (newer reasons first)
+                self._violations = {**violations, **self._violations}
+            raise
+        for action in route.registry:
+            _log_action(action)
+        if self.relays is not None:
+            # before the Interfaces point at them or their mirrors name them: a redirect
+            # or a mirror waits for its relay to listen (no wait when nothing changed)
+            if self.relays.ensure(dict(route.relays), timeout=5.0 if route.interfaces else 0.0):
+                log.debug("route 4/5 relays: now serving %d", len(route.relays))
+        pending = commit_interfaces(self.ovs, route.interfaces)
+        if route.interfaces:
+            log.debug("route 5/5 Interfaces: %d action(s) committed%s", len(route.interfaces),
+                      f", {len(pending.redirects)} redirect(s) to finish" if pending else "")
         if pending is not None:
             self._pending.append(pending)
-        for action in actions:
+        for action in route.interfaces:
             _log_action(action)
-        start_relays([])  # and again with what the Interfaces hold now
+        actions = route.actions
         log.debug("reconcile: %d action(s) in %.1f ms", len(actions), (time.perf_counter() - started) * 1000)
         return actions
+
+    def _plan_and_commit_registry(self, enforcement: Enforcement | None, moving: frozenset[str],
+                                  violations: dict[str, str]) -> Plan:
+        """Steps 1 to 3 of the route: read the views, plan, commit the registry; on a
+        conflict, read and plan again. Returns the committed plan. Raises OvsdbError."""
+        assert self.registry is not None and self.ovs is not None
+        deadline = time.monotonic() + self.timeout
+        for attempt in range(1, REPLAN_ATTEMPTS + 1):
+            interfaces, ports = read_interfaces(self.ovs), read_ports(self.registry)
+            route = plan(interfaces, ports, self._current_host(), enforcement, moving, violations)
+            if route.actions or attempt > 1:  # (a reconcile with nothing to do says only its last line)
+                log.debug("route 1/5 read: %d interface(s), %d port(s)", len(interfaces), len(ports))
+                log.debug("route 2/5 plan: %d registry action(s), %d relay(s), %d Interface action(s)",
+                          len(route.registry), len(route.relays), len(route.interfaces))
+            try:
+                written = commit_registry(self.registry, route.registry, deadline)
+            except Conflict as err:
+                log.debug("route 3/5 registry: attempt %d: %s; reading and planning again", attempt, err)
+                continue
+            if written:
+                log.debug("route 3/5 registry: %d action(s) committed", len(route.registry))
+            return route
+        raise self.registry.gave_up(REPLAN_ATTEMPTS)
 
     def publish(self) -> None:
         """Offer this host's record to the fleet publisher (it writes only what changed,

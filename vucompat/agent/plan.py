@@ -1,6 +1,7 @@
 """What the agent must change so that every vhost-user Interface has its Port row,
-with the right state, and the mirror in its external_ids. Pure: snapshots of both
-databases in, a list of actions out.
+with the right state, its relay, and the mirror in its external_ids. Pure: views of
+both databases in (core.portview), a Plan out: registry actions, the relays, then
+Interface actions, the order in which the agent carries them out.
 
 Invariants:
 - a Port row is created only for an Interface (name and uuid) that has none: a port
@@ -13,15 +14,15 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from vucompat.core import catalog
 from vucompat.core.mode import CLIENT_TYPE, PORT_TYPES, PROBE_MARK, Mode
 from vucompat.core.modeset import Host
-from vucompat.core.portview import (OPTION, Action, CreatePort, InterfaceView, Mirror, PortView, Redirect, RelaySpec,
-                                    RemovePort, UpdatePort)
+from vucompat.core.portview import (OPTION, Action, CreatePort, InterfaceAction, InterfaceView, Mirror, PortView,
+                                    Redirect, RegistryAction, RelaySpec, RemovePort, UpdatePort)
 from vucompat.core.resolve import (APPLIED, CHANGE_REFUSED, LATEST, NONCONFORMANT, PASSTHROUGH, REJECTED, Resolution,
                                    parse_status, resolve, verify)
 
@@ -43,14 +44,39 @@ class Enforcement:
         return self.relay_dir / f"{name}.sock"
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one reconcile does, in this order: the registry transaction, the relays
+    to serve (all of them: the relay manager starts the new and stops the gone),
+    then the Interface transaction. Relays come before the Interfaces: a redirect or
+    a mirror names a relay that must already listen."""
+
+    registry: tuple[RegistryAction, ...] = ()
+    #: port name -> its relay, for every port that has one once the registry is committed
+    relays: Mapping[str, RelaySpec] = field(default_factory=dict)
+    interfaces: tuple[InterfaceAction, ...] = ()
+
+    @property
+    def actions(self) -> list[Action]:
+        """The registry actions, then the Interface ones."""
+        return [*self.registry, *self.interfaces]
+
+
 def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], host: Host,
-         enforcement: Enforcement | None = None, moving: frozenset[str] = frozenset()) -> list[Action]:
-    """Return the actions that bring the registry, the relays' redirects and the
-    mirrors in line with the Interfaces. Registry actions come first, then the
-    Open_vSwitch ones (redirects, mirrors). `moving`: uuids of Interfaces the agent
-    is moving onto their relay (their type is flipped for a moment)."""
-    registry: list[Action] = []
-    ovs_side: list[Action] = []
+         enforcement: Enforcement | None = None, moving: frozenset[str] = frozenset(),
+         violations: Mapping[str, str] | None = None) -> Plan:
+    """Return the plan that brings the registry, the relays, the redirects and the
+    mirrors in line with the Interfaces. `moving`: uuids of Interfaces the agent is
+    moving onto their relay (their type is flipped for a moment). `violations`: port
+    name -> why its relay closed a connection since the last plan (recorded on the
+    port, which becomes nonconformant)."""
+    violations = violations or {}
+    registry: list[RegistryAction] = [UpdatePort(name, {"violation": reason}) for name, reason in violations.items()
+                                      if name in ports and ports[name].violation != reason]
+    if registry:
+        ports = {n: replace(p, violation=violations.get(n, p.violation)) for n, p in ports.items()}
+    ovs_side: list[InterfaceAction] = []
+    relays: dict[str, RelaySpec] = {}
     seen = set()
     resolutions: dict[tuple[str, str], Resolution] = {}
 
@@ -66,7 +92,12 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
         seen.add(iface.name)
         port = ports.get(iface.name)
         if port is not None and iface.uuid in moving:
-            continue  # half-way through its move onto the relay (the agent flips the type): wait
+            # half-way through its move onto the relay (the agent flips the type): wait, relay kept
+            relay = _relay(port.name, port.interface_type, port.mode, port.state, port.relay_socket,
+                           port.frontend_socket, enforcement)
+            if relay is not None:
+                relays[port.name] = relay
+            continue
         if port is not None and (port.interface_uuid != iface.uuid or iface.type != port.interface_type):
             # deleted and re-added under the same name, or made another type of port by the
             # operator: a new port, resolved anew
@@ -77,28 +108,33 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
             fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
             fields.update(_sockets(iface, None, resolution.state, resolution.mode, resolution.resolved, enforcement))
             registry.append(CreatePort(iface, resolution, fields))
-            target = (resolution.resolved, fields)
+            resolved, mode = resolution.resolved, resolution.mode
         elif port.state == REJECTED and iface.normalized_request != port.requested:
             resolution = resolved_for(iface.request, iface.type)
             fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
             fields.update(_sockets(iface, port, resolution.state, resolution.mode, resolution.resolved, enforcement))
             registry.append(UpdatePort(iface.name, fields, resolution))
-            target = (resolution.resolved, fields)
+            resolved, mode = resolution.resolved, resolution.mode
         else:
             fields = _live_fields(port, iface)
             fields.update(_sockets(iface, port, port.state, port.mode, port.resolved, enforcement))
             changed = {k: v for k, v in fields.items() if _current(port, k) != v}
             if changed:
                 registry.append(UpdatePort(iface.name, changed))
-            target = (port.resolved, fields)
-        relay = target[1].get("relay_socket")
-        if iface.type == CLIENT_TYPE and relay and iface.server_path != relay:
-            ovs_side.append(Redirect(iface.uuid, iface.name, str(relay)))
-        mirror = _mirror(iface, *target)
+            resolved, mode = port.resolved, port.mode
+        # the port as the registry holds it once committed: its relay, its redirect, its mirror
+        relay_socket = fields.get("relay_socket")
+        relay = _relay(iface.name, iface.type, mode, str(fields["state"]), relay_socket, fields.get("frontend_socket"),
+                       enforcement)
+        if relay is not None:
+            relays[iface.name] = relay
+        if iface.type == CLIENT_TYPE and relay_socket and iface.server_path != relay_socket:
+            ovs_side.append(Redirect(iface.uuid, iface.name, str(relay_socket)))
+        mirror = _mirror(iface, resolved, fields)
         if mirror is not None:
             ovs_side.append(mirror)
     registry += [RemovePort(name) for name in sorted(set(ports) - seen)]
-    return registry + ovs_side
+    return Plan(tuple(registry), relays, tuple(ovs_side))
 
 
 def _sockets(iface: InterfaceView, port: PortView | None, state: str, mode: Mode | None, resolved: str | None,
@@ -118,25 +154,20 @@ def _sockets(iface: InterfaceView, port: PortView | None, state: str, mode: Mode
     return {"relay_socket": relay, "frontend_socket": frontend}
 
 
-def relay_specs(ports: Mapping[str, PortView], interfaces: Sequence[InterfaceView],
-                enforcement: Enforcement | None) -> dict[str, RelaySpec]:
-    """The relays the agent must run: one per port that has a mode and a relay
-    socket (rejected ports get none: nothing to connect to)."""
-    if enforcement is None:
-        return {}
-    present = {i.name for i in interfaces}
-    specs = {}
-    for name, port in ports.items():
-        if port.mode is None or not port.relay_socket or port.state == REJECTED or name not in present:
-            continue
-        if port.interface_type == CLIENT_TYPE:
-            if not port.frontend_socket:
-                continue
-            connect, backend_connects = Path(port.frontend_socket), True
-        else:
-            connect, backend_connects = enforcement.ovs_socket_dir / name, False
-        specs[name] = RelaySpec(name, Path(port.relay_socket), connect, backend_connects, port.mode.abi)
-    return specs
+def _relay(name: str, port_type: str, mode: Mode | None, state: str, relay_socket: object, frontend_socket: object,
+           enforcement: Enforcement | None) -> RelaySpec | None:
+    """The relay of a port that has a mode and a relay socket (rejected ports get
+    none: nothing to connect to); a client port's relay connects to its frontend's
+    socket, a server port's to the socket ovs-vswitchd serves."""
+    if enforcement is None or mode is None or not relay_socket or state == REJECTED:
+        return None
+    if port_type == CLIENT_TYPE:
+        if not frontend_socket:
+            return None
+        connect, backend_connects = Path(str(frontend_socket)), True
+    else:
+        connect, backend_connects = enforcement.ovs_socket_dir / name, False
+    return RelaySpec(name, Path(str(relay_socket)), connect, backend_connects, mode.abi)
 
 
 def _live_fields(port: PortView, iface: InterfaceView) -> dict[str, object]:

@@ -1,10 +1,15 @@
 """The agent's reads and writes: vhost-user Interfaces of the Open_vSwitch database,
-Port rows of the registry, and the external_ids mirror.
+Port rows of the registry, and the external_ids mirror. Values in, values out
+(core.portview); the agent sequences them (agent.loop):
 
-Each reconcile is two transactions: the registry first (Port rows, and a derived
-mode's row when a port needs one), then the mirror in the Interfaces' external_ids,
-written key by key (mutate): other tools (os-vif: iface-id, attached-mac, vm-uuid)
-share that map.
+- read_interfaces, read_ports: the views a plan is made from;
+- commit_registry: the plan's registry actions, one transaction (Port rows, and a
+  derived mode's row when a port needs one); a conflict is raised, not retried,
+  because only a new plan from fresh views is right;
+- commit_interfaces: the plan's Interface actions, one transaction: the mirror in the
+  Interfaces' external_ids, written key by key (mutate), since other tools (os-vif:
+  iface-id, attached-mac, vm-uuid) share that map, and the first half of redirects;
+  finish_redirects: their second half, once ovs-vswitchd has caught up.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from vucompat.core.catalog import bits_of
-from vucompat.core.portview import (OPTION, SERVER_PATH, Action, CreatePort, InterfaceView, Mirror, PortView, Redirect,
-                                    RemovePort, UpdatePort)
+from vucompat.core.portview import (OPTION, SERVER_PATH, CreatePort, InterfaceAction, InterfaceView, Mirror, PortView,
+                                    Redirect, RegistryAction, RemovePort, UpdatePort)
 from vucompat.core.resolve import Resolution
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb import rpc
@@ -109,32 +114,33 @@ class PendingRedirects:
         return all(row.cur_cfg >= self.target for row in ovs.rows("Open_vSwitch"))
 
 
-def apply(registry: Connection, ovs: Connection, plan: Callable[[], list[Action]],
-          before_interfaces: Callable[[list[Action]], None] = lambda actions: None,
-          ) -> tuple[list[Action], PendingRedirects | None]:
-    """Make `plan()` (from the current contents) and carry it out: the registry in one
-    transaction (planned again if a concurrent writer interferes), then
-    `before_interfaces()` (the agent starts relays there), then the Interfaces: the
-    mirrors, with the first half of any redirect. Returns the actions taken and the
-    redirects to finish with finish_redirects() once they are due (the caller keeps
-    serving other ports meanwhile). Raises OvsdbError."""
+def commit_registry(registry: Connection, actions: Sequence[RegistryAction], deadline: float | None = None) -> bool:
+    """Write the registry actions of a plan in one transaction: Port rows, and a
+    derived mode's row when a port needs one. Returns whether anything was written
+    (nothing to do: no transaction at all). Raises Conflict when a concurrent writer
+    changed what the plan was made from (read again and plan again; the connection
+    already shows the newer contents), OvsdbError otherwise; nothing is written then."""
+    if not actions:
+        return False
+    _result, written = registry.attempt(lambda txn: _stage_registry(registry, txn, actions), deadline)
+    return written
 
-    def build(txn: Any) -> list[Action]:
-        actions = plan()
-        _stage_registry(registry, txn, actions)
-        return actions
 
-    actions, _written = registry.transact(build)
-    before_interfaces(actions)
+def commit_interfaces(ovs: Connection, actions: Sequence[InterfaceAction]) -> PendingRedirects | None:
+    """Write the Interface actions of a plan in one transaction: the external_ids
+    mirrors, key by key, and the first half of each redirect onto a relay (which
+    must already listen). Returns the redirects to finish with finish_redirects()
+    once they are due (the caller keeps serving other ports meanwhile), or None.
+    Raises OvsdbError; nothing is written then."""
     mirrors = [a for a in actions if isinstance(a, Mirror)]
     redirects = [a for a in actions if isinstance(a, Redirect)]
-    pending = None
-    if mirrors or redirects:
-        waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects))
-        if redirects:
-            target = max(row.next_cfg for row in ovs.rows("Open_vSwitch")) if waits else None
-            pending = PendingRedirects(redirects, target)
-    return actions, pending
+    if not mirrors and not redirects:
+        return None
+    waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects))
+    if not redirects:
+        return None
+    target = max(row.next_cfg for row in ovs.rows("Open_vSwitch")) if waits else None
+    return PendingRedirects(redirects, target)
 
 
 def finish_redirects(ovs: Connection, pending: PendingRedirects) -> None:
@@ -153,7 +159,7 @@ def finish_redirects(ovs: Connection, pending: PendingRedirects) -> None:
     ovs.transact(build)
 
 
-def _stage_registry(registry: Connection, txn: Any, actions: Sequence[Action]) -> None:
+def _stage_registry(registry: Connection, txn: Any, actions: Sequence[RegistryAction]) -> None:
     ports = {row.interface_name: row for row in registry.rows("Port")}
     modes = {row.name: row for row in registry.rows("Compat_Mode")}
     for action in actions:

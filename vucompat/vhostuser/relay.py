@@ -84,12 +84,13 @@ class RelayManager:
         self.thread.start()
 
     # -- called from the agent -------------------------------------------------------
-    def ensure(self, specs: dict[str, RelaySpec], timeout: float = 5.0) -> None:
+    def ensure(self, specs: dict[str, RelaySpec], timeout: float = 5.0) -> bool:
         """Serve exactly `specs` (by port name): start the new, stop the gone.
         Returns when the relay thread has done it (so OVS can be pointed at them),
-        or after `timeout` seconds (0: do not wait)."""
+        or after `timeout` seconds (0: do not wait); True when `specs` differ from
+        what it served before."""
         if specs == self._served:
-            return
+            return False
         done = threading.Event()
         with self._lock:
             self._commands.append((done, dict(specs)))
@@ -97,6 +98,7 @@ class RelayManager:
         if timeout:
             done.wait(timeout)
         self._served = dict(specs)
+        return True
 
     def stop(self) -> None:
         self._stop = True
