@@ -243,11 +243,11 @@ def wait_connected(server: OvsdbSandbox, iface: str, timeout: float = 30) -> Non
 def backend_virtio(server: OvsdbSandbox) -> int:
     """The virtio features the agent's probe found the backend offers (the Host row)."""
     from vucompat.ovsdb import rpc
+    from vucompat.ovsdb.codec import decode_row
 
     (result,) = rpc.transact(server.unix_remote, "VuCompat", [
         {"op": "select", "table": "Host", "where": [], "columns": ["virtio_features"]}])
-    bits = result["rows"][0]["virtio_features"]
-    return sum(1 << b for b in (bits[1] if isinstance(bits, list) else [bits]))
+    return sum(1 << b for b in decode_row(result["rows"][0], "Host").virtio_features)
 
 
 def frontend_features(log: Path, timeout: float = 10) -> tuple[int, int]:

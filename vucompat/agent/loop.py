@@ -34,7 +34,7 @@ from vucompat.ovsdb.connection import Conflict, Connection
 from vucompat.ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, commit_interfaces, commit_registry,
                                   finish_redirects, read_interfaces, read_ports, vhost_sock_dir)
 from vucompat.ovsdb.registry import read_host
-from vucompat.ovsdb.rows import optional
+from vucompat.ovsdb.codec import optional
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
 from vucompat.agent.plan import Enforcement, Plan, plan
 from vucompat.vhostuser.relay import RelayManager

@@ -20,7 +20,8 @@ from vucompat.core.portview import PortView
 from vucompat.core.modeset import Host, ModeSet
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb.fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, published_after, publish_operations
-from vucompat.ovsdb.rows import CorruptRowError, bits_to_mask, host_capabilities, json_row, optional, row_to_mode
+from vucompat.ovsdb.codec import decode_row, encode_row, named_ref, optional, shipped_types, to_json, uuid_of, uuid_ref
+from vucompat.ovsdb.rows import CorruptRowError, bits_to_mask, host_capabilities, row_to_mode
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, Session, SslOptions
 from vucompat.ovsdb.schema import FLEET_DB
 
@@ -58,25 +59,25 @@ def configuration_operations(host_targets: Sequence[str], reader_targets: Sequen
       permission at all, and the listener is read_only too)."""
     def perm(name: str, table: str, authorization: list[str], update: Sequence[str]) -> dict[str, Any]:
         return {"op": "insert", "table": "RBAC_Permission", "uuid-name": name,
-                "row": {"table": table, "authorization": ["set", authorization], "insert_delete": True,
-                        "update": ["set", list(update)]}}
+                "row": encode_row({"table": table, "authorization": authorization, "insert_delete": True,
+                                   "update": list(update)}, "RBAC_Permission", "fleet")}
 
     ops: list[dict[str, Any]] = [{"op": "delete", "table": t, "where": []}
                                  for t in ("Fleet", "RBAC_Role", "RBAC_Permission")]
     ops += [perm("p_host", "Host", ["name"], [c for c in (*HOST_COLUMNS, "last_seen") if c != "name"]),
             perm("p_port", "Port", ["host"], [*PORT_COLUMNS, "mode"]),
             perm("p_mode", "Compat_Mode", [""], [])]
-    ops.append({"op": "insert", "table": "RBAC_Role", "row": {"name": HOST_ROLE, "permissions": ["map", [
-        ["Host", ["named-uuid", "p_host"]], ["Port", ["named-uuid", "p_port"]],
-        ["Compat_Mode", ["named-uuid", "p_mode"]]]]}})
-    ops.append({"op": "insert", "table": "RBAC_Role", "row": {"name": READER_ROLE, "permissions": ["map", []]}})
+    host_permissions = {"Host": named_ref("p_host"), "Port": named_ref("p_port"), "Compat_Mode": named_ref("p_mode")}
+    for role, permissions in ((HOST_ROLE, host_permissions), (READER_ROLE, {})):
+        ops.append({"op": "insert", "table": "RBAC_Role",
+                    "row": encode_row({"name": role, "permissions": permissions}, "RBAC_Role", "fleet")})
     connections = []
     for i, (target, role, read_only) in enumerate([*((t, HOST_ROLE, False) for t in host_targets),
                                                    *((t, READER_ROLE, True) for t in reader_targets)]):
         ops.append({"op": "insert", "table": "Connection", "uuid-name": f"c{i}",
                     "row": {"target": target, "role": role, "read_only": read_only}})
-        connections.append(["named-uuid", f"c{i}"])
-    ops.append({"op": "insert", "table": "Fleet", "row": {"connections": ["set", connections]}})
+        connections.append(named_ref(f"c{i}"))
+    ops.append({"op": "insert", "table": "Fleet", "row": encode_row({"connections": connections}, "Fleet", "fleet")})
     return ops
 
 
@@ -111,9 +112,9 @@ def read_published(session: Session, record: HostRecord) -> Published:
     remote = session.remote or ""
     known = {}
     for rows in modes:
-        for row in rows:
-            mode = row_to_mode(json_row(row, "Compat_Mode", "fleet"), remote)
-            known[(mode.name, mode.digest)] = row["_uuid"][1]
+        for row in (decode_row(raw, "Compat_Mode", "fleet") for raw in rows):
+            mode = row_to_mode(row, remote)
+            known[(mode.name, mode.digest)] = row._uuid
     host = hosts[0] if hosts else None
     ports = _ports_of(session, host) if host is not None else []
     return Published(host=host, ports={p["interface_name"]: p for p in ports}, modes=known)
@@ -121,10 +122,10 @@ def read_published(session: Session, record: HostRecord) -> Published:
 
 def _ports_of(session: Session, host_row: dict[str, Any]) -> list[dict[str, Any]]:
     """The Port rows (raw) a Host row (raw, with its `ports` column) refers to."""
-    uuids = [_uuid(ref) for ref in json_row({"ports": host_row["ports"]}, "Host", "fleet").ports]
+    uuids = decode_row({"ports": host_row["ports"]}, "Host", "fleet").ports
     if not uuids:
         return []
-    replies = session.transact([{"op": "select", "table": "Port", "where": [["_uuid", "==", ["uuid", u]]],
+    replies = session.transact([{"op": "select", "table": "Port", "where": [["_uuid", "==", uuid_ref(u)]],
                                  "columns": ["_uuid", "host", *PORT_COLUMNS, "mode"]} for u in uuids])
     return [row for reply in replies for row in reply["rows"]]
 
@@ -248,17 +249,10 @@ class FleetPublisher:
 # ---- reading (schedulers) -----------------------------------------------------------------------
 
 
-def _uuid(ref: Any) -> str:
-    """A reference as json_row leaves it inside a set (["uuid", U]) or the IDL gives it (a Row, a UUID)."""
-    if isinstance(ref, list):
-        return ref[1]
-    return str(getattr(ref, "uuid", ref))
-
-
 def fleet_host(row: Any, modes: dict[str, Mode], remote: str) -> FleetHost:
-    """A FleetHost from a Host row (json_row shaped) and the fleet's modes by uuid."""
-    own = {modes[u].name: modes[u] for u in map(_uuid, row.modes) if u in modes}
-    runnable = frozenset(modes[u].name for u in map(_uuid, row.runnable) if u in modes)
+    """A FleetHost from a Host row (an IDL row, or a decoded `select` row) and the fleet's modes by uuid."""
+    own = {modes[u].name: modes[u] for u in map(uuid_of, row.modes) if u in modes}
+    runnable = frozenset(modes[u].name for u in map(uuid_of, row.runnable) if u in modes)
     host = Host(name=row.name, modeset=ModeSet(own, where=f"the fleet's copy of {row.name}"),
                 capabilities=host_capabilities(row, remote))
     return FleetHost(host=host, pool=optional(row.pool), ovs_version=optional(row.ovs_version),
@@ -268,8 +262,8 @@ def fleet_host(row: Any, modes: dict[str, Mode], remote: str) -> FleetHost:
 
 
 def fleet_port(row: Any, modes: dict[str, Mode]) -> tuple[str, PortView]:
-    """(host name, PortView) from a fleet Port row (json_row shaped)."""
-    mode = modes.get(_uuid(row.mode[0])) if row.mode else None
+    """(host name, PortView) from a fleet Port row (an IDL row, or a decoded `select` row)."""
+    mode = modes.get(uuid_of(row.mode[0])) if row.mode else None
     return row.host, PortView(name=row.interface_name, interface_uuid="", requested=row.requested,
                               resolved=optional(row.resolved), state=row.state, error=optional(row.error),
                               mode=mode, negotiated_features=bits_to_mask(row.negotiated_features),
@@ -288,8 +282,14 @@ def checked_mode(row: Any, remote: str) -> Mode | None:
         return None
 
 
+def _in_pool(pool: str) -> list[Any]:
+    """The condition: a Host row's pool is `pool` (an optional column: compared as a set)."""
+    return ["pool", "==", to_json(pool, shipped_types("Host", "fleet")["pool"])]
+
+
 def _modes_by_uuid(rows: Iterable[dict[str, Any]], remote: str) -> dict[str, Mode]:
-    modes = {row["_uuid"][1]: checked_mode(json_row(row, "Compat_Mode", "fleet"), remote) for row in rows}
+    decoded = (decode_row(row, "Compat_Mode", "fleet") for row in rows)
+    modes = {row._uuid: checked_mode(row, remote) for row in decoded}
     return {uuid: mode for uuid, mode in modes.items() if mode is not None}
 
 
@@ -300,12 +300,12 @@ def load_fleet(session: Session, names: Sequence[str] | None = None, pool: str |
     already. Raises OvsdbError."""
     by_uuid = modes if modes is not None else load_modes(session)
     wheres = [[["name", "==", n]] for n in names] if names is not None else \
-        [[["pool", "==", ["set", [pool]]]] if pool is not None else []]
+        [[_in_pool(pool)] if pool is not None else []]
     if not wheres:
         return []
     replies = session.transact([{"op": "select", "table": "Host", "where": w, "columns": list(READ_HOST_COLUMNS)}
                                 for w in wheres])
-    return [fleet_host(json_row(r, "Host", "fleet"), by_uuid, session.remote or "")
+    return [fleet_host(decode_row(r, "Host", "fleet"), by_uuid, session.remote or "")
             for reply in replies for r in reply["rows"]]
 
 
@@ -320,7 +320,7 @@ def load_can_run(session: Session, mode: str) -> list[FleetHost]:
     light = ["name", "pool", "ovs_version", "dpdk_version", "last_seen", "heartbeat_interval"]
     ops = []
     for uuid in matching:
-        ref = ["uuid", uuid]
+        ref = uuid_ref(uuid)
         ops += [{"op": "select", "table": "Host", "columns": light,
                  "where": [["modes", "includes", ref], ["runnable", "includes", ref]]},
                 {"op": "select", "table": "Host", "columns": [*light, "unavailable"],
@@ -330,7 +330,7 @@ def load_can_run(session: Session, mode: str) -> list[FleetHost]:
     for i, (uuid, found) in enumerate(matching.items()):
         for can, reply in ((True, replies[2 * i]), (False, replies[2 * i + 1])):
             for raw in reply["rows"]:
-                row = json_row(raw, "Host", "fleet")
+                row = decode_row(raw, "Host", "fleet")
                 out.append(FleetHost(Host(row.name, ModeSet({found.name: found})), optional(row.pool),
                                      optional(row.ovs_version), optional(row.dpdk_version), int(row.last_seen),
                                      int(row.heartbeat_interval), frozenset([found.name] if can else []),
@@ -358,22 +358,24 @@ def load_ports(session: Session, host: str | None = None, interface: str | None 
         (reply,) = session.transact([{"op": "select", "table": "Port", "where": [],
                                       "columns": ["host", *PORT_COLUMNS, "mode"]}])
         rows = reply["rows"]
-    return [fleet_port(json_row(r, "Port", "fleet"), by_uuid) for r in rows
+    return [fleet_port(decode_row(r, "Port", "fleet"), by_uuid) for r in rows
             if interface is None or r["interface_name"] == interface]
 
 
 def load_pools(session: Session, pool: str | None = None) -> dict[str, str | None]:
     """Host name -> pool, for every host (or those of `pool`). Raises OvsdbError."""
-    where = [["pool", "==", ["set", [pool]]]] if pool is not None else []
-    (rows,) = session.transact([{"op": "select", "table": "Host", "where": where, "columns": ["name", "pool"]}])
-    return {r["name"]: optional(json_row(r, "Host", "fleet").pool) for r in rows["rows"]}
+    where = [_in_pool(pool)] if pool is not None else []
+    (reply,) = session.transact([{"op": "select", "table": "Host", "where": where, "columns": ["name", "pool"]}])
+    rows = (decode_row(r, "Host", "fleet") for r in reply["rows"])
+    return {row.name: optional(row.pool) for row in rows}
 
 
 def load_port_modes(session: Session) -> list[tuple[str, Mode | None]]:
     """(host name, mode) of every port: the two columns a report needs, in one scan."""
     by_uuid = load_modes(session)
-    (rows,) = session.transact([{"op": "select", "table": "Port", "where": [], "columns": ["host", "mode"]}])
-    return [(r["host"], by_uuid.get(_uuid(r["mode"])) if r["mode"] != ["set", []] else None) for r in rows["rows"]]
+    (reply,) = session.transact([{"op": "select", "table": "Port", "where": [], "columns": ["host", "mode"]}])
+    rows = (decode_row(r, "Port", "fleet") for r in reply["rows"])
+    return [(row.host, by_uuid.get(row.mode[0]) if row.mode else None) for row in rows]
 
 
 class FleetView:

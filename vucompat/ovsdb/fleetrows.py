@@ -6,12 +6,13 @@ the same transaction from the same record.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from vucompat.core import catalog
 from vucompat.core.fleet import HostRecord, needed_modes, unavailable_features
 from vucompat.core.mode import LIMITS
 from vucompat.core.portview import PortView
+from vucompat.ovsdb.codec import canonical, encode_row, named_ref, uuid_of, uuid_ref
 from vucompat.ovsdb.rows import mode_row, offer_text
 
 
@@ -33,64 +34,42 @@ class Published:
     modes: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
-def _set(values: Iterable[Any]) -> list[Any]:
-    return ["set", list(values)]
-
-
-def _optional(value: Any) -> list[Any]:
-    return ["set", [] if value is None else [value]]
-
-
 def host_row(record: HostRecord, mode_refs: Mapping[tuple[str, str], list[str]],
              port_refs: Mapping[str, list[str]]) -> dict[str, Any]:
-    """The Host row of `record` (without last_seen), with references to its modes
-    and its ports (a Port row lives as long as its host refers to it)."""
+    """The Host row of `record` (without last_seen) in OVSDB JSON, with references
+    to its modes and its ports (a Port row lives as long as its host refers to it)."""
     caps = record.host.capabilities
     unavailable = unavailable_features(record)
     own = [(m.name, m.digest) for m in record.host.modeset.modes.values()]
-    return {
+    return encode_row({
         "name": record.name,
-        "pool": _optional(record.pool),
+        "pool": record.pool,
         "capabilities_source": record.capabilities_source if caps else "none",
-        "virtio_features": _set(catalog.bits_of(caps.abi.virtio) if caps else []),
-        "protocol_features": _set(catalog.bits_of(caps.abi.protocol) if caps else []),
-        **{name: _optional(caps.abi.limit(name) if caps else None) for name in LIMITS},
-        "type_offers": ["map", sorted((t, offer_text(a)) for t, a in caps.by_type.items()) if caps else []],
-        "ovs_version": _optional(record.ovs_version),
-        "dpdk_version": _optional(record.dpdk_version),
+        "virtio_features": catalog.bits_of(caps.abi.virtio) if caps else [],
+        "protocol_features": catalog.bits_of(caps.abi.protocol) if caps else [],
+        **{name: caps.abi.limit(name) if caps else None for name in LIMITS},
+        "type_offers": sorted((t, offer_text(a)) for t, a in caps.by_type.items()) if caps else [],
+        "ovs_version": record.ovs_version,
+        "dpdk_version": record.dpdk_version,
         "default_policy": record.default_policy,
-        "modes": _set(mode_refs[key] for key in own),
-        "runnable": _set(mode_refs[key] for key in own if key[0] not in unavailable),
-        "unavailable": ["map", sorted(unavailable.items())],
+        "modes": [mode_refs[key] for key in own],
+        "runnable": [mode_refs[key] for key in own if key[0] not in unavailable],
+        "unavailable": sorted(unavailable.items()),
         "heartbeat_interval": record.heartbeat_interval,
-        "agent_version": _optional(record.agent_version),
-        "ports": _set(port_refs[name] for name in sorted(record.ports)),
-    }
+        "agent_version": record.agent_version,
+        "ports": [port_refs[name] for name in sorted(record.ports)],
+    }, "Host", "fleet")
 
 
 def port_row(host: str, port: PortView, mode_ref: list[str] | None) -> dict[str, Any]:
-    """The fleet Port row of one of `host`'s ports."""
-    return {
+    """The fleet Port row of one of `host`'s ports, in OVSDB JSON."""
+    return encode_row({
         "host": host, "interface_name": port.name, "interface_type": port.interface_type,
-        "requested": port.requested, "resolved": _optional(port.resolved), "state": port.state,
-        "error": _optional(port.error),
-        "negotiated_features": _set(catalog.bits_of(port.negotiated_features)),
-        "verification": _optional(port.verification), "violation": _optional(port.violation),
-        "mode": _set([mode_ref] if mode_ref else []),
-    }
-
-
-def canonical(value: Any) -> Any:
-    """An OVSDB JSON value in one comparable form: sets and maps as frozensets,
-    uuids as (tag, uuid) pairs."""
-    if isinstance(value, list) and len(value) == 2 and value[0] in ("set", "map", "uuid", "named-uuid"):
-        tag, payload = value
-        if tag == "set":
-            return frozenset(canonical(v) for v in payload)
-        if tag == "map":
-            return frozenset((canonical(k), canonical(v)) for k, v in payload)
-        return (tag, payload)
-    return value
+        "requested": port.requested, "resolved": port.resolved, "state": port.state, "error": port.error,
+        "negotiated_features": catalog.bits_of(port.negotiated_features),
+        "verification": port.verification, "violation": port.violation,
+        "mode": [mode_ref] if mode_ref else [],
+    }, "Port", "fleet")
 
 
 def _same(column: str, desired: Any, current: Mapping[str, Any]) -> bool:
@@ -116,9 +95,9 @@ def publish_operations(record: HostRecord, current: Published, now_ms: int,
     refs: dict[tuple[str, str], list[str]] = {}
     for i, (key, mode) in enumerate(sorted(needed_modes(record).items())):
         if key in current.modes:
-            refs[key] = ["uuid", current.modes[key]]
+            refs[key] = uuid_ref(current.modes[key])
         else:
-            refs[key] = ["named-uuid", f"mode{i}"]
+            refs[key] = named_ref(f"mode{i}")
             ops.append({"op": "insert", "table": "Compat_Mode", "row": mode_row(mode), "uuid-name": f"mode{i}"})
     # rows already there are addressed by their uuid (the server finds those at once; a
     # condition on another column scans the table), guarded by the `wait` below
@@ -129,7 +108,7 @@ def publish_operations(record: HostRecord, current: Published, now_ms: int,
         row = port_row(record.name, port, ref)
         have = current.ports.get(name)
         if have is None:
-            port_refs[name] = ["named-uuid", f"port{i}"]
+            port_refs[name] = named_ref(f"port{i}")
             ops.append({"op": "insert", "table": "Port", "row": row, "uuid-name": f"port{i}"})
             continue
         port_refs[name] = have["_uuid"]
@@ -174,27 +153,27 @@ def published_after(record: HostRecord, current: Published, ops: list[dict[str, 
     without reading anything."""
     named: dict[str, str] = {}
     inserted_ports: dict[str, str] = {}
-    host_uuid = current.host["_uuid"][1] if current.host is not None else None
+    host_uuid = uuid_of(current.host["_uuid"]) if current.host is not None else None
     for op, result in zip(ops, results):
         if op["op"] != "insert":
             continue
         if "uuid-name" in op:
-            named[op["uuid-name"]] = result["uuid"][1]
+            named[op["uuid-name"]] = uuid_of(result["uuid"])
         if op["table"] == "Host":
-            host_uuid = result["uuid"][1]
+            host_uuid = uuid_of(result["uuid"])
         elif op["table"] == "Port":
-            inserted_ports[op["row"]["interface_name"]] = result["uuid"][1]
+            inserted_ports[op["row"]["interface_name"]] = uuid_of(result["uuid"])
     modes = dict(current.modes)
     for op in ops:
         if op["op"] == "insert" and op["table"] == "Compat_Mode":
             modes[(op["row"]["name"], op["row"]["digest"])] = named[op["uuid-name"]]
-    refs = {key: ["uuid", modes[key]] for key in needed_modes(record)}
+    refs = {key: uuid_ref(modes[key]) for key in needed_modes(record)}
     ports = {}
     for name, port in record.ports.items():
-        uuid = inserted_ports.get(name) or current.ports[name]["_uuid"][1]
+        uuid = inserted_ports.get(name) or uuid_of(current.ports[name]["_uuid"])
         ref = refs[(port.mode.name, port.mode.digest)] if port.mode is not None else None
-        ports[name] = {**port_row(record.name, port, ref), "_uuid": ["uuid", uuid]}
+        ports[name] = {**port_row(record.name, port, ref), "_uuid": uuid_ref(uuid)}
     assert host_uuid is not None
     host = host_row(record, refs, {name: row["_uuid"] for name, row in ports.items()})
-    return Published(host={**host, "_uuid": ["uuid", host_uuid]}, ports=ports, modes=modes)
+    return Published(host={**host, "_uuid": uuid_ref(host_uuid)}, ports=ports, modes=modes)
 

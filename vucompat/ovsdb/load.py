@@ -18,6 +18,7 @@ from vucompat.core.loadplan import LoadPlan, RedefinitionError, plan_load, redef
 from vucompat.core.mode import Capabilities
 from vucompat.core.modeset import ModeSet
 from vucompat.ovsdb import rpc
+from vucompat.ovsdb.codec import decode_row, set_of, shipped_types, to_json
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb.rows import ERRATUM_REASON, SUPERSEDED_BY, capabilities_columns, mode_row
 from vucompat.ovsdb.schema import COLUMNS, DB_NAME, OPEN_VSWITCH_COLUMNS
@@ -91,10 +92,10 @@ def load(conn: Connection, tables: ModeSet, prune: bool = False, capabilities: C
         for mode in plan.insert + tuple(m for m, _ in plan.correct):  # raw inserts: the IDL's checks cost 10x more
             txn.add_op({"op": "insert", "table": "Compat_Mode", "row": mode_row(mode)})
         for name, erratum in to_mark.items():
-            marks = [[SUPERSEDED_BY, erratum.digest], [ERRATUM_REASON, erratum.reason]]
+            marks = {SUPERSEDED_BY: erratum.digest, ERRATUM_REASON: erratum.reason}
             txn.add_op({"op": "mutate", "table": "Compat_Mode", "where": [["name", "==", name]],
-                        "mutations": [["external_ids", "delete", ["set", [k for k, _ in marks]]],
-                                      ["external_ids", "insert", ["map", marks]]]})
+                        "mutations": [["external_ids", "delete", set_of(marks)],
+                                      ["external_ids", "insert", to_json(marks, shipped_types("Compat_Mode")["external_ids"])]]})
         return plan
 
     plan, written = conn.transact(build, reads_fresh=True)
@@ -109,14 +110,15 @@ def read_modes_and_ports(conn: Connection) -> tuple[dict[str, str], dict[str, li
         {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", "name", "digest", "external_ids"]},
         {"op": "select", "table": "Port", "where": [], "columns": ["interface_name", "mode"]},
     ], conn.timeout)
-    names = {row["_uuid"][1]: row["name"] for row in modes["rows"]}
+    mode_rows = [decode_row(row, "Compat_Mode") for row in modes["rows"]]
+    names = {row._uuid: row.name for row in mode_rows}
     users: dict[str, list[str]] = {}
-    for port in ports["rows"]:
-        mode = port["mode"]  # ["uuid", U] or ["set", []]
-        if mode[0] == "uuid" and mode[1] in names:
-            users.setdefault(names[mode[1]], []).append(port["interface_name"])
-    marked = {row["name"]: dict(row["external_ids"][1]).get(SUPERSEDED_BY) for row in modes["rows"]}
-    return ({row["name"]: row["digest"] for row in modes["rows"]}, users,
+    for port in (decode_row(row, "Port") for row in ports["rows"]):
+        for mode in port.mode:  # an optional reference: [] or [uuid]
+            if mode in names:
+                users.setdefault(names[mode], []).append(port.interface_name)
+    marked = {row.name: row.external_ids.get(SUPERSEDED_BY) for row in mode_rows}
+    return ({row.name: row.digest for row in mode_rows}, users,
             {name: digest for name, digest in marked.items() if digest})
 
 
@@ -175,16 +177,17 @@ def read_switch(remote: str, timeout: float) -> tuple[dict[str, str], dict[str, 
         {"op": "select", "table": "Open_vSwitch", "where": [], "columns": [*columns, "other_config"]},
         {"op": "select", "table": "Bridge", "where": [], "columns": ["name", "datapath_type"]},
     ], timeout)
-    rows = switch.get("rows", [])
+    rows = [decode_row(row, "Open_vSwitch", schema) for row in switch.get("rows", [])]
     versions: dict[str, str] = {}
     other_config: dict[str, str] = {}
     if rows:
         for column in columns:
-            value = rows[0].get(column)
-            # an optional string is ["set", []] when empty, or the bare string
-            if isinstance(value, str) and value:
+            value = getattr(rows[0], column)
+            if isinstance(value, list):  # optional columns (both, in the schemas OVS ships)
+                value = value[0] if value else None
+            if value:
                 versions[column] = value
-        other_config = dict(rows[0]["other_config"][1])
+        other_config = rows[0].other_config
     netdev = sorted(b["name"] for b in bridges.get("rows", []) if b["datapath_type"] == "netdev")
     return versions, other_config, netdev
 

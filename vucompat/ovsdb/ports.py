@@ -26,7 +26,8 @@ from vucompat.core.portview import (OPTION, SERVER_PATH, CreatePort, InterfaceAc
 from vucompat.core.resolve import Resolution
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb import rpc
-from vucompat.ovsdb.rows import bits_to_mask, idl_values, json_row, mode_row, optional, row_to_mode
+from vucompat.ovsdb.codec import decode_row, optional
+from vucompat.ovsdb.rows import bits_to_mask, mode_values, row_to_mode
 from vucompat.ovsdb.schema import COLUMNS, DB_NAME
 
 log = logging.getLogger("vucompat.agent")
@@ -76,7 +77,7 @@ def read_ports(registry: Connection) -> dict[str, PortView]:
 
 
 def _port_view(row: Any, mode: Any) -> PortView:
-    """A PortView from a Port row (IDL or json_row shaped) and its expanded mode."""
+    """A PortView from a Port row (an IDL row, or a decoded `select` row) and its expanded mode."""
     return PortView(
         name=row.interface_name, interface_uuid=str(row.interface_uuid), requested=row.requested,
         resolved=optional(row.resolved), state=row.state, error=optional(row.error), mode=mode,
@@ -93,8 +94,9 @@ def load_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortVi
         {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", *COLUMNS["Compat_Mode"]]},
         {"op": "select", "table": "Port", "where": [], "columns": list(COLUMNS["Port"])},
     ], timeout)
-    by_uuid = {row["_uuid"][1]: row_to_mode(json_row(row, "Compat_Mode"), remote) for row in modes["rows"]}
-    rows = [json_row(raw, "Port") for raw in ports["rows"]]
+    mode_rows = [decode_row(row, "Compat_Mode") for row in modes["rows"]]
+    by_uuid = {row._uuid: row_to_mode(row, remote) for row in mode_rows}
+    rows = [decode_row(raw, "Port") for raw in ports["rows"]]
     return {row.interface_name: _port_view(row, by_uuid.get(row.mode[0]) if row.mode else None) for row in rows}
 
 
@@ -190,7 +192,7 @@ def _set_resolution(row: Any, resolution: Resolution, modes: dict[str, Any], reg
         return
     if mode.name not in modes:  # a derived mode (<mode>+recommended): materialize it for the reference
         mode_row_ = txn.insert(registry.idl.tables["Compat_Mode"])
-        for column, value in idl_values(mode_row(mode)).items():
+        for column, value in mode_values(mode).items():
             setattr(mode_row_, column, value)
         modes[mode.name] = mode_row_
     row.mode = [modes[mode.name]]

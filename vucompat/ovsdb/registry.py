@@ -6,7 +6,8 @@ from typing import Any
 
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.connection import Connection
-from vucompat.ovsdb.rows import host_capabilities, json_row, row_to_mode
+from vucompat.ovsdb.codec import decode_row
+from vucompat.ovsdb.rows import host_capabilities, row_to_mode
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
 from vucompat.ovsdb.schema import COLUMNS, DB_NAME
 from vucompat.core.modeset import Host, ModeSet
@@ -46,8 +47,8 @@ def load_remote_host(remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOpti
             raise OvsdbError(remote=remote, reason=f"{err.reason}; the {DB_NAME} database has an older schema: "
                              "upgrade it with `vucompat db upgrade`") from None
         raise
-    rows = [json_row(r, "Compat_Mode") for r in modes["rows"]]
-    host_rows = [json_row(r, "Host") for r in hosts["rows"]]
+    rows = [decode_row(r, "Compat_Mode") for r in modes["rows"]]
+    host_rows = [decode_row(r, "Host") for r in hosts["rows"]]
     return _host(remote, rows, host_rows[0] if host_rows else None)
 
 

@@ -1,17 +1,18 @@
-"""Rows <-> core values. Masks are stored as sets of bit numbers (0..63): OVSDB
-integers are signed 64-bit and virtio uses bit 63."""
+"""Registry rows <-> core values: Compat_Mode rows and Modes, Host rows and
+Capabilities (the fleet's rows of those tables have the same columns). Masks are
+stored as sets of bit numbers (0..63): OVSDB integers are signed 64-bit and virtio
+uses bit 63. Rows are read in their Python shape (an IDL row, or a `select` row
+through codec.decode_row)."""
 
 from __future__ import annotations
 
 from datetime import date
-from functools import lru_cache
 from typing import Any
-
-from types import SimpleNamespace
 
 from vucompat.core import catalog
 from vucompat.core.errors import VucompatError
 from vucompat.core.mode import LIMITS, Abi, Capabilities, Mode
+from vucompat.ovsdb.codec import encode_row, optional
 
 
 class CorruptRowError(VucompatError):
@@ -28,48 +29,37 @@ SUPERSEDED_BY, ERRATUM_REASON, SUPERSEDES = "vucompat-superseded-by", "vucompat-
 
 
 def bits_to_mask(bits: Any) -> int:
+    """A mask from a column of bit numbers."""
     return sum(1 << int(b) for b in bits)
 
 
-def optional(value: Any) -> Any:
-    """The value of an optional column (min 0, max 1), which the IDL shows as a list; None when empty."""
-    return value[0] if value else None
-
-
-def mode_row(mode: Mode) -> dict[str, Any]:
-    """Return `mode` as a Compat_Mode row in OVSDB JSON (sets as ["set", [...]],
-    maps as ["map", [[k, v], ...]]), ready for an insert operation."""
+def mode_values(mode: Mode) -> dict[str, Any]:
+    """Return `mode` as the columns of a Compat_Mode row, in their Python shape (as
+    the IDL takes them: lists for sets and optional columns, dicts for maps)."""
     abi = mode.abi
     return {
         "name": mode.name,
         "lineage": mode.lineage,
         "version": mode.version,
-        "released": ["set", [mode.released.isoformat()] if mode.released else []],
+        "released": [mode.released.isoformat()] if mode.released else [],
         "digest": mode.digest,
-        "virtio_features": ["set", catalog.bits_of(abi.virtio)],
-        "protocol_features": ["set", catalog.bits_of(abi.protocol)],
+        "virtio_features": catalog.bits_of(abi.virtio),
+        "protocol_features": catalog.bits_of(abi.protocol),
         "max_queue_pairs": abi.max_queue_pairs,
         "max_rx_queue_size": abi.max_rx_queue_size,
         "max_tx_queue_size": abi.max_tx_queue_size,
-        "deprecated_features": ["set", abi.deprecated_features],
-        "derived_from": ["set", list(mode.derived_from)],
-        "provenance": ["map", [[k, v] for k, v in mode.provenance.items()]],
+        "deprecated_features": abi.deprecated_features,
+        "derived_from": list(mode.derived_from),
+        "provenance": mode.provenance,
         "note": mode.note,
-        "external_ids": ["map", [[SUPERSEDES, ",".join(mode.supersedes)]] if mode.supersedes else []],
+        "external_ids": {SUPERSEDES: ",".join(mode.supersedes)} if mode.supersedes else {},
     }
 
 
-def idl_values(json_row: dict[str, Any]) -> dict[str, Any]:
-    """Return an OVSDB JSON row (mode_row) as the IDL takes values: lists for sets,
-    dicts for maps."""
-    def value(atom: Any) -> Any:
-        if isinstance(atom, list) and atom and atom[0] == "set":
-            return list(atom[1])
-        if isinstance(atom, list) and atom and atom[0] == "map":
-            return dict(atom[1])
-        return atom
-
-    return {column: value(atom) for column, atom in json_row.items()}
+def mode_row(mode: Mode) -> dict[str, Any]:
+    """Return `mode` as a Compat_Mode row in OVSDB JSON, ready for an insert
+    operation (the registry's and the fleet's Compat_Mode columns are the same)."""
+    return encode_row(mode_values(mode), "Compat_Mode")
 
 
 def row_to_mode(row: Any, remote: str) -> Mode:
@@ -127,34 +117,3 @@ def parse_offer(text: str) -> Abi:
     fields = dict(item.split("=", 1) for item in text.split(","))
     return Abi(virtio=catalog.parse_hex(fields["virtio"]), protocol=catalog.parse_hex(fields["protocol"]),
                **{name: int(fields[name]) for name in LIMITS})
-
-
-def json_row(row: dict[str, Any], table: str, schema: str = "registry") -> SimpleNamespace:
-    """Return a row from a raw `select` reply with values shaped as the IDL shows
-    them (sets and optional columns as lists, maps as dicts, uuids as strings), so
-    row_to_mode and host_capabilities read both alike. `schema`: registry | fleet."""
-    kinds = _column_kinds(schema)[table]
-    out = {}
-    for column, value in row.items():
-        if isinstance(value, list) and value and value[0] in ("set", "map", "uuid"):
-            tag, payload = value
-            value = {"set": lambda p: list(p), "map": lambda p: dict(p), "uuid": lambda p: p}[tag](payload)
-        if kinds.get(column) == "set" and not isinstance(value, list):
-            value = [value]  # a one-element set is sent bare
-        out[column] = value
-    return SimpleNamespace(**out)
-
-
-@lru_cache(maxsize=2)
-def _column_kinds(schema: str) -> dict[str, dict[str, str]]:
-    """table -> column -> "set" (a set or optional column) or "scalar", from a shipped schema."""
-    from vucompat.ovsdb.schema import shipped_schema
-
-    kinds: dict[str, dict[str, str]] = {}
-    for table, spec in shipped_schema(schema)["tables"].items():
-        for column, col in spec["columns"].items():
-            ctype = col["type"]
-            is_set = isinstance(ctype, dict) and (ctype.get("min", 1) != 1 or ctype.get("max", 1) != 1) \
-                and "value" not in ctype
-            kinds.setdefault(table, {})[column] = "set" if is_set else "scalar"
-    return kinds
