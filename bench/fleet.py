@@ -28,7 +28,8 @@ from vucompat.core.migration import Scope
 from vucompat.ovsdb.cluster import FleetCluster, Pki
 from vucompat.ovsdb.fleet import FleetView, configure, load_can_run, now_ms, publish
 from vucompat.ovsdb.fleetrows import heartbeat_operations
-from vucompat.ovsdb.rpc import Session, SslOptions
+from vucompat.ovsdb.session import Session
+from vucompat.ovsdb.tls import SslOptions
 from vucompat.ovsdb.schema import FLEET_DB
 
 READERS = "pssl:0:127.0.0.2"

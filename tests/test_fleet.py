@@ -24,7 +24,8 @@ from vucompat_testing.fleetgen import FleetShape, generate, synthetic_record
 from vucompat.core.migration import Scope, check_migration, select_mode
 from vucompat.ovsdb.cluster import FleetCluster, Pki
 from vucompat.ovsdb.fleet import FleetPublisher, FleetView, now_ms, publish
-from vucompat.ovsdb.rpc import OvsdbError, Session
+from vucompat.ovsdb.rpc import OvsdbError
+from vucompat.ovsdb.session import Session
 from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
 from vucompat.core.mode import CLIENT_TYPE
 from vucompat.core.portview import PortView

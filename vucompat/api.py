@@ -27,7 +27,8 @@ from vucompat.core.migration import Scope, Selection, Verdict, check_migration a
 from vucompat.core.negotiate import Negotiation, negotiate as _negotiate
 from vucompat.ovsdb.ports import read_ports
 from vucompat.ovsdb.registry import RemoteHost
-from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, SslOptions
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT
+from vucompat.ovsdb.tls import SslOptions
 from vucompat.core.modeset import Host
 from vucompat.core.portview import PortView
 

@@ -23,7 +23,9 @@ from vucompat.core.fleet import HostRecord, needed_modes
 from vucompat.core.mode import CLIENT_TYPE, Abi, Capabilities, Mode
 from vucompat.ovsdb.fleet import now_ms, publish
 from vucompat.ovsdb.fleetrows import Published, publish_operations
-from vucompat.ovsdb.rpc import OvsdbError, Session, SslOptions, failed_operation
+from vucompat.ovsdb.rpc import OvsdbError, failed_operation
+from vucompat.ovsdb.session import Session
+from vucompat.ovsdb.tls import SslOptions
 from vucompat.ovsdb.schema import FLEET_DB
 from vucompat.core.portview import PortView
 from vucompat.core.modeset import Host, ModeSet

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vucompat_testing.processes import stop_pid
-from vucompat.ovsdb.rpc import SslOptions
+from vucompat.ovsdb.tls import SslOptions
 from vucompat.ovsdb.schema import SCHEMA_FILE
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")

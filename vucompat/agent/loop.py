@@ -35,7 +35,8 @@ from vucompat.ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, c
                                   finish_redirects, read_interfaces, read_ports, vhost_sock_dir)
 from vucompat.ovsdb.registry import read_host
 from vucompat.ovsdb.codec import optional
-from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
+from vucompat.ovsdb.tls import SslOptions
 from vucompat.agent.plan import Enforcement, Plan, plan
 from vucompat.vhostuser.relay import RelayManager
 from vucompat.core.modeset import Host

@@ -100,7 +100,7 @@ def _conn(kw: dict[str, Any]) -> dict[str, Any]:
     if key or cert or ca:
         if not (key and cert and ca):
             raise UsageError(message="ssl: remotes need all of --ssl-key, --ssl-cert and --ssl-ca")
-        from vucompat.ovsdb.rpc import SslOptions
+        from vucompat.ovsdb.tls import SslOptions
 
         ssl = SslOptions(key, cert, ca)
     return {"timeout": kw.pop("timeout"), "ssl": ssl}

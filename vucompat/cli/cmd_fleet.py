@@ -25,7 +25,7 @@ def fleet() -> None:
 
 
 def _session(remotes: str, kw: dict[str, Any]):  # -> Session
-    from vucompat.ovsdb.rpc import Session
+    from vucompat.ovsdb.session import Session
     from vucompat.ovsdb.schema import FLEET_DB
 
     return Session(remotes, FLEET_DB, **_conn(kw))
@@ -83,7 +83,7 @@ def start(db_file: Path, rundir: Path, ssl_key: str | None, ssl_cert: str | None
     import subprocess
 
     from vucompat.ovsdb.cluster import server_command
-    from vucompat.ovsdb.rpc import SslOptions
+    from vucompat.ovsdb.tls import SslOptions
 
     files = (ssl_key, ssl_cert, ssl_ca)
     if any(files) and not all(files):

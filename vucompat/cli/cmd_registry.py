@@ -86,7 +86,7 @@ def db_upgrade(file: Path | None, remote: str | None, **kw: Any) -> None:
 
     conn = _conn(kw)
     if conn["ssl"] is not None:
-        from vucompat.ovsdb.rpc import configure_ssl
+        from vucompat.ovsdb.tls import configure_ssl
 
         configure_ssl(conn["ssl"])
     click.echo(upgrade(file=file, remote=remote, timeout=conn["timeout"]).summary())

@@ -16,7 +16,7 @@ from vucompat.core.tables import CAPABILITIES_FILE, load_modeset, read_capabilit
 
 if TYPE_CHECKING:
     from vucompat.core.fleet import FleetHost
-    from vucompat.ovsdb.rpc import SslOptions
+    from vucompat.ovsdb.tls import SslOptions
 
 REMOTE_PREFIXES = ("unix:", "tcp:", "ssl:")
 
@@ -120,7 +120,7 @@ def open_pool(pool: str, remotes: str, timeout: float = 5.0, ssl: "SslOptions | 
     (comma-separated; any member of the cluster answers). Raises UsageError,
     OvsdbError (within `timeout`)."""
     from vucompat.ovsdb.fleet import load_fleet, now_ms  # lazy: the ovs library costs start-up time
-    from vucompat.ovsdb.rpc import Session
+    from vucompat.ovsdb.session import Session
     from vucompat.ovsdb.schema import FLEET_DB
 
     session = Session(remotes, FLEET_DB, timeout, ssl)

@@ -1,7 +1,10 @@
 """The OVSDB layer: every byte vucompat sends to an ovsdb-server goes through here.
 
 - schema.py: the registry database's name, schema file and the columns vucompat uses
-- rpc.py: one JSON-RPC call with a deadline (schema fetch, raw reads), clear errors
+- rpc.py: one JSON-RPC call with a deadline (schema fetch, raw reads and writes), clear errors
+- session.py: a persistent JSON-RPC session along several remotes (the fleet)
+- tls.py: the SSL files of ssl: remotes (the ovs library keeps them per process)
+- codec.py: OVSDB JSON values <-> Python values, by the column's type
 - connection.py: an IDL connection with deadlines and one-transaction-per-action
 - rows.py: Compat_Mode/Host rows <-> core values
 - registry.py: read a host from its database; a warm client for long-lived callers

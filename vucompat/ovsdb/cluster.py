@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from vucompat.core.errors import UsageError
 from vucompat_testing.processes import stop_pid
 from vucompat.ovsdb.admin import _tool
-from vucompat.ovsdb.rpc import SslOptions
+from vucompat.ovsdb.tls import SslOptions
 from vucompat.ovsdb.schema import FLEET_DB, FLEET_SCHEMA_FILE
 
 #: where the servers find their listening remotes (rows written by `vucompat fleet configure`)

@@ -15,7 +15,8 @@ import ovs.db.idl
 import ovs.poller
 
 from vucompat.ovsdb import rpc
-from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
+from vucompat.ovsdb.tls import SslOptions, configure_ssl
 from vucompat.ovsdb.schema import COLUMNS, DB_NAME
 
 T = TypeVar("T")
@@ -61,7 +62,7 @@ class Connection:
         self.remote = remote
         self.timeout = timeout
         self.database = database
-        rpc.configure_ssl(ssl)
+        configure_ssl(ssl)
         schema = rpc.get_schema(remote, database, timeout)  # checks SSL files, reachability, the database
         self.schema_version: str = schema.get("version", "0")
         self.schema = schema

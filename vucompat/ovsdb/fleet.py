@@ -1,7 +1,7 @@
 """The fleet database (VuCompat_Fleet): configuring its listeners and RBAC roles,
 publishing one host into it, and reading it for schedulers.
 
-Writers and one-shot readers use rpc.Session (one persistent connection to any
+Writers and one-shot readers use session.Session (one persistent connection to any
 member of the cluster, failing over along the comma-separated remotes); a warm
 scheduler uses FleetView, an IDL replica that rebuilds only the hosts that changed.
 """
@@ -22,7 +22,9 @@ from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb.fleetrows import HOST_COLUMNS, PORT_COLUMNS, Published, published_after, publish_operations
 from vucompat.ovsdb.codec import decode_row, encode_row, named_ref, optional, shipped_types, to_json, uuid_of, uuid_ref
 from vucompat.ovsdb.rows import CorruptRowError, bits_to_mask, host_capabilities, row_to_mode
-from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, Session, SslOptions
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
+from vucompat.ovsdb.session import Session
+from vucompat.ovsdb.tls import SslOptions
 from vucompat.ovsdb.schema import FLEET_DB
 
 log = logging.getLogger("vucompat.fleet")

@@ -29,6 +29,7 @@ from vucompat.ovsdb import rpc
 from vucompat.ovsdb.codec import decode_row, optional
 from vucompat.ovsdb.rows import bits_to_mask, mode_values, row_to_mode
 from vucompat.ovsdb.schema import COLUMNS, DB_NAME
+from vucompat.ovsdb.tls import configure_ssl
 
 log = logging.getLogger("vucompat.agent")
 
@@ -89,7 +90,7 @@ def _port_view(row: Any, mode: Any) -> PortView:
 
 def load_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortView]:
     """Read every Port row once (one select, no monitor), with its mode expanded."""
-    rpc.configure_ssl(ssl)
+    configure_ssl(ssl)
     modes, ports = rpc.transact(remote, DB_NAME, [
         {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", *COLUMNS["Compat_Mode"]]},
         {"op": "select", "table": "Port", "where": [], "columns": list(COLUMNS["Port"])},

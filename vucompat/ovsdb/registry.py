@@ -8,7 +8,8 @@ from vucompat.ovsdb import rpc
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb.codec import decode_row
 from vucompat.ovsdb.rows import host_capabilities, row_to_mode
-from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, SslOptions
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
+from vucompat.ovsdb.tls import SslOptions, configure_ssl
 from vucompat.ovsdb.schema import COLUMNS, DB_NAME
 from vucompat.core.modeset import Host, ModeSet
 
@@ -34,7 +35,7 @@ def load_remote_host(remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOpti
     """Read the host once: one `select` of Compat_Mode and Host in one transaction
     (no monitor: a one-shot reader needs no IDL). Gives the same value as
     read_host(). Raises OvsdbError within `timeout`, CorruptRowError."""
-    rpc.configure_ssl(ssl)
+    configure_ssl(ssl)
     try:
         modes, hosts = rpc.transact(remote, DB_NAME, [
             {"op": "select", "table": "Compat_Mode", "where": [], "columns": list(COLUMNS["Compat_Mode"])},

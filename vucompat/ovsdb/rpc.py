@@ -2,7 +2,8 @@
 
 Used where the IDL would be the wrong tool: fetching a schema before the IDL is
 built (so an absent database is a clear error, not an endless reconnect loop) and
-one-shot reads of another database (Open_vSwitch).
+one-shot reads and writes (`transact`). connect() and receive() are the steps,
+shared with session.Session (a persistent connection).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import ovs.jsonrpc
@@ -19,6 +19,7 @@ import ovs.stream
 import ovs.util
 
 from vucompat.core.errors import VucompatError
+from vucompat.ovsdb.tls import ssl_configured
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -29,40 +30,15 @@ class OvsdbError(VucompatError):
     template = "{remote}: {reason}"
 
 
-@dataclass(frozen=True)
-class SslOptions:
-    """Files for ssl: remotes (as made by ovs-pki)."""
-
-    private_key: str
-    certificate: str
-    ca_cert: str
-
-    def cli_args(self) -> list[str]:
-        """The same files as `vucompat` options."""
-        return ["--ssl-key", self.private_key, "--ssl-cert", self.certificate, "--ssl-ca", self.ca_cert]
-
-
-_ssl_configured = False
-
-
-def configure_ssl(ssl: SslOptions | None) -> None:
-    """Set the process-wide SSL files of the ovs library (it has no per-stream ones)."""
-    global _ssl_configured
-    if ssl is not None:
-        _ssl_configured = True
-        ovs.stream.Stream.ssl_set_private_key_file(ssl.private_key)
-        ovs.stream.Stream.ssl_set_certificate_file(ssl.certificate)
-        ovs.stream.Stream.ssl_set_ca_cert_file(ssl.ca_cert)
-
-
-def require_ssl_files(remote: str) -> None:
+def _require_ssl_files(remote: str) -> None:
     """Raise OvsdbError for an ssl: remote before any SSL files were given."""
-    if remote.startswith("ssl:") and not _ssl_configured:
+    if remote.startswith("ssl:") and not ssl_configured():
         raise OvsdbError(remote=remote, reason="an ssl: remote needs --ssl-key, --ssl-cert and --ssl-ca "
                          "(files made by ovs-pki)")
 
 
 def _describe(code: int) -> str:
+    """An errno (or the ovs library's EOF) in words."""
     if code == ovs.util.EOF:
         return "the server closed the connection"
     return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
@@ -77,9 +53,10 @@ def _unreachable(remote: str, timeout: float, reason: str) -> OvsdbError:
                                            "check that it runs and listens there (the remote given, --timeout)")
 
 
-def _open(remote: str, deadline: float, timeout: float) -> ovs.jsonrpc.Connection:
-    """Connect to one remote before `deadline`. Raises OvsdbError."""
-    require_ssl_files(remote)
+def connect(remote: str, deadline: float, timeout: float) -> ovs.jsonrpc.Connection:
+    """Connect to one remote before `deadline` (time.monotonic()); `timeout` is
+    what errors name. Raises OvsdbError."""
+    _require_ssl_files(remote)
     error, stream = ovs.stream.Stream.open(remote)
     if error:
         raise _unreachable(remote, timeout, _describe(error))
@@ -101,8 +78,8 @@ def _open(remote: str, deadline: float, timeout: float) -> ovs.jsonrpc.Connectio
     return ovs.jsonrpc.Connection(stream)
 
 
-def _receive(rpc: ovs.jsonrpc.Connection, deadline: float) -> tuple[int, Any]:
-    """The next message, or (EAGAIN, None) at the deadline, or (error, None)."""
+def receive(rpc: ovs.jsonrpc.Connection, deadline: float) -> tuple[int, Any]:
+    """Return (0, the next message), or (EAGAIN, None) at the deadline, or (error, None)."""
     while True:
         error, msg = rpc.recv()
         if error != errno.EAGAIN:
@@ -123,12 +100,12 @@ def call(remote: str, method: str, params: list[Any], deadline: float, timeout: 
     Raises OvsdbError when the server cannot be reached or does not answer before
     `deadline` (time.monotonic()), or answers with an error.
     """
-    rpc = _open(remote, deadline, timeout)
+    rpc = connect(remote, deadline, timeout)
     try:
         request = ovs.jsonrpc.Message.create_request(method, params)
         error = rpc.send(request)
         while not error:
-            error, reply = _receive(rpc, deadline)
+            error, reply = receive(rpc, deadline)
             if error == errno.EAGAIN:
                 raise _unreachable(remote, timeout, f"no answer to {method}")
             if error:
@@ -176,92 +153,3 @@ def transact(remote: str, database: str, operations: list[dict[str, Any]],
 def failed_operation(results: list[Any]) -> dict[str, Any] | None:
     """The first failed operation's result of a transact reply, or None."""
     return next((r for r in results if isinstance(r, dict) and "error" in r), None)
-
-
-class Session:
-    """A persistent JSON-RPC connection to one of several remotes (a comma-separated
-    list, as every OVSDB client takes), failing over to the next when the one in use
-    goes away: any member of a cluster takes transactions (followers forward them to
-    the leader). Not thread-safe."""
-
-    def __init__(self, remotes: str, database: str, timeout: float = DEFAULT_TIMEOUT,
-                 ssl: SslOptions | None = None) -> None:
-        self.remotes = [r.strip() for r in remotes.split(",") if r.strip()]
-        if not self.remotes:
-            raise OvsdbError(remote=remotes, reason="no remote given")
-        self.database = database
-        self.timeout = timeout
-        configure_ssl(ssl)
-        self._rpc: ovs.jsonrpc.Connection | None = None
-        self._index = 0
-        self.remote: str | None = None
-
-    def close(self) -> None:
-        if self._rpc is not None:
-            self._rpc.close()
-        self._rpc = self.remote = None
-
-    def _connection(self, deadline: float) -> ovs.jsonrpc.Connection:
-        if self._rpc is not None:
-            return self._rpc
-        errors = []
-        for _ in range(len(self.remotes)):
-            remote = self.remotes[self._index % len(self.remotes)]
-            try:
-                self._rpc = _open(remote, deadline, self.timeout)
-                self.remote = remote
-                return self._rpc
-            except OvsdbError as err:
-                errors.append(err.reason)
-                self._index += 1
-        raise OvsdbError(remote=",".join(self.remotes), reason="no server answers: " + " | ".join(errors))
-
-    def _lost(self) -> None:
-        """The connection failed: drop it; the next call tries the next remote."""
-        self.close()
-        self._index += 1
-
-    def transact_many(self, batches: list[list[dict[str, Any]]], window: int = 32) -> list[Any]:
-        """Send many transactions, up to `window` in flight at once; return, per
-        batch, its results (a list, which may hold a failed operation), or None when
-        the connection was lost before its reply: its outcome is unknown, the caller
-        reads back and decides. Raises OvsdbError when no remote answers at all."""
-        deadline = time.monotonic() + self.timeout
-        rpc = self._connection(deadline)
-        out: list[Any] = [None] * len(batches)
-        in_flight: dict[Any, int] = {}
-        sent = 0
-        while sent < len(batches) or in_flight:
-            while sent < len(batches) and len(in_flight) < window:
-                request = ovs.jsonrpc.Message.create_request("transact", [self.database, *batches[sent]])
-                if rpc.send(request):
-                    self._lost()
-                    return out
-                in_flight[request.id] = sent
-                sent += 1
-            error, reply = _receive(rpc, deadline)
-            if error:
-                self._lost()
-                return out
-            index = in_flight.pop(reply.id, None)
-            if index is None:
-                continue
-            if reply.type == ovs.jsonrpc.Message.T_ERROR:
-                out[index] = [{"error": str(reply.error), "details": "the server refused the request"}]
-            else:
-                out[index] = reply.result
-            deadline = time.monotonic() + self.timeout
-        return out
-
-    def transact(self, operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Run one transaction; return its results. Raises OvsdbError when an
-        operation failed, or the connection was lost (outcome unknown)."""
-        results = self.transact_many([operations])[0]
-        if results is None:
-            raise OvsdbError(remote=",".join(self.remotes), reason="lost the connection before the reply; "
-                             "the transaction may or may not have been applied")
-        failed = failed_operation(results)
-        if failed is not None:
-            raise OvsdbError(remote=self.remote, reason=f"transaction failed: {failed.get('error')}: "
-                             f"{failed.get('details', '')}")
-        return results
