@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from core import lineage_toml, ms, timed  # noqa: E402
 
 from vucompat.core.negotiate import negotiate  # noqa: E402
+from vucompat.ovsdb import fastjson  # noqa: E402
 from vucompat.ovsdb.connection import Connection  # noqa: E402
 from vucompat.ovsdb.load import LOAD_COLUMNS, load  # noqa: E402
 from vucompat.ovsdb.registry import RemoteHost  # noqa: E402
@@ -62,6 +63,7 @@ def main() -> None:
         ops = raw_rows(registry)
 
         with OvsdbSandbox(root / "a", vswitch=False, tcp=True) as server:
+            fastjson.install()  # the raw connection parses as vucompat's own do
             error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(server.unix_remote))
             assert not error
             rpc = ovs.jsonrpc.Connection(stream)

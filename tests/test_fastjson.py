@@ -43,3 +43,23 @@ def test_incomplete_input_is_not_done():
     parser = StdlibJsonParser()
     assert parser.feed('{"a": [1, 2') == 11 and not parser.is_done()
     assert parser.finish() == "unexpected end of input"
+
+
+def test_importing_vucompat_leaves_the_ovs_library_alone_until_a_connection_opens(tmp_path):
+    """The parser is installed by what opens connections, not as a side effect of an import."""
+    import subprocess
+    import sys
+
+    script = f"""
+import ovs.json
+import vucompat.api, vucompat.ovsdb.connection, vucompat.ovsdb.rpc as rpc
+from vucompat.ovsdb.fastjson import StdlibJsonParser
+assert ovs.json.Parser is not StdlibJsonParser, "installed by an import"
+try:
+    rpc.get_schema("unix:{tmp_path}/absent.sock", "VuCompat", timeout=1)
+except rpc.OvsdbError:
+    pass
+assert ovs.json.Parser is StdlibJsonParser or ovs.json.PARSER != ovs.json.PARSER_PY
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

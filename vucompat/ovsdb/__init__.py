@@ -10,8 +10,7 @@
 - registry.py: read a host from its database; a warm client for long-lived callers
 - load.py: `vucompat load` as one checked transaction
 - admin.py: create, attach and upgrade the database (ovsdb-tool, ovsdb-client, ovs-appctl)
+- fastjson.py: a faster JSON parser for the ovs library, installed by whatever opens
+  a connection (rpc.connect, connection.Connection): importing this package changes
+  nothing in the ovs library
 """
-
-from vucompat.ovsdb import fastjson
-
-fastjson.install()

@@ -14,7 +14,7 @@ from typing import Any, Callable, TypeVar
 import ovs.db.idl
 import ovs.poller
 
-from vucompat.ovsdb import rpc
+from vucompat.ovsdb import fastjson, rpc
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
 from vucompat.ovsdb.tls import SslOptions, configure_ssl
 from vucompat.ovsdb.schema import COLUMNS, DB_NAME
@@ -62,6 +62,7 @@ class Connection:
         self.remote = remote
         self.timeout = timeout
         self.database = database
+        fastjson.install()
         configure_ssl(ssl)
         schema = rpc.get_schema(remote, database, timeout)  # checks SSL files, reachability, the database
         self.schema_version: str = schema.get("version", "0")

@@ -6,7 +6,9 @@ That parser dominates every read of a few hundred rows. This class has the same
 interface (`feed`, `is_done`, `finish`) and finds the end of a message with a regex
 scan of brackets and strings, then decodes it in one `json.loads`.
 
-`install()` puts it in place only when the ovs library would use its Python parser.
+`install()` puts it in place only when the ovs library would use its Python parser;
+the modules that open connections (rpc.connect, connection.Connection) call it
+before they do (it is idempotent), so importing vucompat changes nothing by itself.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import ovs.stream
 import ovs.util
 
 from vucompat.core.errors import VucompatError
+from vucompat.ovsdb import fastjson
 from vucompat.ovsdb.tls import ssl_configured
 
 DEFAULT_TIMEOUT = 5.0
@@ -56,6 +57,7 @@ def _unreachable(remote: str, timeout: float, reason: str) -> OvsdbError:
 def connect(remote: str, deadline: float, timeout: float) -> ovs.jsonrpc.Connection:
     """Connect to one remote before `deadline` (time.monotonic()); `timeout` is
     what errors name. Raises OvsdbError."""
+    fastjson.install()
     _require_ssl_files(remote)
     error, stream = ovs.stream.Stream.open(remote)
     if error:
