@@ -32,7 +32,7 @@ from typing import Any
 from vucompat.core import catalog
 from vucompat_testing.vswitchd import VSWITCHD_DPDK, Vswitchd
 from vucompat.core.mode import CLIENT_TYPE
-from vucompat.ovsdb.load import read_switch
+from vucompat.ovsdb.vswitch import read_switch
 from vucompat_testing.ovsdb_server import OvsdbSandbox
 from vucompat.vhostuser.probe import Offer, probe_types
 

@@ -28,12 +28,12 @@ from vucompat.core import catalog
 from vucompat.core.fleet import DEFAULT_HEARTBEAT, HostRecord
 from vucompat.core.mode import Mode
 from vucompat.ovsdb.fleet import FleetPublisher
-from vucompat.ovsdb.load import read_switch, record_probe
 from vucompat.vhostuser.probe import ProbeError, capabilities_of, probe_record, probe_types, settings_fingerprint
 from vucompat.ovsdb.connection import Conflict, Connection
 from vucompat.ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, commit_interfaces, commit_registry,
                                   finish_redirects, read_interfaces, read_ports, vhost_sock_dir)
-from vucompat.ovsdb.registry import read_host
+from vucompat.ovsdb.registry import read_host, record_probe
+from vucompat.ovsdb.vswitch import read_switch
 from vucompat.ovsdb.codec import optional
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
 from vucompat.ovsdb.tls import SslOptions

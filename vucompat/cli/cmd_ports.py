@@ -109,7 +109,7 @@ def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
 def _probe_offers(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Path | None,
                   timeout: float):  # -> ({port type: Offer}, info, versions)
     from vucompat.core.mode import SERVER_TYPE
-    from vucompat.ovsdb.load import read_switch
+    from vucompat.ovsdb.vswitch import read_switch
     from vucompat.ovsdb.ports import sock_dir_of
     from vucompat.vhostuser.probe import probe_record, probe_socket, probe_types
 
@@ -158,7 +158,7 @@ def probe(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Pat
     from vucompat.core.contracts import stamp
     from vucompat.core import catalog
     from vucompat.ovsdb.connection import Connection
-    from vucompat.ovsdb.load import record_probe
+    from vucompat.ovsdb.registry import record_probe
     from vucompat.vhostuser.probe import capabilities_of
 
     conn = _conn(kw)

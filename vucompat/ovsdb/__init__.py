@@ -7,8 +7,10 @@
 - codec.py: OVSDB JSON values <-> Python values, by the column's type
 - connection.py: an IDL connection with deadlines and one-transaction-per-action
 - rows.py: Compat_Mode/Host rows <-> core values
-- registry.py: read a host from its database; a warm client for long-lived callers
+- registry.py: read a host from its database (a warm client for long-lived callers);
+  write its Host row (a load's, a probe's)
 - load.py: `vucompat load` as one checked transaction
+- vswitch.py: one-shot reads of the Open_vSwitch database (versions, settings, bridges)
 - admin.py: create, attach and upgrade the database (ovsdb-tool, ovsdb-client, ovs-appctl)
 - fastjson.py: a faster JSON parser for the ovs library, installed by whatever opens
   a connection (rpc.connect, connection.Connection): importing this package changes

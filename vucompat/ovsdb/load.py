@@ -10,7 +10,6 @@ reads, so two loaders never duplicate a mode and a load is applied whole or not 
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +19,10 @@ from vucompat.core.modeset import ModeSet
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.codec import decode_row, set_of, shipped_types, to_json
 from vucompat.ovsdb.connection import Connection
-from vucompat.ovsdb.rows import ERRATUM_REASON, SUPERSEDED_BY, capabilities_columns, mode_row
-from vucompat.ovsdb.schema import COLUMNS, DB_NAME, OPEN_VSWITCH_COLUMNS
-
-#: capabilities_source when the capabilities come from a file, or a probe
-DECLARED, PROBED = "declared", "probed"
+from vucompat.ovsdb.registry import read_host, stage_host
+from vucompat.ovsdb.rows import ERRATUM_REASON, SUPERSEDED_BY, mode_row
+from vucompat.ovsdb.schema import COLUMNS, DB_NAME
+from vucompat.ovsdb.vswitch import read_ovs_versions
 
 #: what a load monitors: the Host row only. Modes and ports are read with one select
 #: (so its own 1,000 inserts do not come back as 1,000 row updates to parse) and
@@ -79,7 +77,7 @@ def load(conn: Connection, tables: ModeSet, prune: bool = False, capabilities: C
         if plan.redefined:
             loaded = _read_modes(conn, plan.redefined)
             raise RedefinitionError(remote=conn.remote, redefinitions=redefinitions(tables.modes, loaded))
-        _row, host_changed = _stage_host(conn, txn, capabilities, host_name, versions)
+        _row, host_changed = stage_host(conn, txn, capabilities, host_name, versions)
         to_mark = {name: erratum for name, (erratum, _ports) in plan.superseded_in_use.items()
                    if marked.get(name) != erratum.digest}
         if not (plan.insert or plan.prune or plan.correct or to_mark or host_changed):
@@ -124,83 +122,6 @@ def read_modes_and_ports(conn: Connection) -> tuple[dict[str, str], dict[str, li
 
 def _read_modes(conn: Connection, names: tuple[str, ...]) -> dict[str, Any]:
     """The full modes `names` as the database holds them (to describe a refusal)."""
-    from vucompat.ovsdb.registry import read_host
-
     with Connection(conn.remote, conn.timeout) as full:
         modes = read_host(full).modeset.modes
     return {name: modes[name] for name in names if name in modes}
-
-
-def _stage_host(conn: Connection, txn: Any, capabilities: Capabilities | None, host_name: str | None,
-                versions: dict[str, str]) -> tuple[Any, bool]:
-    """Stage the Host row: created when missing, updated only where it differs
-    (so a load that changes nothing writes nothing). Returns (the row, whether it changed)."""
-    hosts = conn.rows("Host")
-    fresh = not hosts
-    if fresh:
-        row = txn.insert(conn.idl.tables["Host"])
-        changes: dict[str, Any] = {"name": host_name or socket.gethostname(), "default_policy": "latest",
-                                   **capabilities_columns(None, "none")}
-    else:
-        row = hosts[0]
-        row.verify("name")
-        changes = {"name": host_name} if host_name else {}
-    if capabilities is not None:
-        changes.update(capabilities_columns(capabilities, DECLARED))
-    changes.update({column: [value] for column, value in versions.items()})
-    changed = fresh
-    for column, value in changes.items():
-        if fresh or getattr(row, column) != value:
-            setattr(row, column, value)
-            changed = True
-    return row, changed
-
-
-def read_ovs_versions(remote: str, timeout: float) -> dict[str, str]:
-    """Return the OVS and DPDK versions the Open_vSwitch database at `remote`
-    records ({} when it serves none, or they are not set)."""
-    return read_switch(remote, timeout)[0]
-
-
-def read_switch(remote: str, timeout: float) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """Return (versions, other_config, netdev bridges) of the Open_vSwitch database
-    at `remote`; empty when it serves none. Columns an older schema lacks are skipped."""
-    try:
-        schema = rpc.get_schema(remote, "Open_vSwitch", timeout)
-    except rpc.OvsdbError as err:
-        if "does not serve" in err.reason:
-            return {}, {}, []
-        raise
-    have = schema["tables"]["Open_vSwitch"]["columns"]
-    columns = [c for c in OPEN_VSWITCH_COLUMNS if c in have]
-    switch, bridges = rpc.transact(remote, "Open_vSwitch", [
-        {"op": "select", "table": "Open_vSwitch", "where": [], "columns": [*columns, "other_config"]},
-        {"op": "select", "table": "Bridge", "where": [], "columns": ["name", "datapath_type"]},
-    ], timeout)
-    rows = [decode_row(row, "Open_vSwitch", schema) for row in switch.get("rows", [])]
-    versions: dict[str, str] = {}
-    other_config: dict[str, str] = {}
-    if rows:
-        for column in columns:
-            value = getattr(rows[0], column)
-            if isinstance(value, list):  # optional columns (both, in the schemas OVS ships)
-                value = value[0] if value else None
-            if value:
-                versions[column] = value
-        other_config = rows[0].other_config
-    netdev = sorted(b["name"] for b in bridges.get("rows", []) if b["datapath_type"] == "netdev")
-    return versions, other_config, netdev
-
-
-def record_probe(conn: Connection, capabilities: Capabilities, info: dict[str, str], host_name: str | None = None,
-                 versions: dict[str, str] | None = None) -> None:
-    """Record probed capabilities in the Host row (created when missing), with the
-    OVS/DPDK versions and `info` (the settings that decided them) in other_config."""
-    def build(txn: Any) -> None:
-        row, _changed = _stage_host(conn, txn, None, host_name, versions or {})
-        for column, value in capabilities_columns(capabilities, PROBED).items():
-            setattr(row, column, value)
-        for key, value in info.items():
-            row.setkey("other_config", key, value)
-
-    conn.transact(build)

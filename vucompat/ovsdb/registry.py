@@ -1,17 +1,24 @@
-"""Reading a host from its registry database."""
+"""A host in its registry database: reading its modes and Host row (read_host,
+load_remote_host, RemoteHost), and writing its Host row (stage_host for `load`,
+record_probe for the probe). Port rows are written by ports.py, modes by load.py."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb.codec import decode_row
-from vucompat.ovsdb.rows import host_capabilities, row_to_mode
+from vucompat.ovsdb.rows import capabilities_columns, host_capabilities, row_to_mode
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
 from vucompat.ovsdb.tls import SslOptions, configure_ssl
 from vucompat.ovsdb.schema import COLUMNS, DB_NAME
+from vucompat.core.mode import Capabilities
 from vucompat.core.modeset import Host, ModeSet
+
+#: capabilities_source when the capabilities come from a file, or a probe
+DECLARED, PROBED = "declared", "probed"
 
 
 def read_host(conn: Connection) -> Host:
@@ -72,3 +79,44 @@ class RemoteHost:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def stage_host(conn: Connection, txn: Any, capabilities: Capabilities | None, host_name: str | None,
+                versions: dict[str, str]) -> tuple[Any, bool]:
+    """Stage the Host row in `txn`: created when missing (named `host_name`, or this
+    machine's hostname), updated only where it differs (so a load that changes
+    nothing writes nothing): the name, declared `capabilities` when given, the
+    OVS/DPDK `versions`. Returns (the row, whether it changed)."""
+    hosts = conn.rows("Host")
+    fresh = not hosts
+    if fresh:
+        row = txn.insert(conn.idl.tables["Host"])
+        changes: dict[str, Any] = {"name": host_name or socket.gethostname(), "default_policy": "latest",
+                                   **capabilities_columns(None, "none")}
+    else:
+        row = hosts[0]
+        row.verify("name")
+        changes = {"name": host_name} if host_name else {}
+    if capabilities is not None:
+        changes.update(capabilities_columns(capabilities, DECLARED))
+    changes.update({column: [value] for column, value in versions.items()})
+    changed = fresh
+    for column, value in changes.items():
+        if fresh or getattr(row, column) != value:
+            setattr(row, column, value)
+            changed = True
+    return row, changed
+
+
+def record_probe(conn: Connection, capabilities: Capabilities, info: dict[str, str], host_name: str | None = None,
+                 versions: dict[str, str] | None = None) -> None:
+    """Record probed capabilities in the Host row (created when missing), with the
+    OVS/DPDK versions and `info` (the settings that decided them) in other_config."""
+    def build(txn: Any) -> None:
+        row, _changed = stage_host(conn, txn, None, host_name, versions or {})
+        for column, value in capabilities_columns(capabilities, PROBED).items():
+            setattr(row, column, value)
+        for key, value in info.items():
+            row.setkey("other_config", key, value)
+
+    conn.transact(build)
