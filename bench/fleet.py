@@ -26,8 +26,10 @@ from vucompat.core.fleet import hosts_that_can_run, select_fleet_mode
 from vucompat_testing.fleetgen import FleetShape, generate, lineage_modes, synthetic_record
 from vucompat.core.migration import Scope
 from vucompat.ovsdb.cluster import FleetCluster, Pki
-from vucompat.ovsdb.fleet import FleetView, configure, load_can_run, now_ms, publish
-from vucompat.ovsdb.fleetrows import heartbeat_operations
+from vucompat.ovsdb.fleet_config import configure
+from vucompat.ovsdb.fleet_publish import publish
+from vucompat.ovsdb.fleet_read import FleetView, load_can_run
+from vucompat.ovsdb.fleet_rows import heartbeat_operations, now_ms
 from vucompat.ovsdb.session import Session
 from vucompat.ovsdb.tls import SslOptions
 from vucompat.ovsdb.schema import FLEET_DB

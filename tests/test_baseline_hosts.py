@@ -149,7 +149,7 @@ def fleet_db(ovsdb_servers, tmp_path: Path) -> str:
     """A standalone ovsdb-server serving the fleet database, with pool east: c1
     (OVS31), c2 (SMALL), c3 (offer not known), c4 (stale, 2 queue pairs); pool west:
     w1 (1 queue pair); pool dark: d1 (offer not known). Published as the agents do."""
-    from vucompat.ovsdb.fleet import publish
+    from vucompat.ovsdb.fleet_publish import publish
     from vucompat.ovsdb.session import Session
     from vucompat.ovsdb.schema import FLEET_DB, FLEET_SCHEMA_FILE
 

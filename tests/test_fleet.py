@@ -23,7 +23,9 @@ from vucompat.cli.hosts import load_host
 from vucompat_testing.fleetgen import FleetShape, generate, synthetic_record
 from vucompat.core.migration import Scope, check_migration, select_mode
 from vucompat.ovsdb.cluster import FleetCluster, Pki
-from vucompat.ovsdb.fleet import FleetPublisher, FleetView, now_ms, publish
+from vucompat.ovsdb.fleet_publish import FleetPublisher, publish
+from vucompat.ovsdb.fleet_read import FleetView
+from vucompat.ovsdb.fleet_rows import now_ms
 from vucompat.ovsdb.rpc import OvsdbError
 from vucompat.ovsdb.session import Session
 from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
@@ -220,7 +222,7 @@ def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(flee
     import random
 
     from vucompat.core.compare import fits
-    from vucompat.ovsdb.fleet import load_fleet, load_ports
+    from vucompat.ovsdb.fleet_read import load_fleet, load_ports
     from vucompat.core.resolve import NONCONFORMANT, REJECTED
 
     rng = random.Random(20261122)
@@ -340,8 +342,8 @@ def test_rbac_a_host_writes_only_its_own_rows(fleet: Fleet, published: dict[str,
 def test_a_publish_built_on_a_stale_read_writes_nothing(fleet: Fleet, published: dict[str, HostRecord]):
     """The admin forgets host-b between the agent's read and its write: the write
     fails as a whole (its `wait`), and the next publish puts the host back whole."""
-    from vucompat.ovsdb.fleet import read_published
-    from vucompat.ovsdb.fleetrows import publish_operations
+    from vucompat.ovsdb.fleet_publish import read_published
+    from vucompat.ovsdb.fleet_rows import publish_operations
 
     rec = published["host-b"]
     session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-b"))

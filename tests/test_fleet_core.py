@@ -11,8 +11,8 @@ from vucompat.core.fleet import FleetHost, active_modes_report, hosts_that_can_r
 from vucompat.core.migration import Scope
 from vucompat_testing.fleetgen import FleetShape, synthetic_record
 from vucompat.ovsdb.codec import canonical
-from vucompat.ovsdb.fleetrows import Published, heartbeat_operations, publish_operations, published_after
-from vucompat.ovsdb.fleetrows import _same as same
+from vucompat.ovsdb.fleet_rows import Published, heartbeat_operations, publish_operations, published_after
+from vucompat.ovsdb.fleet_rows import _same as same
 from vucompat.core.modeset import Host, ModeSet
 
 SHAPE = FleetShape(hosts=8, modes_per_host=5, ports_per_host=3)

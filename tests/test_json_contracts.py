@@ -359,7 +359,7 @@ def fleet_hosts(offline: Offline) -> Iterator[FleetHosts]:
     from vucompat.cli.hosts import load_host
     from vucompat.core.fleet import HostRecord
     from vucompat.ovsdb.cluster import free_port
-    from vucompat.ovsdb.fleet import publish
+    from vucompat.ovsdb.fleet_publish import publish
     from vucompat.ovsdb.session import Session
     from vucompat.ovsdb.schema import FLEET_DB
     from vucompat_testing.processes import stop_pid

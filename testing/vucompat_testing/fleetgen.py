@@ -21,8 +21,8 @@ from typing import Callable, Sequence
 from vucompat.core import catalog
 from vucompat.core.fleet import HostRecord, needed_modes
 from vucompat.core.mode import CLIENT_TYPE, Abi, Capabilities, Mode
-from vucompat.ovsdb.fleet import now_ms, publish
-from vucompat.ovsdb.fleetrows import Published, publish_operations
+from vucompat.ovsdb.fleet_publish import publish
+from vucompat.ovsdb.fleet_rows import Published, now_ms, publish_operations
 from vucompat.ovsdb.rpc import OvsdbError, failed_operation
 from vucompat.ovsdb.session import Session
 from vucompat.ovsdb.tls import SslOptions

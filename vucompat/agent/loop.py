@@ -27,7 +27,7 @@ import ovs.poller
 from vucompat.core import catalog
 from vucompat.core.fleet import DEFAULT_HEARTBEAT, HostRecord
 from vucompat.core.mode import Mode
-from vucompat.ovsdb.fleet import FleetPublisher
+from vucompat.ovsdb.fleet_publish import FleetPublisher
 from vucompat.vhostuser.probe import ProbeError, capabilities_of, probe_record, probe_types, settings_fingerprint
 from vucompat.ovsdb.connection import Conflict, Connection
 from vucompat.ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, commit_interfaces, commit_registry,

@@ -126,7 +126,7 @@ def status(ctl: Path, fmt: str) -> None:
 def configure(admin: str, host_targets: tuple[str, ...], reader_targets: tuple[str, ...], **kw: Any) -> None:
     """Set the cluster's listeners and RBAC roles (replaces the previous ones;
     every server applies them)."""
-    from vucompat.ovsdb.fleet import configure as apply
+    from vucompat.ovsdb.fleet_config import configure as apply
 
     apply(admin, host_targets, reader_targets, **_conn(kw))
     click.echo(f"configured: agents on {', '.join(host_targets)}; schedulers on "
@@ -148,7 +148,8 @@ def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool,
     when none can)."""
     from vucompat.core.contracts import stamp
     from vucompat.core.fleet import hosts_that_can_run
-    from vucompat.ovsdb.fleet import load_can_run, load_fleet, now_ms
+    from vucompat.ovsdb.fleet_read import load_can_run, load_fleet
+    from vucompat.ovsdb.fleet_rows import now_ms
 
     found = _with_session(remotes, kw, lambda s: load_can_run(s, mode) if mode else load_fleet(s, pool=pool))
     now = now_ms()
@@ -187,7 +188,8 @@ def select_mode(remotes: str, scope: str, pool: str | None, fmt: str, **kw: Any)
     fleet database alone. Exit 1 when no mode qualifies."""
     from vucompat.core.fleet import select_fleet_mode
     from vucompat.core.migration import Scope
-    from vucompat.ovsdb.fleet import load_fleet, now_ms
+    from vucompat.ovsdb.fleet_read import load_fleet
+    from vucompat.ovsdb.fleet_rows import now_ms
 
     kind, _, value = scope.partition("=")
     names = [n for n in value.split(",") if n] if kind == "hosts" else None
@@ -230,7 +232,8 @@ def check_migration(remotes: str, interface: str, source: str, dest: str, allow_
     """May this port move from source to dest? The same verdict as the per-host
     check-migration, from the fleet database alone. Exit 0 allowed, 1 refused."""
     from vucompat.core.fleet import check_fleet_migration
-    from vucompat.ovsdb.fleet import load_fleet, load_modes, load_ports, now_ms
+    from vucompat.ovsdb.fleet_read import load_fleet, load_modes, load_ports
+    from vucompat.ovsdb.fleet_rows import now_ms
 
     def read(session: Any) -> tuple[Any, Any]:
         modes = load_modes(session)
@@ -263,7 +266,7 @@ def report(remotes: str, max_active: int, pool: str | None, fmt: str, **kw: Any)
     meanings) is a risk. Exit 1 when a pool is flagged."""
     from vucompat.core.contracts import stamp
     from vucompat.core.fleet import active_modes_report
-    from vucompat.ovsdb.fleet import load_pools, load_port_modes
+    from vucompat.ovsdb.fleet_read import load_pools, load_port_modes
 
     pools, port_modes = _with_session(remotes, kw, lambda s: (load_pools(s, pool), load_port_modes(s)))
     reports = active_modes_report(pools, port_modes, max_active)

@@ -119,7 +119,8 @@ def open_pool(pool: str, remotes: str, timeout: float = 5.0, ssl: "SslOptions | 
     """pool_members() of `pool`, read once from the fleet database at `remotes`
     (comma-separated; any member of the cluster answers). Raises UsageError,
     OvsdbError (within `timeout`)."""
-    from vucompat.ovsdb.fleet import load_fleet, now_ms  # lazy: the ovs library costs start-up time
+    from vucompat.ovsdb.fleet_read import load_fleet  # lazy: the ovs library costs start-up time
+    from vucompat.ovsdb.fleet_rows import now_ms
     from vucompat.ovsdb.session import Session
     from vucompat.ovsdb.schema import FLEET_DB
 

@@ -1,6 +1,7 @@
 """The fleet: what every host publishes about its registry, and the questions a
 scheduler asks of all hosts at once. Pure: records and fleet hosts in, answers out
-(ovsdb.fleetrows turns a record into OVSDB operations; ovsdb.fleet reads and writes).
+(ovsdb.fleet_rows turns a record into OVSDB operations; ovsdb.fleet_publish writes them,
+ovsdb.fleet_read reads the fleet).
 
 One fleet row means what the same row means in a host's own registry: a
 Compat_Mode row is the same mode (the fleet keeps one row per name and digest,

@@ -12,6 +12,9 @@
 - load.py: `vucompat load` as one checked transaction
 - vswitch.py: one-shot reads of the Open_vSwitch database (versions, settings, bridges)
 - admin.py: create, attach and upgrade the database (ovsdb-tool, ovsdb-client, ovs-appctl)
+- the fleet database: fleet_rows.py (records <-> rows, pure), fleet_config.py (listeners,
+  RBAC roles), fleet_publish.py (a host's publish, the agent's publisher thread),
+  fleet_read.py (schedulers' reads, FleetView), cluster.py (create, join, status)
 - fastjson.py: a faster JSON parser for the ovs library, installed by whatever opens
   a connection (rpc.connect, connection.Connection): importing this package changes
   nothing in the ovs library

@@ -1,27 +1,41 @@
-"""Fleet rows: what one host's publish writes into the fleet database, as OVSDB
-operations. Pure (no I/O): the publisher, the load generator and the tests build
-the same transaction from the same record.
+"""Fleet rows <-> fleet values: what one host's publish writes into the fleet
+database, as OVSDB operations (HostRecord -> Host, Port and Compat_Mode rows), and
+what readers make of those rows (FleetHost, PortView). Pure (no I/O): the
+publisher, the load generator and the tests build the same transaction from the
+same record.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from vucompat.core import catalog
-from vucompat.core.fleet import HostRecord, needed_modes, unavailable_features
-from vucompat.core.mode import LIMITS
+from vucompat.core.fleet import FleetHost, HostRecord, needed_modes, unavailable_features
+from vucompat.core.mode import LIMITS, Mode
 from vucompat.core.portview import PortView
-from vucompat.ovsdb.codec import canonical, encode_row, named_ref, uuid_of, uuid_ref
-from vucompat.ovsdb.rows import mode_row, offer_text
+from vucompat.core.modeset import Host, ModeSet
+from vucompat.ovsdb.codec import canonical, encode_row, named_ref, optional, uuid_of, uuid_ref
+from vucompat.ovsdb.rows import bits_to_mask, host_capabilities, mode_row, offer_text
 
 
 #: Port columns the fleet copies from a host's registry (plus host and mode)
 PORT_COLUMNS = ("interface_name", "interface_type", "requested", "resolved", "state", "error",
                 "negotiated_features", "verification", "violation")
+#: Compat_Mode columns readers read (the fleet's and the registry's are the same)
+MODE_COLUMNS = ("name", "lineage", "version", "released", "digest", "virtio_features", "protocol_features",
+                "max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size", "deprecated_features",
+                "derived_from", "provenance", "note")
+#: Host columns a publish writes (last_seen apart)
 HOST_COLUMNS = ("name", "pool", "capabilities_source", "virtio_features", "protocol_features", *LIMITS,
                 "type_offers", "ovs_version", "dpdk_version", "default_policy", "modes", "runnable", "unavailable",
                 "heartbeat_interval", "agent_version", "ports")
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch, as last_seen holds them."""
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -177,3 +191,27 @@ def published_after(record: HostRecord, current: Published, ops: list[dict[str, 
     host = host_row(record, refs, {name: row["_uuid"] for name, row in ports.items()})
     return Published(host={**host, "_uuid": uuid_ref(host_uuid)}, ports=ports, modes=modes)
 
+
+# ---- rows -> values (readers) ------------------------------------------------------------------
+
+
+def fleet_host(row: Any, modes: dict[str, Mode], remote: str) -> FleetHost:
+    """A FleetHost from a Host row (an IDL row, or a decoded `select` row) and the fleet's modes by uuid."""
+    own = {modes[u].name: modes[u] for u in map(uuid_of, row.modes) if u in modes}
+    runnable = frozenset(modes[u].name for u in map(uuid_of, row.runnable) if u in modes)
+    host = Host(name=row.name, modeset=ModeSet(own, where=f"the fleet's copy of {row.name}"),
+                capabilities=host_capabilities(row, remote))
+    return FleetHost(host=host, pool=optional(row.pool), ovs_version=optional(row.ovs_version),
+                     dpdk_version=optional(row.dpdk_version), last_seen=int(row.last_seen),
+                     heartbeat_interval=int(row.heartbeat_interval), runnable=runnable,
+                     unavailable=dict(row.unavailable))
+
+
+def fleet_port(row: Any, modes: dict[str, Mode]) -> tuple[str, PortView]:
+    """(host name, PortView) from a fleet Port row (an IDL row, or a decoded `select` row)."""
+    mode = modes.get(uuid_of(row.mode[0])) if row.mode else None
+    return row.host, PortView(name=row.interface_name, interface_uuid="", requested=row.requested,
+                              resolved=optional(row.resolved), state=row.state, error=optional(row.error),
+                              mode=mode, negotiated_features=bits_to_mask(row.negotiated_features),
+                              verification=optional(row.verification), violation=optional(row.violation),
+                              interface_type=row.interface_type)

@@ -1,0 +1,171 @@
+"""Publishing one host into the fleet database (a host's agent, the load generator):
+one transaction that writes only the difference (publish), and the agent's
+publisher thread (FleetPublisher), which never makes the agent wait.
+
+Writers use session.Session: one persistent connection to any member of the
+cluster, failing over along the comma-separated remotes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from vucompat.core.fleet import HostRecord, needed_modes
+from vucompat.ovsdb.codec import decode_row
+from vucompat.ovsdb.fleet_read import port_rows_of
+from vucompat.ovsdb.fleet_rows import (HOST_COLUMNS, MODE_COLUMNS, Published, now_ms, published_after,
+                                       publish_operations)
+from vucompat.ovsdb.rows import row_to_mode
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
+from vucompat.ovsdb.schema import FLEET_DB
+from vucompat.ovsdb.session import Session
+from vucompat.ovsdb.tls import SslOptions
+
+log = logging.getLogger("vucompat.fleet")
+
+#: a publisher diffs against what it last wrote, and reads the fleet's rows again
+#: after this many publishes (heartbeats included: about daily with the default heartbeat), after a
+#: failure, and at start. Only admins can write a host's rows besides the host (RBAC), so this is a
+#: safety net (bench/README.md has what a read costs)
+REREAD_EVERY = 1440
+
+
+def read_published(session: Session, record: HostRecord) -> Published:
+    """What the fleet holds for `record`'s host: its Host row (found by name), its
+    Port rows (by the uuids the Host row refers to: found at once) and the modes it
+    needs. Raises OvsdbError, CorruptRowError for a forged mode row."""
+    ops: list[dict[str, Any]] = [{"op": "select", "table": "Host", "where": [["name", "==", record.name]],
+                                  "columns": ["_uuid", *HOST_COLUMNS]}]
+    for name, digest in sorted(needed_modes(record)):
+        ops.append({"op": "select", "table": "Compat_Mode", "where": [["name", "==", name], ["digest", "==", digest]],
+                    "columns": ["_uuid", *MODE_COLUMNS]})
+    hosts, *modes = (r["rows"] for r in session.transact(ops))
+    remote = session.remote or ""
+    known = {}
+    for rows in modes:
+        for row in (decode_row(raw, "Compat_Mode", "fleet") for raw in rows):
+            mode = row_to_mode(row, remote)
+            known[(mode.name, mode.digest)] = row._uuid
+    host = hosts[0] if hosts else None
+    ports = port_rows_of(session, host) if host is not None else []
+    return Published(host=host, ports={p["interface_name"]: p for p in ports}, modes=known)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What publish() did."""
+
+    #: operations that changed rows (0: the fleet was up to date)
+    written: int
+    #: what the fleet holds for the host now: the next publish needs no read
+    state: Published
+
+
+def publish(session: Session, record: HostRecord, heartbeat: bool = False, attempts: int = 3,
+            known: Published | None = None) -> PublishResult:
+    """Make the fleet hold `record` in one transaction that writes only the
+    difference from what it holds: `known` (a previous result's state), or else
+    what it reads first. A write built on a stale picture (the row was deleted
+    meanwhile; another host added the same mode first) reads and tries again.
+    Raises OvsdbError (nothing half-written: one transaction), CorruptRowError."""
+    for attempt in range(attempts):
+        current = known or read_published(session, record)
+        known = None
+        ops = publish_operations(record, current, now_ms(), heartbeat)
+        written = sum(1 for op in ops if op["op"] != "wait")
+        try:
+            results = session.transact(ops) if ops else []
+        except OvsdbError as err:
+            stale_read = "constraint violation" in err.reason or "timed out" in err.reason  # index or wait
+            if not stale_read or attempt == attempts - 1:
+                raise
+            continue
+        return PublishResult(written, published_after(record, current, ops, results) if ops else current)
+    raise AssertionError("unreachable")
+
+
+class FleetPublisher:
+    """Publishes one host into the fleet from a thread of its own, so the agent
+    never waits for the fleet: offer() the newest record; it is published in one
+    transaction, again whenever it changes, and its last_seen refreshed every
+    heartbeat interval. Each publish diffs against what the last one wrote (no
+    read), and every REREAD_EVERY publishes against what the fleet holds. While the fleet is
+    unreachable it warns once, retries with backoff and, when the fleet returns,
+    publishes what changed meanwhile."""
+
+    def __init__(self, remotes: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None,
+                 backoff_max: float = 8.0) -> None:
+        self.session = Session(remotes, FLEET_DB, timeout, ssl)
+        self.backoff_max = backoff_max
+        self._record: HostRecord | None = None
+        #: what the fleet holds for this host after the last successful publish (None: read first)
+        self._state: Published | None = None
+        self._since_read = 0
+        self._wake = threading.Condition()
+        self._stop = False
+        self._dirty = False
+        #: for status and tests: successful publishes, and the error of the last failure (None once it works)
+        self.published = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="vucompat-fleet", daemon=True)
+        self._thread.start()
+
+    def offer(self, record: HostRecord) -> None:
+        """Publish `record` (asynchronously) if it differs from the last one offered."""
+        with self._wake:
+            if record != self._record:
+                self._record, self._dirty = record, True
+                self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        self._thread.join(timeout=10)
+        self.session.close()
+
+    def _run(self) -> None:
+        backoff = 0.25
+        next_heartbeat = 0.0
+        while True:
+            with self._wake:
+                if self.last_error is not None:  # failing: wait out the backoff (an offer or stop() cuts it short)
+                    self._wake.wait(backoff)
+                elif not self._dirty:
+                    self._wake.wait(None if self._record is None else max(0.0, next_heartbeat - time.monotonic()))
+                if self._stop:
+                    return
+                record, dirty, self._dirty = self._record, self._dirty, False
+            if record is None:
+                continue
+            heartbeat = time.monotonic() >= next_heartbeat
+            if not (dirty or heartbeat or self.last_error):
+                continue
+            known = self._state if self.last_error is None and self._since_read < REREAD_EVERY else None
+            self._state = None
+            try:
+                self._state = publish(self.session, record, heartbeat=heartbeat, known=known).state
+                self._since_read = self._since_read + 1 if known is not None else 0
+            except Exception as err:  # noqa: BLE001 - unreachable, refused, a forged mode row: keep the agent up
+                if "permission error" in str(err):
+                    err = OvsdbError(remote=self.session.remote, reason=f"{err}; this host publishes as "
+                                     f"{record.name!r}: its certificate's CN must be that name (or give the CN "
+                                     "as --fleet-name)")
+                if self.last_error is None:  # once per outage; the rest at debug level
+                    log.warning("fleet database unreachable or refusing (%s); this host keeps working and "
+                                "publishes when it answers again", err)
+                else:
+                    log.debug("fleet publish failed again: %s", err)
+                self.last_error = str(err)
+                backoff = min(backoff * 2, self.backoff_max)
+                continue
+            if self.last_error is not None:
+                log.warning("fleet database reachable again: %s is published", record.name)
+            self.last_error = None
+            backoff = 0.25
+            self.published += 1
+            next_heartbeat = time.monotonic() + record.heartbeat_interval
