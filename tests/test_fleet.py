@@ -222,7 +222,7 @@ def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(flee
     import random
 
     from vucompat.core.compare import fits
-    from vucompat.ovsdb.fleet_read import load_fleet, load_ports
+    from vucompat.ovsdb.fleet_read import load_fleet, read_fleet_ports
     from vucompat.core.resolve import NONCONFORMANT, REJECTED
 
     rng = random.Random(20261122)
@@ -261,7 +261,7 @@ def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(flee
             assert {n: m.digest for n, m in seen.host.modeset.modes.items()} == {m.name: m.digest for m in modes}
             assert seen.runnable == {m.name for m in modes if fits(m.abi, rec.host.capabilities.abi)}
             assert set(seen.unavailable) == {m.name for m in modes} - seen.runnable
-            held = {p.name: p for _, p in load_ports(session, host="host-a")}
+            held = {p.name: p for _, p in read_fleet_ports(session, host="host-a")}
             assert held.keys() == ports.keys(), step
             for name, port in ports.items():
                 got = held[name]

@@ -232,13 +232,13 @@ def check_migration(remotes: str, interface: str, source: str, dest: str, allow_
     """May this port move from source to dest? The same verdict as the per-host
     check-migration, from the fleet database alone. Exit 0 allowed, 1 refused."""
     from vucompat.core.fleet import check_fleet_migration
-    from vucompat.ovsdb.fleet_read import load_fleet, load_modes, load_ports
+    from vucompat.ovsdb.fleet_read import load_fleet, load_modes, read_fleet_ports
     from vucompat.ovsdb.fleet_rows import now_ms
 
     def read(session: Any) -> tuple[Any, Any]:
         modes = load_modes(session)
         return (load_fleet(session, names=[source, dest], modes=modes),
-                load_ports(session, host=source, interface=interface, modes=modes))
+                read_fleet_ports(session, host=source, interface=interface, modes=modes))
 
     found, ports = _with_session(remotes, kw, read)
     by_name = {h.name: h for h in found}

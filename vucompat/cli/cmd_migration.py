@@ -132,7 +132,7 @@ def plan_upgrade(db: str, new_tables: Path, capabilities: Path | None, fmt: str,
     from vucompat.core.contracts import stamp
     from vucompat.cli.hosts import load_host, open_host
     from vucompat.core.migration import plan_upgrade as plan
-    from vucompat.ovsdb.ports import load_ports
+    from vucompat.ovsdb.ports import read_registry_ports
     from vucompat.core.modeset import Host
     from vucompat.core.tables import read_capabilities
 
@@ -140,7 +140,7 @@ def plan_upgrade(db: str, new_tables: Path, capabilities: Path | None, fmt: str,
     current = open_host(db, **conn)
     new = load_host(new_tables)
     caps = read_capabilities(capabilities) if capabilities else current.capabilities
-    impacts = plan(list(load_ports(db, **conn).values()), Host(f"{db} upgraded", new.modeset, caps))
+    impacts = plan(list(read_registry_ports(db, **conn).values()), Host(f"{db} upgraded", new.modeset, caps))
     bad = [i for i in impacts if i.outcome not in ("keeps", "unaffected")]
 
     def text() -> str:

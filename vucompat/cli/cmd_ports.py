@@ -77,9 +77,9 @@ def _port_data(view: Any) -> dict[str, Any]:
 def port_list(db: str, fmt: str, **kw: Any) -> None:
     """Every port with a mode: requested, resolved, state."""
     from vucompat.cli import render
-    from vucompat.ovsdb.ports import load_ports
+    from vucompat.ovsdb.ports import read_registry_ports
 
-    ports = load_ports(db, **_conn(kw))
+    ports = read_registry_ports(db, **_conn(kw))
     data = [_port_data(view) for _name, view in sorted(ports.items())]
     rows = [[d["interface"], d["requested"], d["resolved"] or "-", render.state_cell(d["state"]),
              (d["error"] or "")[:100]] for d in data]
@@ -96,9 +96,9 @@ def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
     verdict of the last verification."""
     from vucompat.core.contracts import stamp
     from vucompat.cli import render
-    from vucompat.ovsdb.ports import load_ports
+    from vucompat.ovsdb.ports import read_registry_ports
 
-    ports = load_ports(db, **_conn(kw))
+    ports = read_registry_ports(db, **_conn(kw))
     if interface not in ports:
         raise UsageError(message=f"no port {interface} in the registry at {db}: `vucompat port list` shows "
                          f"the {len(ports)} there are (is the agent running?)")

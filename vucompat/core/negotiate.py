@@ -18,8 +18,9 @@ SIDES = ("source", "destination")
 
 
 @dataclass(frozen=True)
-class Reason:
-    """Why a candidate mode does not qualify."""
+class Refusal:
+    """Why a candidate mode does not qualify (one of them). A migration verdict's
+    reasons are migration.Reason."""
 
     #: missing (not defined on `side`) | digest_mismatch | unavailable (not runnable on `side`)
     kind: str
@@ -53,7 +54,7 @@ class Candidate:
 
     name: str
     released: str | None
-    reasons: tuple[Reason, ...]
+    reasons: tuple[Refusal, ...]
 
     @property
     def qualifies(self) -> bool:
@@ -172,14 +173,14 @@ def _newest_first_names(source: Host, destination: Host) -> Iterator[str]:
 def _explain(name: str, source: Host, destination: Host, derive: Callable[[Mode], Mode]) -> Candidate:
     on_source = source.modeset.modes.get(name)
     on_dest = destination.modeset.modes.get(name)
-    reasons = [Reason("missing", side) for side, m in zip(SIDES, (on_source, on_dest)) if m is None]
+    reasons = [Refusal("missing", side) for side, m in zip(SIDES, (on_source, on_dest)) if m is None]
     if on_source is not None and on_dest is not None and on_source.digest != on_dest.digest:
-        reasons.append(Reason("digest_mismatch", "both", differences=compare(on_source.abi, on_dest.abi).responsible))
+        reasons.append(Refusal("digest_mismatch", "both", differences=compare(on_source.abi, on_dest.abi).responsible))
     for side, host, mode in (("source", source, on_source), ("destination", destination, on_dest)):
         if mode is not None:
             verdict = runnable(derive(mode).abi, _offer(host))
             if not verdict.runnable:
-                reasons.append(Reason("unavailable", side, unavailable=verdict.unavailable))
+                reasons.append(Refusal("unavailable", side, unavailable=verdict.unavailable))
     known = on_source or on_dest
     released = known.released.isoformat() if known and known.released else None
     return Candidate(name, released, tuple(reasons))

@@ -112,8 +112,8 @@ def load_modes(session: Session) -> dict[str, Mode]:
     return _modes_by_uuid(rows, session.remote or "")
 
 
-def load_ports(session: Session, host: str | None = None, interface: str | None = None,
-               modes: dict[str, Mode] | None = None) -> list[tuple[str, PortView]]:
+def read_fleet_ports(session: Session, host: str | None = None, interface: str | None = None,
+                     modes: dict[str, Mode] | None = None) -> list[tuple[str, PortView]]:
     """Ports of the fleet (all, one host's, or one port of one host), read once, as
     (host name, port). `modes`: as for load_fleet(). Raises OvsdbError."""
     by_uuid = modes if modes is not None else load_modes(session)

@@ -88,8 +88,10 @@ def _port_view(row: Any, mode: Any) -> PortView:
         interface_type=row.interface_type)
 
 
-def load_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortView]:
-    """Read every Port row once (one select, no monitor), with its mode expanded."""
+def read_registry_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortView]:
+    """Return one host's ports as its registry database at `remote` holds them: every
+    Port row, read once (one select, no monitor), with its mode expanded, by interface
+    name. Raises OvsdbError within `timeout`, CorruptRowError."""
     configure_ssl(ssl)
     modes, ports = rpc.transact(remote, DB_NAME, [
         {"op": "select", "table": "Compat_Mode", "where": [], "columns": ["_uuid", *COLUMNS["Compat_Mode"]]},
