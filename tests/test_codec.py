@@ -38,7 +38,8 @@ def test_encoding_takes_the_python_shape_and_a_few_conveniences():
     assert to_json({"k": "v"}, {"key": "string", "value": "string"}) == ["map", [["k", "v"]]]
     assert to_json([("b", "2"), ("a", "1")], {"key": "string", "value": "string"}) == ["map", [["b", "2"], ["a", "1"]]]
     # uuids from a str, an IDL value (uuid.UUID) or a reference already in OVSDB JSON
-    assert to_json([U1, uuid.UUID(U2), named_ref("m0")], REFS) == ["set", [["uuid", U1], ["uuid", U2], ["named-uuid", "m0"]]]
+    assert to_json([U1, uuid.UUID(U2), named_ref("m0")], REFS) == \
+        ["set", [["uuid", U1], ["uuid", U2], ["named-uuid", "m0"]]]
     assert to_json(uuid_ref(U1), REFS) == ["set", [["uuid", U1]]]  # one reference, not a set of two strings
     assert to_json({"Host": named_ref("p")}, REF_MAP) == ["map", [["Host", ["named-uuid", "p"]]]]
     assert to_json(7, "integer") == 7

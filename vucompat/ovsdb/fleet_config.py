@@ -42,7 +42,8 @@ def configuration_operations(host_targets: Sequence[str], reader_targets: Sequen
     for i, (target, role, read_only) in enumerate([*((t, HOST_ROLE, False) for t in host_targets),
                                                    *((t, READER_ROLE, True) for t in reader_targets)]):
         ops.append({"op": "insert", "table": "Connection", "uuid-name": f"c{i}",
-                    "row": {"target": target, "role": role, "read_only": read_only}})
+                    "row": encode_row({"target": target, "role": role, "read_only": read_only},
+                                      "Connection", "fleet")})
         connections.append(named_ref(f"c{i}"))
     ops.append({"op": "insert", "table": "Fleet", "row": encode_row({"connections": connections}, "Fleet", "fleet")})
     return ops

@@ -89,11 +89,12 @@ def load(conn: Connection, tables: ModeSet, prune: bool = False, capabilities: C
             txn.add_op({"op": "delete", "table": "Compat_Mode", "where": [["name", "==", name]]})
         for mode in plan.insert + tuple(m for m, _ in plan.correct):  # raw inserts: the IDL's checks cost 10x more
             txn.add_op({"op": "insert", "table": "Compat_Mode", "row": mode_row(mode)})
+        external_ids = shipped_types("Compat_Mode")["external_ids"]
         for name, erratum in to_mark.items():
             marks = {SUPERSEDED_BY: erratum.digest, ERRATUM_REASON: erratum.reason}
             txn.add_op({"op": "mutate", "table": "Compat_Mode", "where": [["name", "==", name]],
                         "mutations": [["external_ids", "delete", set_of(marks)],
-                                      ["external_ids", "insert", to_json(marks, shipped_types("Compat_Mode")["external_ids"])]]})
+                                      ["external_ids", "insert", to_json(marks, external_ids)]]})
         return plan
 
     plan, written = conn.transact(build, reads_fresh=True)
