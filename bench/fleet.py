@@ -25,7 +25,8 @@ from pathlib import Path
 from vucompat.core.fleet import hosts_that_can_run, select_fleet_mode
 from vucompat_testing.fleetgen import FleetShape, generate, lineage_modes, synthetic_record
 from vucompat.core.migration import Scope
-from vucompat.ovsdb.cluster import FleetCluster, Pki
+from vucompat_testing.fleet_cluster import FleetCluster
+from vucompat_testing.pki import Pki
 from vucompat.ovsdb.fleet_config import configure
 from vucompat.ovsdb.fleet_publish import publish
 from vucompat.ovsdb.fleet_read import FleetView, load_can_run

@@ -361,7 +361,8 @@ def migration_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> No
 
 
 def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
-    from vucompat.ovsdb.cluster import FleetCluster, Pki
+    from vucompat_testing.fleet_cluster import FleetCluster
+    from vucompat_testing.pki import Pki
 
     screen("11. The fleet: every host in one clustered database, for the scheduler (docs/fleet.md)")
     pki = Pki(RUN / "pki")

@@ -22,7 +22,8 @@ from vucompat.core.fleet import HostRecord, hosts_that_can_run
 from vucompat.cli.hosts import load_host
 from vucompat_testing.fleetgen import FleetShape, generate, synthetic_record
 from vucompat.core.migration import Scope, check_migration, select_mode
-from vucompat.ovsdb.cluster import FleetCluster, Pki
+from vucompat_testing.fleet_cluster import FleetCluster
+from vucompat_testing.pki import Pki
 from vucompat.ovsdb.fleet_publish import FleetPublisher, publish
 from vucompat.ovsdb.fleet_read import FleetView
 from vucompat.ovsdb.fleet_rows import now_ms
@@ -533,7 +534,7 @@ def load_host_modes(remote: str) -> list[str]:
 
 def test_the_documented_cli_steps_build_a_cluster(tmp_path: Path):
     """create-cluster, join-cluster, start and status, as docs/fleet.md runs them."""
-    from vucompat.ovsdb.cluster import free_port
+    from vucompat_testing.net import free_port
     from vucompat_testing.processes import stop_pid
 
     run = Path(tempfile.mkdtemp(prefix="vuc-steps-", dir="/tmp"))  # short: unix socket paths

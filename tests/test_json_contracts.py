@@ -358,7 +358,7 @@ def fleet_hosts(offline: Offline) -> Iterator[FleetHosts]:
     from vucompat.core.portview import PortView
     from vucompat.cli.hosts import load_host
     from vucompat.core.fleet import HostRecord
-    from vucompat.ovsdb.cluster import free_port
+    from vucompat_testing.net import free_port
     from vucompat.ovsdb.fleet_publish import publish
     from vucompat.ovsdb.session import Session
     from vucompat.ovsdb.schema import FLEET_DB

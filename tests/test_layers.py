@@ -83,7 +83,6 @@ def violations(root: Path = PACKAGE) -> list[str]:
 #: the test fails when one of them is gone too, so the list only shrinks
 PENDING = {
     "vucompat/cli/cmd_fleet.py: vucompat_testing.fleetgen",
-    "vucompat/ovsdb/cluster.py: vucompat_testing.processes",
 }
 
 

@@ -355,7 +355,7 @@ def test_the_one_shot_reader_and_the_monitoring_client_agree(ovsdb_servers):
 
 
 def test_ssl_remotes_with_ovs_pki_certificates(ovsdb_servers, tmp_path: Path):
-    from vucompat.ovsdb.cluster import Pki
+    from vucompat_testing.pki import Pki
 
     pki = Pki(tmp_path / "pki")
     server_files = pki.identity("server")

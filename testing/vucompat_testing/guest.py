@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from vucompat_testing.net import free_port
 from vucompat_testing.processes import stop_pid
 
 #: where the demo and the tests keep the guest (run/ is not tracked)
@@ -460,13 +461,6 @@ class Qmp:
 
 
 # --- QEMU -----------------------------------------------------------------------
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` now (for `-incoming`)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
 
 @dataclass
 class Guest:

@@ -1,0 +1,166 @@
+"""A fleet cluster of ovsdb-servers on loopback (Raft, optionally over SSL), each
+in a directory of its own, for tests, the demo and the benchmarks. Every step is
+the product's own (vucompat.ovsdb.cluster: create_cluster, join_cluster,
+server_command, cluster_status); this only runs them and stops the servers by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from vucompat.core.errors import UsageError
+from vucompat.ovsdb.cluster import cluster_status, create_cluster, join_cluster, server_command
+from vucompat.ovsdb.tls import SslOptions
+from vucompat_testing.net import free_port
+from vucompat_testing.processes import stop_pid
+
+_LISTENING = re.compile(r"\|([^|\s]+): listening on port (\d+)")
+
+
+@dataclass
+class Member:
+    """One server of a FleetCluster."""
+
+    rundir: Path
+    raft: str
+    pid: int | None = None
+    #: listener target (as configured) -> the port it is bound to, read from the log
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def db_file(self) -> Path:
+        return self.rundir / "fleet.db"
+
+    @property
+    def admin_remote(self) -> str:
+        return f"unix:{self.rundir / 'fleet.sock'}"
+
+    @property
+    def ctl(self) -> Path:
+        return self.rundir / "fleet.ctl"
+
+    @property
+    def log(self) -> Path:
+        return self.rundir / "fleet.log"
+
+    def status(self) -> dict[str, Any]:
+        return cluster_status(self.ctl)
+
+
+@dataclass
+class FleetCluster:
+    """A fleet cluster of `size` ovsdb-servers on loopback, each in its own
+    directory under `directory`, with raft links over SSL when `ssl` is given."""
+
+    directory: Path
+    size: int = 3
+    ssl: SslOptions | None = None
+    members: list[Member] = field(default_factory=list, init=False)
+
+    def start(self, timeout: float = 30) -> None:
+        """Create (first start only), start every server and wait for a leader."""
+        scheme = "ssl" if self.ssl else "tcp"
+        if not self.members:
+            self.members = [Member(self.directory / f"s{i + 1}", f"{scheme}:127.0.0.1:{free_port()}")
+                            for i in range(self.size)]
+            for i, member in enumerate(self.members):
+                member.rundir.mkdir(parents=True, exist_ok=True)
+                if i == 0:
+                    create_cluster(member.db_file, member.raft)
+                else:
+                    join_cluster(member.db_file, member.raft, [self.members[0].raft])
+        for member in self.members:
+            if member.pid is None:
+                self.start_member(member, wait=False)
+        self.wait_for_leader(timeout)
+
+    def start_member(self, member: Member, wait: bool = True, timeout: float = 30) -> None:
+        """(Re)start one server; with `wait`, until it is back in the cluster."""
+        member.log.unlink(missing_ok=True)
+        member.ports.clear()
+        subprocess.run(server_command(member.db_file, member.rundir, self.ssl), check=True,
+                       stderr=subprocess.DEVNULL)
+        member.pid = int((member.rundir / "fleet.pid").read_text())
+        if wait:
+            deadline = time.monotonic() + timeout
+            while member.status().get("status") != "cluster member":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{member.rundir} did not rejoin its cluster")
+                time.sleep(0.05)
+
+    def leader(self) -> Member | None:
+        """The member that says it is the leader now, or None."""
+        for member in self.members:
+            if member.pid is None:
+                continue
+            try:
+                if member.status().get("role") == "leader":
+                    return member
+            except UsageError:
+                continue
+        return None
+
+    def wait_for_leader(self, timeout: float = 30) -> Member:
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self.leader()
+            if leader is not None:
+                return leader
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fleet cluster elected no leader")
+            time.sleep(0.05)
+
+    def listener_ports(self, member: Member, targets: Sequence[str], timeout: float = 10) -> dict[str, int]:
+        """The ports `member` bound for `targets` (configured with port 0: the
+        kernel picks one per server, so three servers share one machine)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = member.log.read_text() if member.log.exists() else ""
+            for suffix, port in _LISTENING.findall(text):  # logged without the scheme: "0:127.0.0.2"
+                member.ports.update({t: int(port) for t in targets if t.split(":", 1)[1] == suffix})
+            if all(t in member.ports for t in targets):
+                return {t: member.ports[t] for t in targets}
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{member.rundir}: no listener for {targets} in its log")
+            time.sleep(0.05)
+
+    def remotes(self, target: str) -> str:
+        """The comma-separated client remotes of `target` across the running members."""
+        scheme = "ssl" if target.startswith("pssl:") else "tcp"
+        address = target.split(":")[2] if target.count(":") >= 2 else "127.0.0.1"
+        return ",".join(f"{scheme}:{address}:{self.listener_ports(m, [target])[target]}"
+                        for m in self.members if m.pid is not None)
+
+    def kill(self, member: Member, sig: int = signal.SIGKILL) -> None:
+        """Stop one server with `sig` (SIGKILL: a crash) and wait until it is gone."""
+        if member.pid is not None:
+            try:
+                os.kill(member.pid, sig)
+            except ProcessLookupError:
+                pass
+            self._stopped(member)
+
+    def stop(self) -> None:
+        for member in self.members:
+            self._stopped(member)
+
+    @staticmethod
+    def _stopped(member: Member) -> None:
+        """Stop `member` if it runs; remove its pid file, so no one stops a reused pid later."""
+        stop_pid(member.pid, 10)
+        member.pid = None
+        (member.rundir / "fleet.pid").unlink(missing_ok=True)
+
+    def __enter__(self) -> "FleetCluster":
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
