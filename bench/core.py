@@ -13,54 +13,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from datetime import date, timedelta
 from pathlib import Path
 
-from vucompat.core import catalog
 from vucompat.core.compare import compare
 from vucompat.core.mode import Capabilities
 from vucompat.core.negotiate import negotiate
 from vucompat.core.modeset import Host, ModeSet
 from vucompat.core.tables import read_table
-
-# features a generated lineage may toggle without breaking a guest (no requirements)
-TOGGLABLE = [f.name for f in catalog.FEATURES if not f.requires and f.mask == "virtio" and f.guest_abi
-             and f.name not in ("VIRTIO_NET_F_CTRL_VQ", "VHOST_USER_F_PROTOCOL_FEATURES")]
-
-
-def lineage_toml(n: int, seed: int = 1) -> str:
-    """A valid lineage of n versions: a full first one, then random one-feature deltas."""
-    rng = random.Random(seed)
-    state = {"VIRTIO_F_VERSION_1", "VIRTIO_NET_F_MRG_RXBUF"}
-    lines = ['lineage = "bench.vswitch"', 'summary = "generated for bench/core.py"', "",
-             "[[mode]]", 'version = "0.0"', "released = 2000-01-01",
-             f"virtio_features = {sorted(state | {'VHOST_USER_F_PROTOCOL_FEATURES'})!r}".replace("'", '"'),
-             'protocol_features = ["VHOST_USER_PROTOCOL_F_MQ"]',
-             "max_queue_pairs = 8", "max_rx_queue_size = 1024", "max_tx_queue_size = 1024"]
-    day = date(2000, 1, 1)
-    for i in range(1, n):
-        day += timedelta(days=1)
-        name = rng.choice(TOGGLABLE)
-        verb = "disable" if name in state else "enable"
-        state.symmetric_difference_update({name})
-        lines += ["", "[[mode]]", f'version = "0.{i}"', f"released = {day.isoformat()}", f'{verb} = ["{name}"]']
-        if i % 50 == 0:
-            lines.append(f"max_queue_pairs = {rng.choice([4, 8, 16])}")
-    return "\n".join(lines) + "\n"
-
-
-def timed(fn, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
-
-
-def ms(values: list[float]) -> str:
-    return f"median {statistics.median(values) * 1e3:.3f} ms (min {min(values) * 1e3:.3f}, n={len(values)})"
+from vucompat_testing.tablegen import lineage_toml
+from vucompat_testing.timing import ms, timed
 
 
 def main() -> None:

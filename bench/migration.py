@@ -15,17 +15,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from core import lineage_toml, ms, timed  # noqa: E402
-
-from vucompat.core import catalog  # noqa: E402
-from vucompat.api import Client  # noqa: E402
-from vucompat.core.migration import Scope, select_mode  # noqa: E402
-from vucompat.core.mode import Capabilities  # noqa: E402
-from vucompat.ovsdb import rpc  # noqa: E402
-from vucompat_testing.ovsdb_server import OvsdbSandbox  # noqa: E402
-from vucompat.core.modeset import Host, ModeSet  # noqa: E402
-from vucompat.core.tables import read_table  # noqa: E402
+from vucompat.core import catalog
+from vucompat.api import Client
+from vucompat.core.migration import Scope, select_mode
+from vucompat.core.mode import Capabilities
+from vucompat.ovsdb import rpc
+from vucompat_testing.ovsdb_server import OvsdbSandbox
+from vucompat.core.modeset import Host, ModeSet
+from vucompat.core.tables import read_table
+from vucompat_testing.tablegen import lineage_toml
+from vucompat_testing.timing import ms, timed
 
 REPO = Path(__file__).resolve().parent.parent
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")

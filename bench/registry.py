@@ -20,17 +20,16 @@ from pathlib import Path
 import ovs.jsonrpc
 import ovs.stream
 
-sys.path.insert(0, str(Path(__file__).parent))
-from core import lineage_toml, ms, timed  # noqa: E402
-
-from vucompat.core.negotiate import negotiate  # noqa: E402
-from vucompat.ovsdb import fastjson  # noqa: E402
-from vucompat.ovsdb.connection import Connection  # noqa: E402
-from vucompat.ovsdb.load import LOAD_COLUMNS, load  # noqa: E402
-from vucompat.ovsdb.registry import RemoteHost  # noqa: E402
-from vucompat.ovsdb.rows import mode_row  # noqa: E402
-from vucompat_testing.ovsdb_server import OvsdbSandbox  # noqa: E402
-from vucompat.core.tables import load_modeset  # noqa: E402
+from vucompat.core.negotiate import negotiate
+from vucompat.ovsdb import fastjson
+from vucompat.ovsdb.connection import Connection
+from vucompat.ovsdb.load import LOAD_COLUMNS, load
+from vucompat.ovsdb.registry import RemoteHost
+from vucompat.ovsdb.rows import mode_row
+from vucompat_testing.ovsdb_server import OvsdbSandbox
+from vucompat.core.tables import load_modeset
+from vucompat_testing.tablegen import lineage_toml
+from vucompat_testing.timing import ms, timed
 
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 

@@ -21,17 +21,16 @@ import sys
 import time
 from pathlib import Path
 
+from vucompat.core import catalog
+from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd
+from vucompat_testing.processes import stop_pid
+from vucompat_testing.ovsdb_server import OvsdbSandbox
+from vucompat_testing.guest import Guest, GuestError, ensure_guest
+from vucompat.core.tables import load_modeset
+from vucompat_testing.tablegen import table_text_until
+
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "run" / "demo"
-sys.path.insert(0, str(REPO))
-
-from vucompat.core import catalog  # noqa: E402
-from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd  # noqa: E402
-from vucompat_testing.processes import stop_pid  # noqa: E402
-from vucompat_testing.ovsdb_server import OvsdbSandbox  # noqa: E402
-from vucompat_testing.guest import Guest, GuestError, ensure_guest  # noqa: E402
-from vucompat.core.tables import load_modeset, table_text_until  # noqa: E402
-
 BOLD, DIM, PLAIN = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
 ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}

@@ -11,7 +11,8 @@ from typing import Callable
 
 import pytest
 
-from vucompat.core.tables import shipped_tables_dir, table_text_until as truncated_upstream
+from vucompat.core.tables import shipped_tables_dir
+from vucompat_testing.tablegen import table_text_until
 
 #: the tests, and the commands they start (which inherit the environment), keep their
 #: table cache (vucompat/core/tablecache.py) here, never in the user's ~/.cache
@@ -19,8 +20,6 @@ os.environ["VUCOMPAT_CACHE_DIR"] = tempfile.mkdtemp(prefix="vucompat-test-cache-
 atexit.register(shutil.rmtree, os.environ["VUCOMPAT_CACHE_DIR"], True)
 
 FIXTURES = Path(__file__).parent / "fixtures"
-#: sample files shipped for users, also used by the tests, the demo and the benchmarks
-EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 @pytest.fixture
@@ -43,7 +42,7 @@ def build_host(root: Path, name: str, upstream_until: str | None = None, capabil
     host.mkdir()
     text = (shipped / "upstream.ovs-dpdk.toml").read_text()
     if upstream_until:
-        text = truncated_upstream(text, upstream_until)
+        text = table_text_until(text, upstream_until)
     (host / "upstream.ovs-dpdk.toml").write_text(text)
     if distro:
         shutil.copy(shipped / "fc26.ovs-dpdk.toml", host)
@@ -98,13 +97,3 @@ def ovsdb_servers():
         server.stop()
     for directory in dirs:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def select(remote: str, table: str, columns: list[str] | None = None, database: str = "VuCompat") -> list[dict]:
-    """The rows of `table` straight from the server (raw JSON-RPC select)."""
-    from vucompat.ovsdb import rpc
-
-    op = {"op": "select", "table": table, "where": []}
-    if columns:
-        op["columns"] = columns
-    return rpc.transact(remote, database, [op])[0]["rows"]

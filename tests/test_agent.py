@@ -1,4 +1,4 @@
-"""The port agent on real parts (tests/switch_env.py): ports added with ovs-vsctl as
+"""The port agent on real parts (vucompat_testing.switch): ports added with ovs-vsctl as
 a user would, dpdk-testpmd as the frontend; the agent records and verifies
 (enforcement off here: tests/test_relay.py covers the relay); and the probe."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import select
-from switch_env import ENV, LATEST, VUCOMPAT, Switch, eventually, negotiated, start_switch
+from vucompat_testing.ovsdb_server import select
+from vucompat_testing.switch import ENV, LATEST, VUCOMPAT, Switch, eventually, negotiated, start_switch
 from vucompat.core import catalog
 from vucompat.core.tables import read_table, shipped_tables_dir
 
@@ -207,14 +207,15 @@ def test_check_migration_with_what_a_real_guest_negotiated(switch: Switch, ovsdb
     """The facts level on real parts: a testpmd guest on a port in the switch's newest
     mode; a destination whose tables stop at 2.13 does not define that mode (the
     contract fails), but offers every feature the guest negotiated."""
-    from conftest import EXAMPLES, truncated_upstream
+    from vucompat_testing import EXAMPLES
+    from vucompat_testing.tablegen import table_text_until
     from vucompat.api import Client
 
     old = ovsdb_servers("mig-dest", tcp=True)
     tables = tmp_path / "old"
     tables.mkdir()
     (tables / "upstream.ovs-dpdk.toml").write_text(
-        truncated_upstream((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
+        table_text_until((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
     subprocess.run([VUCOMPAT, "load", "--db", old.unix_remote, "--host-name", "dest-old", "--tables", str(tables),
                     "--capabilities", str(EXAMPLES / "capabilities-ovs-2.13.toml")], check=True, capture_output=True,
                    env=ENV)

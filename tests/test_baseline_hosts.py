@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import EXAMPLES, build_host, capabilities_toml
+from conftest import build_host, capabilities_toml
+from vucompat_testing import EXAMPLES
 from vucompat.core import catalog
 from vucompat.cli import main
 from vucompat.core.compare import baseline as baseline_of

@@ -15,7 +15,7 @@ from vucompat.core.errors import UsageError
 from vucompat.core.lint import LOCK_FILE, add_erratum, lint, read_lock
 from vucompat.core.lock import undo
 from vucompat.core.tables import load_modeset
-from conftest import select
+from vucompat_testing.ovsdb_server import select
 from test_cli import run
 
 REPLY_ACK = '    "VHOST_USER_PROTOCOL_F_REPLY_ACK",\n'

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_host, capabilities_toml, select
-from switch_env import VUCOMPAT, AgentProcess, eventually
+from conftest import build_host, capabilities_toml
+from vucompat_testing.ovsdb_server import select
+from vucompat_testing.switch import VUCOMPAT, AgentProcess, eventually
 from vucompat.core.fleet import HostRecord, hosts_that_can_run
 from vucompat.cli.hosts import load_host
 from vucompat_testing.fleetgen import FleetShape, generate, synthetic_record

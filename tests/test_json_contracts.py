@@ -20,13 +20,15 @@ import click
 import jsonschema
 import pytest
 
-from conftest import EXAMPLES, build_host, capabilities_toml, truncated_upstream
-from switch_env import ENV, VUCOMPAT, Switch, eventually, negotiated, start_switch
+from conftest import build_host, capabilities_toml
 from vucompat.cli import main
 from vucompat.core import catalog
 from vucompat.core.contracts import COMMANDS, CONTRACTS, KEY, SCHEMA_DIR, VALUES, ContractError, validate
 from vucompat.core.lock import LOCK_FILE
 from vucompat.core.tables import shipped_tables_dir
+from vucompat_testing import EXAMPLES
+from vucompat_testing.switch import ENV, VUCOMPAT, Switch, eventually, negotiated, start_switch
+from vucompat_testing.tablegen import table_text_until
 
 DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
 INVALID = Path(__file__).parent / "fixtures" / "invalid"
@@ -303,7 +305,7 @@ def switch_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwitchHos
     old_tables = root / "old"
     old_tables.mkdir()
     old_tables.joinpath("upstream.ovs-dpdk.toml").write_text(
-        truncated_upstream((shipped_tables_dir() / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
+        table_text_until((shipped_tables_dir() / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
     servers = []
     try:
         for name, tcp in (("old", True), ("fresh", False)):

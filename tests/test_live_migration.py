@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from conftest import select
-from switch_env import Switch, eventually, start_switch
+from vucompat_testing.ovsdb_server import select
+from vucompat_testing.switch import Switch, eventually, start_switch
 from vucompat.core import catalog
 from vucompat.api import Client
 from vucompat_testing.guest import Guest, GuestError, GuestImage, ensure_guest

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import EXAMPLES, select, truncated_upstream
+from vucompat_testing import EXAMPLES
+from vucompat_testing.ovsdb_server import select
+from vucompat_testing.tablegen import table_text_until
 from vucompat.core import catalog
 from vucompat.api import Client
 from vucompat.core.migration import Scope, check_migration, select_mode
@@ -31,7 +33,7 @@ def hosts(shipped: Path, tmp_path: Path) -> dict[str, Host]:
     old_dir = tmp_path / "old"
     old_dir.mkdir()
     (old_dir / "upstream.ovs-dpdk.toml").write_text(
-        truncated_upstream((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
+        table_text_until((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
     new_caps = read_capabilities(EXAMPLES / "capabilities-ovs-2.13.toml")
     new_caps = Capabilities(type(new_caps.abi)(V32_OFFER, 0x10CBF, 128, 32768, 32768))
     return {"new": Host("new", load_modeset([shipped]), new_caps),
@@ -135,7 +137,7 @@ def test_api_and_cli_against_real_hosts(ovsdb_servers, tmp_path: Path, shipped: 
     old_tables = tmp_path / "old"
     old_tables.mkdir()
     (old_tables / "upstream.ovs-dpdk.toml").write_text(
-        truncated_upstream((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
+        table_text_until((shipped / "upstream.ovs-dpdk.toml").read_text(), "2.13"))
     subprocess.run([VUCOMPAT, "load", "--db", new.unix_remote, "--host-name", "compute-new"], check=True,
                    capture_output=True)
     subprocess.run([VUCOMPAT, "load", "--db", old.unix_remote, "--host-name", "compute-old", "--tables",

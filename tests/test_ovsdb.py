@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import EXAMPLES, FIXTURES, select, truncated_upstream
+from conftest import FIXTURES
+from vucompat_testing import EXAMPLES
+from vucompat_testing.ovsdb_server import select
+from vucompat_testing.tablegen import table_text_until
 from vucompat.cli import main
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.schema import shipped_schema
@@ -44,7 +47,7 @@ def older_tables(tmp_path: Path, shipped: Path, until: str = "2.13") -> Path:
     directory = tmp_path / f"until-{until}"
     directory.mkdir()
     (directory / "upstream.ovs-dpdk.toml").write_text(
-        truncated_upstream((shipped / "upstream.ovs-dpdk.toml").read_text(), until))
+        table_text_until((shipped / "upstream.ovs-dpdk.toml").read_text(), until))
     return directory
 
 
@@ -245,8 +248,7 @@ def test_unreachable_servers_fail_fast_with_exit_2(tmp_path: Path):
 def test_a_server_killed_mid_load_holds_the_old_or_the_new_set(ovsdb_servers, tmp_path: Path):
     big = tmp_path / "big"
     big.mkdir()
-    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
-    from core import lineage_toml  # noqa: E402  (the benchmark's generator of valid lineages)
+    from vucompat_testing.tablegen import lineage_toml
 
     (big / "bench.vswitch.toml").write_text(lineage_toml(1500))
     env = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}

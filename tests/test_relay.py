@@ -1,4 +1,4 @@
-"""The masking relay on real parts (tests/switch_env.py): testpmd through the relay
+"""The masking relay on real parts (vucompat_testing.switch): testpmd through the relay
 to ovs-vswitchd-dpdk, a test client that asks too much, fuzzed messages, restarts."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from switch_env import ENV, VUCOMPAT, Switch, Testpmd, eventually, negotiated, start_switch
+from vucompat_testing.switch import ENV, VUCOMPAT, Switch, Testpmd, eventually, negotiated, start_switch
 from vucompat.core import catalog
 from vucompat.vhostuser import protocol as vu
 

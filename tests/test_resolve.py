@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES
+from vucompat_testing import EXAMPLES
 from vucompat.core import catalog
 from vucompat.agent.plan import Enforcement, plan
 from vucompat.core.portview import CreatePort, InterfaceView, Mirror, PortView, Redirect, RemovePort, UpdatePort

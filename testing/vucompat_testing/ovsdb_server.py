@@ -117,3 +117,13 @@ class OvsdbSandbox:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def select(remote: str, table: str, columns: list[str] | None = None, database: str = "VuCompat") -> list[dict]:
+    """Return the rows of `table` straight from the server (one raw JSON-RPC select)."""
+    from vucompat.ovsdb import rpc
+
+    op: dict = {"op": "select", "table": table, "where": []}
+    if columns:
+        op["columns"] = columns
+    return rpc.transact(remote, database, [op])[0]["rows"]

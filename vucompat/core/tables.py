@@ -259,18 +259,6 @@ def _offer(data: Mapping[str, Any], prefix: str, path: Path, problems: list[Prob
                **{name: data[name] for name in ("max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size")})
 
 
-def table_text_until(text: str, version: str) -> str:
-    """Return the text of a table file cut after its `[[mode]]` of `version`: the
-    table an older install shipped (used by the demo and the tests)."""
-    chunks = text.split("\n[[mode]]\n")
-    kept = [chunks[0]]
-    for chunk in chunks[1:]:
-        kept.append(chunk)
-        if chunk.lstrip().startswith(f'version = "{version}"'):
-            break
-    return "\n[[mode]]\n".join(kept)
-
-
 def table_files(directory: Path) -> list[Path]:
     """Return the table files of `directory`, sorted by name."""
     return sorted(p for p in directory.glob("*.toml") if p.name != CAPABILITIES_FILE)

@@ -1,7 +1,8 @@
-"""A real switch for the agent and relay tests: ovsdb-server (Open_vSwitch +
-registry), ovs-vswitchd-dpdk without hugepages, `vucompat agent`, and dpdk-testpmd
-frontends. Every process is started here and stopped by pid. One switch at a time:
-each test module has its own (module scope), so two vswitchd never share the cores."""
+"""A real switch host for the agent, relay and migration tests: ovsdb-server
+(Open_vSwitch + registry), ovs-vswitchd-dpdk without hugepages, `vucompat agent`,
+and dpdk-testpmd frontends. Every process is started here and stopped by pid. One
+switch at a time: each test module has its own (module scope), so two vswitchd
+never share the cores."""
 
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import pytest
-
-from conftest import EXAMPLES, select
 from vucompat.core import catalog
+from vucompat_testing import EXAMPLES
+from vucompat_testing.ovsdb_server import select
 from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd
 from vucompat_testing.ovsdb_server import OvsdbSandbox
 
@@ -121,9 +121,9 @@ def start_switch(enforce: bool, name: str = "switch-1", other_config: dict[str, 
     probe recorded; everything stopped by pid afterwards."""
     for tool in ("ovsdb-server", "dpdk-testpmd"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: run `make setup`")
+            raise RuntimeError(f"{tool} is not installed: run `make setup`")
     if not VSWITCHD_DPDK.exists():
-        pytest.fail(f"{VSWITCHD_DPDK} is not installed: run `make setup` (openvswitch-switch-dpdk)")
+        raise RuntimeError(f"{VSWITCHD_DPDK} is not installed: run `make setup` (openvswitch-switch-dpdk)")
     directory = Path(tempfile.mkdtemp(prefix="vuc-sw-", dir="/tmp"))
     server = OvsdbSandbox(directory)
     server.start()
