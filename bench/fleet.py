@@ -3,15 +3,17 @@
 
 Run: make bench-fleet   (or .venv/bin/python bench/fleet.py [HOSTS ...], default 1000 3000 10000)
 For each fleet size: a fresh 3-server cluster (raft and listeners over SSL, ovs-pki
-certificates), the load generator publishing HOSTS x 50 modes x 20 ports through
-the servers' admin sockets, a heartbeat of every host, a port change published
-with and without reading first, one-shot CLI queries, then a warm scheduler (FleetView over the read-only
-SSL listener) asking hosts --can-run and select-mode.
+certificates), the load generator (`python -m vucompat_testing.fleetgen`) publishing
+HOSTS x 50 modes x 20 ports through the servers' admin sockets, a heartbeat of every
+host, a port change published with and without reading first, one-shot CLI queries,
+then a warm scheduler (FleetView over the read-only SSL listener) asking hosts
+--can-run and select-mode.
 Targets (issue 7): warm `hosts --can-run` and `select-mode` p99 < 50 ms.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import resource
 import statistics
@@ -23,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vucompat.core.fleet import hosts_that_can_run, select_fleet_mode
-from vucompat_testing.fleetgen import FleetShape, generate, lineage_modes, synthetic_record
+from vucompat_testing.fleetgen import FleetShape, lineage_modes, synthetic_record
 from vucompat.core.migration import Scope
 from vucompat_testing.fleet_cluster import FleetCluster
 from vucompat_testing.pki import Pki
@@ -54,10 +56,14 @@ def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float
     cluster.start()
     try:
         configure(cluster.leader().admin_remote, ["pssl:0:127.0.0.1"], [READERS])
-        records = [synthetic_record(i, shape) for i in range(hosts)]
-        session = Session(",".join(m.admin_remote for m in cluster.members), FLEET_DB, 60)
-        progress = generate(session, records)
-        assert progress.published == hosts
+        admin = ",".join(m.admin_remote for m in cluster.members)
+        # the load generator as docs/fleet.md runs it: one pipelined connection through the admin sockets
+        done = subprocess.run([sys.executable, "-m", "vucompat_testing.fleetgen", "--fleet", admin, "--hosts",
+                               str(hosts), "--timeout", "60"], capture_output=True, text=True, check=True)
+        progress = json.loads(done.stdout)
+        assert progress["hosts"] == hosts, progress
+        records = [synthetic_record(i, shape) for i in range(hosts)]  # the same hosts, to heartbeat and change
+        session = Session(admin, FLEET_DB, 60)
         rows = session.transact([{"op": "select", "table": "Host", "where": [], "columns": ["_uuid", "name"]}])[0]
         uuids = {r["name"]: r["_uuid"] for r in rows["rows"]}
         beat = [heartbeat_operations(r.name, uuids[r.name], now_ms()) for r in records]  # as agents send them
@@ -81,7 +87,6 @@ def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float
             load_can_run(session, mode)
             one_shot.append(time.perf_counter() - start)
         session.close()
-        admin = ",".join(m.admin_remote for m in cluster.members)
         cli = {}
         for what, args in (("hosts --can-run", ["hosts", "--can-run", "synthetic1.ovs-dpdk.v45"]),
                            ("hosts --pool", ["hosts", "--pool", "pool-3"]), ("hosts", ["hosts"]),
@@ -117,7 +122,7 @@ def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float
         db_mb = max(m.db_file.stat().st_size for m in cluster.members) / 2**20
     finally:
         cluster.stop()
-    return {"hosts": hosts, "publish_s": progress.seconds, "hosts_per_s": hosts / progress.seconds,
+    return {"hosts": hosts, "publish_s": progress["seconds"], "hosts_per_s": hosts / progress["seconds"],
             "heartbeats_per_s": hosts / heartbeat_s, "change_read_ms": statistics.median(with_read) * 1e3,
             "change_state_ms": statistics.median(from_state) * 1e3,
             "server_rss_mb": max(servers), "db_file_mb": db_mb, "one_shot_can_run_ms": statistics.median(one_shot) * 1e3,

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -386,10 +387,10 @@ def test_publisher_heartbeats_and_puts_back_a_forgotten_host(fleet: Fleet, publi
         publish_back.close()
 
 
-def test_loadgen_cli_publishes_synthetic_hosts_over_two_connections(fleet: Fleet):
-    done = subprocess.run([VUCOMPAT, "fleet", "loadgen", "--fleet", fleet.admin, "--hosts", "24", "--first", "90000",
-                           "--modes", "6", "--ports", "2", "--connections", "2"], capture_output=True, text=True,
-                          check=True)
+def test_the_fleet_generator_publishes_synthetic_hosts_over_two_connections(fleet: Fleet):
+    done = subprocess.run([sys.executable, "-m", "vucompat_testing.fleetgen", "--fleet", fleet.admin, "--hosts", "24",
+                           "--first", "90000", "--modes", "6", "--ports", "2", "--connections", "2"],
+                          capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)["hosts"] == 24
     assert _counts(fleet, "host-9") == (24, 24, 48, 48)
     for n in range(90000, 90024):

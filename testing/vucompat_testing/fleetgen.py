@@ -1,7 +1,10 @@
 """A load generator for the fleet database: synthetic hosts (each with its
 lineage's modes, a backend that can run most of them, and ports), published the
 way agents publish them, over a few pipelined connections (generate_parallel)
-instead of one process per host. Used by bench/fleet.py, the leader-kill test and `vucompat fleet loadgen`.
+instead of one process per host. Used by bench/fleet.py and the leader-kill test;
+run it by hand to size a cluster (docs/fleet.md):
+
+    python -m vucompat_testing.fleetgen --fleet ADMIN_REMOTES --hosts 10000 [--connections K]
 
 The synthetic fleet: `lineages` lineages of `modes_per_host` modes each (distinct
 digests: the queue-pair limit grows with the version); host i runs lineage
@@ -11,6 +14,10 @@ i % lineages, sits in pool "pool-<i % pools>" (with pools a multiple of lineages
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -186,3 +193,57 @@ def _publish_until_done(session: Session, record: HostRecord, retry_for: float, 
             progress.errors.append(str(err))
             time.sleep(0.2)
 
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high if high is not None else ''}")
+        return value
+    return parse
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m vucompat_testing.fleetgen`: publish synthetic hosts host-NNNNN as
+    agents would, to size a cluster; print one JSON line (hosts, retried, seconds,
+    hosts_per_second). Return 0, or 2 when the fleet cannot be reached (argparse
+    exits 2 on bad options)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vucompat_testing.fleetgen",
+        description="Publish synthetic hosts (host-NNNNN) into a fleet cluster as agents would, to size it. "
+                    "Needs an admin remote (no RBAC role): one certificate cannot stand for many hosts.")
+    parser.add_argument("--fleet", dest="remotes", metavar="REMOTES", default=os.environ.get("VUCOMPAT_FLEET"),
+                        required="VUCOMPAT_FLEET" not in os.environ,
+                        help="comma-separated remotes of the cluster's servers (env: VUCOMPAT_FLEET)")
+    parser.add_argument("--hosts", dest="count", type=_int_range(1), metavar="N", default=1000, help="default: 1000")
+    parser.add_argument("--first", type=_int_range(0), metavar="N", default=0, help="number of the first host (default: 0)")
+    parser.add_argument("--modes", type=_int_range(1, 256), metavar="N", default=50, help="modes per host (default: 50)")
+    parser.add_argument("--ports", type=_int_range(0), metavar="N", default=20, help="ports per host (default: 20)")
+    parser.add_argument("--window", type=_int_range(1), metavar="N", default=64,
+                        help="transactions in flight at once, per connection (default: 64)")
+    parser.add_argument("--connections", type=_int_range(1, 64), metavar="N", default=1, help="default: 1")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", default=5.0,
+                        help="seconds to wait for an ovsdb-server before giving up (default: 5)")
+    parser.add_argument("--ssl-key", metavar="FILE", help="private key for ssl: remotes")
+    parser.add_argument("--ssl-cert", metavar="FILE", help="certificate for ssl: remotes")
+    parser.add_argument("--ssl-ca", metavar="FILE", help="CA certificate for ssl: remotes")
+    args = parser.parse_args(argv)
+    files = (args.ssl_key, args.ssl_cert, args.ssl_ca)
+    if any(files) and not all(files):
+        parser.error("ssl: remotes need all of --ssl-key, --ssl-cert and --ssl-ca")
+    shape = FleetShape(hosts=args.first + args.count, modes_per_host=args.modes, ports_per_host=args.ports)
+    records = [synthetic_record(i, shape) for i in range(args.first, args.first + args.count)]
+    try:
+        progress = generate_parallel(args.remotes, records, args.connections, args.window, args.timeout,
+                                     SslOptions(*files) if all(files) else None)
+    except OvsdbError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"hosts": progress.published, "retried": progress.retried,
+                      "seconds": round(progress.seconds, 2),
+                      "hosts_per_second": round(progress.published / max(progress.seconds, 1e-9))}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -296,28 +295,3 @@ def forget(admin: str, host: str, **kw: Any) -> None:
            {"op": "delete", "table": "Host", "where": [["name", "==", host]]}]
     results = _with_session(admin, kw, lambda s: s.transact(ops))
     click.echo(f"forgot {host}: {results[1].get('count', 0)} host row, {results[0].get('count', 0)} port row(s)")
-
-
-@fleet.command()
-@_FLEET
-@click.option("--hosts", "count", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--first", type=click.IntRange(min=0), default=0, show_default=True, help="Number of the first host.")
-@click.option("--modes", type=click.IntRange(min=1, max=256), default=50, show_default=True)
-@click.option("--ports", type=click.IntRange(min=0), default=20, show_default=True)
-@click.option("--window", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Transactions in flight at once, per connection.")
-@click.option("--connections", type=click.IntRange(min=1, max=64), default=1, show_default=True)
-@_connection_options
-def loadgen(remotes: str, count: int, first: int, modes: int, ports: int, window: int, connections: int,
-            **kw: Any) -> None:
-    """Publish synthetic hosts (host-NNNNN) as agents would, to size a cluster.
-    Needs an admin remote (no RBAC role): one certificate cannot stand for many hosts."""
-    from vucompat_testing.fleetgen import FleetShape, generate_parallel, synthetic_record
-
-    shape = FleetShape(hosts=first + count, modes_per_host=modes, ports_per_host=ports)
-    records = [synthetic_record(i, shape) for i in range(first, first + count)]
-    progress = generate_parallel(remotes, records, connections, window, **_conn(kw))
-    click.echo(json.dumps({"hosts": progress.published, "retried": progress.retried,
-                           "seconds": round(progress.seconds, 2),
-                           "hosts_per_second": round(progress.published / max(progress.seconds, 1e-9))}))
-
