@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +22,12 @@ import ovs.poller
 
 from vucompat_testing.vswitchd import Vswitchd
 from vucompat.ovsdb.connection import Connection
+from vucompat_testing import EXAMPLES
 from vucompat_testing.ovsdb_server import OvsdbSandbox
+from vucompat_testing.processes import ENV, VUCOMPAT
+from vucompat_testing.switch import AgentProcess
 
-REPO = Path(__file__).resolve().parent.parent
-VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
-CAPS = REPO / "examples" / "capabilities-ovs-2.13.toml"
-ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
+CAPS = EXAMPLES / "capabilities-ovs-2.13.toml"
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -63,16 +62,14 @@ def agent_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_host(directory: Path) -> tuple[OvsdbSandbox, subprocess.Popen, Connection]:
+def start_host(directory: Path) -> tuple[OvsdbSandbox, AgentProcess, Connection]:
     server = OvsdbSandbox(directory)
     server.start()
     subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote, "--capabilities", str(CAPS)], check=True,
                    capture_output=True, env=ENV)
     subprocess.run(["ovs-vsctl", f"--db={server.unix_remote}", "--no-wait", "init"], check=True)
-    agent = subprocess.Popen([VUCOMPAT, "agent", "--db", server.unix_remote, "--log-file",
-                              str(directory / "agent.log"), "--relay-dir", str(directory / "relays"),
-                              "--ovs-rundir", str(directory), *(["-v"] if os.environ.get("VERBOSE") else [])],
-                             env=ENV)
+    agent = AgentProcess(directory, server.unix_remote, extra=["-v"] if os.environ.get("VERBOSE") else [])
+    agent.start()
     watch = Connection(server.unix_remote, database="Open_vSwitch",
                        tables={"Interface": ("name", "external_ids")}, timeout=30)
     return server, agent, watch
@@ -105,8 +102,7 @@ def main() -> None:
                   f"p99 {percentile(agent_times, 99) * ms:6.1f} ms   [targets p50 <= 20, p99 <= 100; "
                   f"p50 ratio to add-port {statistics.median(agent_times) / statistics.median(add_times):.2f}]")
         finally:
-            agent.terminate()
-            agent.wait()
+            agent.stop()
             watch.close()
             vswitchd.stop()
             server.stop()
@@ -128,8 +124,7 @@ def main() -> None:
                   f"all recorded {1000 * (done - returned):.0f} ms after it returned   [target < 2000 ms]")
             print(f"  agent RSS after: {agent_rss_mb(agent.pid):.1f} MB   [target < 100 MB]")
         finally:
-            agent.terminate()
-            agent.wait()
+            agent.stop()
             watch.close()
             server.stop()
 

@@ -24,7 +24,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,10 +31,9 @@ from pathlib import Path
 from vucompat.vhostuser import protocol as vu
 from vucompat_testing.vswitchd import Vswitchd
 from vucompat_testing.ovsdb_server import OvsdbSandbox
-from vucompat_testing.processes import stop_pid
+from vucompat_testing.processes import ENV, VUCOMPAT, stop_pid
+from vucompat_testing.switch import AgentProcess
 
-VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
-ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
 ROUNDS = 8
 SECONDS = 5
 
@@ -121,8 +119,8 @@ def main() -> None:
         try:
             subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote], check=True, capture_output=True, env=ENV)
             vs.start()
-            agent = subprocess.Popen([VUCOMPAT, "agent", "--db", server.unix_remote, "--relay-dir", str(d / "relays"),
-                                      "--ovs-rundir", str(d), "--log-file", str(d / "agent.log")], env=ENV)
+            agent = AgentProcess(d, server.unix_remote)
+            agent.start()
             time.sleep(1.5)
             # a warm-up pair first: the first loops of a fresh switch carry nothing (not yet understood;
             # it happens with and without relays alike), so they are run and reported, not counted
@@ -155,8 +153,7 @@ def main() -> None:
                   f" added {added:.2f} ms   [target < 5 ms]")
         finally:
             if agent is not None:
-                agent.terminate()
-                agent.wait()
+                agent.stop()
             vs.stop()
             server.stop()
     finally:

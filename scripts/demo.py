@@ -22,18 +22,17 @@ import time
 from pathlib import Path
 
 from vucompat.core import catalog
-from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd
-from vucompat_testing.processes import stop_pid
-from vucompat_testing.ovsdb_server import OvsdbSandbox
-from vucompat_testing.guest import Guest, GuestError, ensure_guest
 from vucompat.core.tables import load_modeset
+from vucompat_testing.guest import Guest, GuestError, ensure_guest
+from vucompat_testing.ovsdb_server import OvsdbSandbox
+from vucompat_testing.processes import ENV, VUCOMPAT, stop_pid
+from vucompat_testing.switch import AgentProcess
 from vucompat_testing.tablegen import table_text_until
+from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = REPO / "run" / "demo"
 BOLD, DIM, PLAIN = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
-VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
-ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
 
 
 def real_ovs_version() -> str:
@@ -166,7 +165,7 @@ def main() -> None:
                       f"{server.unix_remote}")
             for thing in started:
                 if hasattr(thing, "members"):  # the fleet cluster
-                    print("  the fleet cluster: " + ", ".join(f"{m.rundir.name} pid {m.pid} ({m.admin_remote})"
+                    print("  the fleet cluster: " + ", ".join(f"{m.directory.name} pid {m.pid} ({m.admin_remote})"
                                                                for m in thing.members if m.pid is not None))
             print(f"  compute-old also runs ovs-vswitchd-dpdk, the agent and two testpmd frontends; try:\n"
                   f"    ovs-vsctl --db={old.unix_remote} list Interface\n"
@@ -180,26 +179,24 @@ def main() -> None:
             say("\nstopped everything the demo started, by pid; `make demo KEEP=1` leaves it running.")
 
 
-class AgentProcess:
-    """`vucompat agent` as the demo runs it: a process with a pid file and a log."""
+def start_agent(server: OvsdbSandbox, started: list, enforce: bool = True) -> AgentProcess:
+    """`vucompat agent` on `server`'s host, from its directory (log, pid file, relays)."""
+    agent = AgentProcess(server.directory, server.unix_remote, enforce)
+    agent.start()
+    started.append(agent)
+    return agent
 
-    def __init__(self, server: OvsdbSandbox, *extra: str) -> None:
-        self.server, self.extra = server, extra
-        self.log = server.directory / "agent.log"
-        self.process = subprocess.Popen([VUCOMPAT, "agent", "--db", server.unix_remote, "--log-file", str(self.log),
-                                         "--relay-dir", str(server.directory / "relays"),
-                                         "--ovs-rundir", str(server.directory), *extra], env=ENV)
-        (server.directory / "agent.pid").write_text(str(self.process.pid))
 
-    def stop(self) -> None:
-        stop_pid(self.process.pid)
+def show_vsctl(args: tuple[str, ...] | list[str], output: str) -> None:
+    """Print an ovs-vsctl command and its output as a person would see them."""
+    shown = " ".join(shlex.quote(a).replace(str(RUN) + "/", "") for a in args)
+    print(f"\n$ ovs-vsctl {shown}")
+    print(output.rstrip().replace(str(RUN) + "/", ""))
 
 
 def vsctl(server: OvsdbSandbox, *args: str) -> None:
-    shown = " ".join(shlex.quote(a).replace(str(RUN) + "/", "") for a in args)
-    print(f"\n$ ovs-vsctl {shown}")
     done = subprocess.run(["ovs-vsctl", f"--db={server.unix_remote}", *args], capture_output=True, text=True)
-    print((done.stdout + done.stderr).rstrip().replace(str(RUN) + "/", ""))
+    show_vsctl(args, done.stdout + done.stderr)
 
 
 def wait_probed(server: OvsdbSandbox, timeout: float = 30) -> None:
@@ -261,11 +258,10 @@ def frontend_features(log: Path, timeout: float = 10) -> tuple[int, int]:
 
 
 def guest(host: OvsdbSandbox, started: list, name: str, **kw: object) -> Testpmd:
-    """A testpmd frontend standing for a VM's virtio-net driver."""
-    frontend = Testpmd(host.directory / f"{name}.sock", host.directory / f"testpmd-{name}.log", **kw)  # type: ignore
+    """A testpmd frontend standing for a VM's virtio-net driver (its pid file: testpmd-NAME.pid)."""
+    frontend = Testpmd(host.directory, name, **kw)  # type: ignore[arg-type]
     frontend.start()
     started.append(frontend)
-    (host.directory / f"testpmd-{name}.pid").write_text(str(frontend.process.pid))
     return frontend
 
 
@@ -275,7 +271,7 @@ def ports_screens(host: OvsdbSandbox, started: list) -> None:
     switch = Vswitchd(host.directory, host.unix_remote)
     switch.start()
     started.append(switch)
-    started.append(AgentProcess(host))
+    start_agent(host, started)
     wait_probed(host)
     say("What the real backend offers (the agent's probe; `vucompat probe` does the same by hand), and so what")
     say("this host can run:")
@@ -336,7 +332,7 @@ def ports_screens(host: OvsdbSandbox, started: list) -> None:
 def migration_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
     screen("10. Before a live migration: may this port move? (what Nova asks; docs/nova-integration.md)")
     say("compute-new runs its agent too (no ovs-vswitchd in this demo: its ports are recorded, not running).")
-    started.append(AgentProcess(new, "--enforcement", "off"))
+    start_agent(new, started, enforce=False)
     say("A VM booted there with no compat option gets the newest mode that host can run:")
     vsctl(new, "--no-wait", "init", "--", "--may-exist", "add-br", "br0", "--", "add-port", "br0", "vm10",
           "--", "set", "Interface", "vm10", "type=dpdkvhostuserclient", f"options:vhost-server-path={new.directory}/vm10.sock")
@@ -380,11 +376,11 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
 
     say("Each host's agent is restarted with --fleet: it publishes its host, modes and ports over SSL, as itself:")
     for agent in [a for a in started if isinstance(a, AgentProcess)]:
-        name = agent.server.directory.name
+        name = agent.directory.name
         agent.stop()
-        started.remove(agent)
-        started.append(AgentProcess(agent.server, *agent.extra, "--fleet", agents_remote, "--fleet-name", name,
-                                    "--pool", "pool-1", "--heartbeat", "10", *ssl[name].cli_args()))
+        agent.extra = [*agent.extra, "--fleet", agents_remote, "--fleet-name", name, "--pool", "pool-1",
+                       "--heartbeat", "10", *ssl[name].cli_args()]
+        agent.start()
     reader = ssl["scheduler"].cli_args()
     deadline = time.monotonic() + 30
     while True:
@@ -418,7 +414,7 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
     if "permission error" not in done.stdout + done.stderr:
         raise SystemExit("demo: the forged write was not refused")
     leader = cluster.leader()
-    say(f"Kill the cluster's leader ({leader.rundir.name}, SIGKILL): the other two elect a new one, "
+    say(f"Kill the cluster's leader ({leader.directory.name}, SIGKILL): the other two elect a new one, "
         "and the scheduler's next question is answered as before:")
     cluster.kill(leader)
     follower = cluster.wait_for_leader()
@@ -444,7 +440,7 @@ class MovingHost:
         self.switch = Vswitchd(self.server.directory, self.server.unix_remote, other_config=settings, own_netns=True)
         self.switch.start()
         started.append(self.switch)
-        started.append(AgentProcess(self.server))
+        start_agent(self.server, started)
 
     def plug(self, port: str, mode: str) -> Path:
         """Add a dpdkvhostuser port in `mode` (Nova/os-vif's step); the socket QEMU connects to."""

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # openvswitch-switch-dpdk for ovs-vswitchd-dpdk (vhost-user ports); dpdk-dev for
 # dpdk-testpmd, a real vhost-user frontend (the guest side) in the tests and the demo;
 # qemu-system-x86 to check `vucompat frontend-args` against a real QEMU; busybox-static for
-# the initramfs of the small test guest QEMU boots and live-migrates (vucompat/guest.py; its
+# the initramfs of the small test guest QEMU boots and live-migrates (testing/vucompat_testing/guest.py; its
 # kernel is downloaded on demand with apt-get download, never installed).
 APT_PACKAGES=(python3 python3-venv openvswitch-switch openvswitch-switch-dpdk dpdk-dev qemu-system-x86 busybox-static)
 

@@ -46,7 +46,7 @@ def test_named_latest_and_no_option(switch: Switch):
     assert port["requested"] == "latest" and port["resolved"] == LATEST and port["state"] == "applied"
     (row,) = [r for r in select(switch.server.unix_remote, "Port") if r["interface_name"] == "plain"]
     assert row["interface_type"] == "dpdkvhostuserclient"
-    switch.delete("named", "latest", "plain", "server")
+    switch.unplug("named", "latest", "plain", "server")
     eventually(lambda: not [r for r in select(switch.server.unix_remote, "Port", ["interface_name"])
                             if r["interface_name"] in ("named", "latest", "plain", "server")],
                what="the Port rows of deleted interfaces to go")
@@ -74,7 +74,7 @@ def test_unknown_and_unrunnable_modes_are_rejected(switch: Switch):
                      what="typo resolved again")
     # 2.11 needs HOST_UFO, which this backend lacks: rejected again, with that reason
     assert ids["vhost-compat-state"] == "rejected" and "lacks VIRTIO_NET_F_HOST_UFO" in ids["vhost-compat-error"]
-    switch.delete("typo", "toonew")
+    switch.unplug("typo", "toonew")
 
 
 def test_a_live_edit_is_refused_and_the_mode_stays(switch: Switch):
@@ -90,7 +90,7 @@ def test_a_live_edit_is_refused_and_the_mode_stays(switch: Switch):
     vs.vsctl("set", "Interface", "edited", "options:vhost-compat=upstream.ovs-dpdk.v2.9")  # put back
     ids = eventually(lambda: (i := switch.external_ids("edited"))["vhost-compat-state"] == "applied" and i)
     assert "vhost-compat-error" not in ids
-    switch.delete("edited")
+    switch.unplug("edited")
 
 
 def test_frontends_are_verified_nonconformant_and_conformant(switch: Switch):
@@ -110,7 +110,7 @@ def test_frontends_are_verified_nonconformant_and_conformant(switch: Switch):
                       what="the conformant frontend to be verified")
     assert good["state"] == "applied" and good["verification"].startswith("conformant")
     assert good["negotiated"]["num_of_vrings"] == "4" and good["offending"] == []
-    switch.delete("packed", "fine")
+    switch.unplug("packed", "fine")
 
 
 def _port_uuids(switch: Switch, names: list[str]) -> dict[str, str]:
@@ -124,7 +124,8 @@ def test_agent_killed_and_restarted_while_ports_are_added(switch: Switch):
     for i, name in enumerate(names):
         vs.add_vhost_port(name, switch.directory / f"{name}.sock", compat="latest" if i % 2 else None)
         if i in (3, 8):
-            switch.agent.stop(signal.SIGKILL)  # a crash, between two add-ports
+            switch.agent.kill(signal.SIGKILL)  # a crash, between two add-ports
+            switch.agent.stop()
             switch.agent.start()
     eventually(lambda: len(_port_uuids(switch, names)) == len(names), timeout=30, what="every port resolved")
     first = _port_uuids(switch, names)
@@ -137,7 +138,7 @@ def test_agent_killed_and_restarted_while_ports_are_added(switch: Switch):
         # (a SIGKILL may land between the commit and the log line: at most once, never twice)
         assert log.count(f"{name}: requested ") <= 1, f"{name} resolved more than once"
         assert switch.external_ids(name)["vhost-compat-mode"] == LATEST
-    switch.delete(*names)
+    switch.unplug(*names)
 
 
 def test_ovsdb_server_restarted_under_the_agent(switch: Switch):
@@ -153,7 +154,7 @@ def test_ovsdb_server_restarted_under_the_agent(switch: Switch):
                      timeout=30, what="the agent to reconnect and resolve a new port")
     assert ids["vhost-compat-mode"] == "upstream.ovs-dpdk.v2.8"
     assert _port_uuids(switch, ["before"]) == uuid_before  # untouched, not resolved twice
-    switch.delete("before", "after")
+    switch.unplug("before", "after")
 
 
 def test_a_concurrent_registry_writer_makes_the_agent_read_and_plan_again(ovsdb_servers, tmp_path: Path, caplog):
@@ -229,7 +230,7 @@ def test_check_migration_with_what_a_real_guest_negotiated(switch: Switch, ovsdb
         assert f"dest-old does not define {LATEST}" in refused.sentence
         accepted = client.check_migration("mig", switch.server.unix_remote, old.tcp_remote, allow_outside_contract=True)
         assert accepted.allowed and accepted.level == "outside-contract"
-    switch.delete("mig")
+    switch.unplug("mig")
 
 
 def test_probe_and_dump_against_the_real_backend(switch: Switch, tmp_path: Path):
@@ -310,7 +311,7 @@ def test_probe_and_dump_against_the_real_backend(switch: Switch, tmp_path: Path)
                    what="the agent to re-probe")
     finally:
         switch.vswitchd.vsctl("remove", "Open_vSwitch", ".", "other_config", "userspace-tso-enable")
-        switch.delete("probe-check")
+        switch.unplug("probe-check")
         # the agent re-probes: the host is back to what it offers without TSO
         eventually(lambda: dict(select(remote, "Host")[0]["other_config"][1]).get("probe-userspace-tso-enable") == "",
                    timeout=30, what="the agent to re-probe without TSO")

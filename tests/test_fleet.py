@@ -496,7 +496,7 @@ def test_agent_publishes_keeps_working_while_the_fleet_is_down_and_goes_stale(fl
     vsctl("init")
     vsctl("add-br", "br0")
     add_port("c1", "upstream.ovs-dpdk.v2.13")
-    agent = AgentProcess(server.unix_remote, tmp_path / "agent.log",
+    agent = AgentProcess(tmp_path, server.unix_remote, enforce=False,
                          extra=["--fleet", fleet.agents(), "--fleet-name", "host-c", "--pool", "rack-2",
                                 "--heartbeat", "1", "--timeout", "2", *fleet.ssl_args("host-c")])
     agent.start()

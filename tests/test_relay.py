@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vucompat_testing.switch import ENV, VUCOMPAT, Switch, Testpmd, eventually, negotiated, start_switch
+from vucompat_testing.switch import ENV, VUCOMPAT, Switch, eventually, negotiated, start_switch
 from vucompat.core import catalog
 from vucompat.vhostuser import protocol as vu
 
@@ -38,7 +38,7 @@ def test_the_relay_masks_both_port_types(enforcing: Switch):
     relay_for_server = enforcing.mirrored("m-server")["vhost-compat-relay"]
     # frontends that ask for packed rings (not in 2.8); Nova's order: the port first, then the VM
     enforcing.frontend("fe-m-client", queues=2, queue_size=512, packed=True)
-    Testpmd(Path(relay_for_server), d / "testpmd-m-server.log", server=False, packed=True).start()
+    enforcing.frontend("m-server", socket=Path(relay_for_server), server=False, packed=True)
     enforcing.frontend("fe-m-open", queues=2, queue_size=512, packed=True)
     for name in ("m-client", "m-server"):
         features, status = negotiated(enforcing, name)
@@ -54,7 +54,7 @@ def test_the_relay_masks_both_port_types(enforcing: Switch):
 
 
 def test_a_mode_with_fewer_queue_pairs_caps_the_frontend(enforcing: Switch):
-    vs, d = enforcing.vswitchd, enforcing.directory
+    vs = enforcing.vswitchd
     vs.add_vhost_port("one-qp", compat="acme.ovs-dpdk.v1.0", client=False)  # 1 queue pair, 256 rings
     relay = enforcing.mirrored("one-qp")["vhost-compat-relay"]
     # the frontend is told the cap: OVS offers 128 queue pairs, the relay answers 1
@@ -66,7 +66,7 @@ def test_a_mode_with_fewer_queue_pairs_caps_the_frontend(enforcing: Switch):
         assert vu.recv_blocking(sock, 10).u64() == 1
     # QEMU refuses to start with more queues than the backend reports; DPDK's virtio_user
     # ignores the cap and sets up a second pair anyway: the relay refuses it, loudly
-    Testpmd(Path(relay), d / "testpmd-one-qp.log", server=False, queues=2, queue_size=256).start()
+    enforcing.frontend("one-qp", socket=Path(relay), server=False, queues=2, queue_size=256)
     port = eventually(lambda: enforcing.port("one-qp")["violation"] and enforcing.port("one-qp"), timeout=30,
                       what="the second queue pair to be refused")
     assert "SET_VRING_NUM vring 2 beyond the mode's 1 queue pair(s)" in port["violation"]

@@ -1,56 +1,64 @@
 """A fleet cluster of ovsdb-servers on loopback (Raft, optionally over SSL), each
 in a directory of its own, for tests, the demo and the benchmarks. Every step is
 the product's own (vucompat.ovsdb.cluster: create_cluster, join_cluster,
-server_command, cluster_status); this only runs them and stops the servers by pid.
+server_command, cluster_status); this only runs them, and stops the servers (Daemons)
+by pid.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from vucompat.core.errors import UsageError
 from vucompat.ovsdb.cluster import cluster_status, create_cluster, join_cluster, server_command
 from vucompat.ovsdb.tls import SslOptions
+from vucompat_testing.daemon import Daemon
 from vucompat_testing.net import free_port
-from vucompat_testing.processes import stop_pid
 
 _LISTENING = re.compile(r"\|([^|\s]+): listening on port (\d+)")
 
 
 @dataclass
-class Member:
-    """One server of a FleetCluster."""
+class Member(Daemon):
+    """One server of a FleetCluster, run from `directory` (its database file, admin
+    and control sockets, log and pid file), with raft address `raft`."""
 
-    rundir: Path
+    directory: Path
     raft: str
-    pid: int | None = None
+    #: the SSL files of its listeners and raft links
+    ssl: SslOptions | None = None
     #: listener target (as configured) -> the port it is bound to, read from the log
-    ports: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict, init=False)
+    stem: ClassVar[str] = "fleet"
 
     @property
     def db_file(self) -> Path:
-        return self.rundir / "fleet.db"
+        return self.file(".db")
 
     @property
     def admin_remote(self) -> str:
-        return f"unix:{self.rundir / 'fleet.sock'}"
+        return f"unix:{self.file('.sock')}"
 
     @property
     def ctl(self) -> Path:
-        return self.rundir / "fleet.ctl"
+        return self.file(".ctl")
 
-    @property
-    def log(self) -> Path:
-        return self.rundir / "fleet.log"
+    def launch(self, timeout: float) -> None:
+        """Start the server with the product's command line (server_command)."""
+        self.log.unlink(missing_ok=True)
+        self.ports.clear()
+        subprocess.run(server_command(self.db_file, self.directory, self.ssl), check=True, stderr=subprocess.DEVNULL,
+                       timeout=timeout)
+        self.pid = self.read_pidfile()
 
     def status(self) -> dict[str, Any]:
+        """Its cluster/status (cluster_status). Raises UsageError when it does not answer."""
         return cluster_status(self.ctl)
 
 
@@ -68,10 +76,10 @@ class FleetCluster:
         """Create (first start only), start every server and wait for a leader."""
         scheme = "ssl" if self.ssl else "tcp"
         if not self.members:
-            self.members = [Member(self.directory / f"s{i + 1}", f"{scheme}:127.0.0.1:{free_port()}")
+            self.members = [Member(self.directory / f"s{i + 1}", f"{scheme}:127.0.0.1:{free_port()}", self.ssl)
                             for i in range(self.size)]
             for i, member in enumerate(self.members):
-                member.rundir.mkdir(parents=True, exist_ok=True)
+                member.directory.mkdir(parents=True, exist_ok=True)
                 if i == 0:
                     create_cluster(member.db_file, member.raft)
                 else:
@@ -83,16 +91,12 @@ class FleetCluster:
 
     def start_member(self, member: Member, wait: bool = True, timeout: float = 30) -> None:
         """(Re)start one server; with `wait`, until it is back in the cluster."""
-        member.log.unlink(missing_ok=True)
-        member.ports.clear()
-        subprocess.run(server_command(member.db_file, member.rundir, self.ssl), check=True,
-                       stderr=subprocess.DEVNULL)
-        member.pid = int((member.rundir / "fleet.pid").read_text())
+        member.start(timeout)
         if wait:
             deadline = time.monotonic() + timeout
             while member.status().get("status") != "cluster member":
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{member.rundir} did not rejoin its cluster")
+                    raise RuntimeError(f"{member.directory} did not rejoin its cluster")
                 time.sleep(0.05)
 
     def leader(self) -> Member | None:
@@ -128,7 +132,7 @@ class FleetCluster:
             if all(t in member.ports for t in targets):
                 return {t: member.ports[t] for t in targets}
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{member.rundir}: no listener for {targets} in its log")
+                raise RuntimeError(f"{member.directory}: no listener for {targets} in its log")
             time.sleep(0.05)
 
     def remotes(self, target: str) -> str:
@@ -140,23 +144,12 @@ class FleetCluster:
 
     def kill(self, member: Member, sig: int = signal.SIGKILL) -> None:
         """Stop one server with `sig` (SIGKILL: a crash) and wait until it is gone."""
-        if member.pid is not None:
-            try:
-                os.kill(member.pid, sig)
-            except ProcessLookupError:
-                pass
-            self._stopped(member)
+        member.kill(sig)
+        member.stop()
 
     def stop(self) -> None:
         for member in self.members:
-            self._stopped(member)
-
-    @staticmethod
-    def _stopped(member: Member) -> None:
-        """Stop `member` if it runs; remove its pid file, so no one stops a reused pid later."""
-        stop_pid(member.pid, 10)
-        member.pid = None
-        (member.rundir / "fleet.pid").unlink(missing_ok=True)
+            member.stop()
 
     def __enter__(self) -> "FleetCluster":
         self.start()

@@ -46,10 +46,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
+from vucompat_testing.daemon import Daemon
 from vucompat_testing.net import free_port
-from vucompat_testing.processes import stop_pid
 
 #: where the demo and the tests keep the guest (run/ is not tracked)
 DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "run" / "guest-cache"
@@ -463,9 +463,10 @@ class Qmp:
 # --- QEMU -----------------------------------------------------------------------
 
 @dataclass
-class Guest:
+class Guest(Daemon):
     """One qemu-system-x86_64 (TCG) running the guest with one virtio-net-pci NIC on
-    a vhost-user backend, from a private `directory`.
+    a vhost-user backend, from a private `directory` (a Daemon: its files are named
+    after `name`; start() returns once its QMP socket exists).
 
     `vhost_server` False: QEMU connects to `vhost_socket`, which the backend serves
     (dpdkvhostuser, testpmd net_vhost client=0), retrying every second until it can
@@ -500,25 +501,16 @@ class Guest:
     _qmp: Qmp | None = field(default=None, init=False, repr=False)
 
     @property
+    def stem(self) -> str:  # type: ignore[override]
+        return self.name
+
+    @property
     def qmp_socket(self) -> Path:
-        return self.directory / f"{self.name}.qmp"
+        return self.file(".qmp")
 
     @property
     def serial_log(self) -> Path:
-        return self.directory / f"{self.name}.serial"
-
-    @property
-    def log(self) -> Path:
-        """QEMU's own stdout and stderr."""
-        return self.directory / f"{self.name}.log"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.directory / f"{self.name}.pid"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
+        return self.file(".serial")
 
     @property
     def incoming_uri(self) -> str:
@@ -561,31 +553,25 @@ class Guest:
             cmd += ["-incoming", self.incoming_uri]
         return cmd + list(self.extra_args)
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start QEMU; return once its QMP socket exists (the guest boots on: see
-        `wait_booted`)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def launch(self, timeout: float) -> None:
+        """Start QEMU (start() returns once its QMP socket exists; the guest boots on:
+        see `wait_booted`). Its stdout and stderr go to `log`."""
         if self.incoming and self.incoming_port is None:
             self.incoming_port = free_port()
         for stale in (self.qmp_socket, self.serial_log, self.pidfile):
             stale.unlink(missing_ok=True)
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log, "w") as log:  # QEMU writes its pid file itself (-pidfile)
+            self.spawn(self.command(), write_pidfile=False, stdin=subprocess.DEVNULL, stdout=log,
+                       stderr=subprocess.STDOUT, start_new_session=True)
         self.started_at = time.monotonic()
-        deadline = self.started_at + timeout
-        while not self.qmp_socket.exists():
-            if self.process.poll() is not None:
-                self.process = None
-                raise GuestError(f"QEMU {self.name} exited at start: {self.log_text().strip()[-2000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise GuestError(f"QEMU {self.name} made no QMP socket in {timeout:.0f} s: see {self.log}")
-            time.sleep(0.02)
 
-    def running(self) -> bool:
-        """True while the QEMU process lives."""
-        return self.process is not None and self.process.poll() is None
+    def ready(self) -> bool:
+        return self.qmp_socket.exists()
+
+    def error(self, message: str) -> GuestError:
+        crash = self.crash_signal()
+        return GuestError(f"QEMU {message}{f' (killed by {crash})' if crash else ''}: "
+                          f"{self.log_text().strip()[-2000:]}", crash)
 
     def qmp(self, command: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """Run a QMP command; its return value (a dict for most). Keyword arguments
@@ -731,24 +717,19 @@ class Guest:
                                    f"(last {ticks[-1] if ticks else None})")
             time.sleep(0.1)
 
-    def stop(self) -> None:
+    def quit(self) -> None:
+        """QMP quit; wait up to 10 s for QEMU to exit. QMP is silent while QEMU waits
+        for its backend: do not wait long for an answer."""
+        if self._qmp is None:
+            self._qmp = Qmp(self.qmp_socket)
+        self._qmp.timeout = 2
+        self.qmp("quit")
+        assert self.process is not None
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> None:
         """Quit QEMU (QMP quit, else SIGTERM/SIGKILL by pid); always reaps it."""
-        if self.process is not None and self.process.poll() is None:
-            try:  # QMP is silent while QEMU waits for its backend: do not wait long for it
-                if self._qmp is None:
-                    self._qmp = Qmp(self.qmp_socket)
-                self._qmp.timeout = 2
-                self.qmp("quit")
-                self.process.wait(timeout=10)
-            except (GuestError, OSError, subprocess.TimeoutExpired):
-                stop_pid(self.process.pid)
+        super().stop(timeout)
         if self._qmp is not None:
             self._qmp.close()
             self._qmp = None
-        self.process = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

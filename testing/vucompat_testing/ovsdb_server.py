@@ -1,29 +1,27 @@
-"""A private ovsdb-server in a directory of its own: for tests, the demo and the
-benchmarks. It listens on a unix socket in that directory and, when asked, on a
-loopback TCP port the kernel picks; it is stopped by its pid. It never touches the
-system's OVS sockets or databases.
+"""A private ovsdb-server in a directory of its own, for tests, the demo and the
+benchmarks (a Daemon). It listens on a unix socket in that directory and, when
+asked, on a loopback TCP port the kernel picks; it is stopped by its pid. It never
+touches the system's OVS sockets or databases.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from vucompat_testing.processes import stop_pid
 from vucompat.ovsdb.tls import SslOptions
 from vucompat.ovsdb.schema import SCHEMA_FILE
+from vucompat_testing.daemon import Daemon
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 _PORT = re.compile(r"listening on port (\d+)")
 
 
 @dataclass
-class OvsdbSandbox:
+class OvsdbSandbox(Daemon):
     """One ovsdb-server serving the VuCompat database (and, with `vswitch`, an
     Open_vSwitch database too) from `directory`."""
 
@@ -32,8 +30,8 @@ class OvsdbSandbox:
     tcp: bool = False
     #: with tcp: listen with SSL (pssl:) using these files instead of plain TCP
     ssl: SslOptions | None = None
-    pid: int | None = field(default=None, init=False)
     tcp_port: int | None = field(default=None, init=False)
+    stem: ClassVar[str] = "ovsdb-server"
 
     @property
     def registry_db(self) -> Path:
@@ -56,11 +54,7 @@ class OvsdbSandbox:
 
     @property
     def ctl(self) -> Path:
-        return self.directory / "ovsdb-server.ctl"
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "ovsdb-server.log"
+        return self.file(".ctl")
 
     def create(self, schema: Path = SCHEMA_FILE) -> None:
         """Create the database files (the registry from `schema`) if missing."""
@@ -70,9 +64,9 @@ class OvsdbSandbox:
         if self.vswitch and not self.conf_db.exists():
             subprocess.run(["ovsdb-tool", "create", str(self.conf_db), str(VSWITCH_SCHEMA)], check=True)
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start ovsdb-server (creating the databases first if needed); return
-        when it answers on its socket."""
+    def launch(self, timeout: float) -> None:
+        """Start ovsdb-server, creating the databases first if needed (start() then
+        waits, with `tcp`, until it has reported its TCP port)."""
         self.create()
         self.log.unlink(missing_ok=True)
         dbs = ([str(self.conf_db)] if self.vswitch else []) + [str(self.registry_db)]
@@ -82,48 +76,27 @@ class OvsdbSandbox:
         if self.ssl:
             remotes += [f"--private-key={self.ssl.private_key}", f"--certificate={self.ssl.certificate}",
                         f"--ca-cert={self.ssl.ca_cert}"]
-        pidfile = self.directory / "ovsdb-server.pid"
-        # stderr: before detaching it echoes its first log line to the console
-        subprocess.run(["ovsdb-server", *dbs, *remotes, f"--unixctl={self.ctl}", f"--pidfile={pidfile}",
-                        f"--log-file={self.log}", "--detach", "--no-chdir"], check=True, stderr=subprocess.DEVNULL)
-        self.pid = int(pidfile.read_text())
-        deadline = time.monotonic() + timeout
-        while self.tcp and self.tcp_port is None:
+        self.run_detached(["ovsdb-server", *dbs, *remotes, f"--unixctl={self.ctl}"])
+
+    def ready(self) -> bool:
+        if self.tcp and self.tcp_port is None:
             match = _PORT.search(self.log.read_text()) if self.log.exists() else None
-            if match:
-                self.tcp_port = int(match.group(1))
-            elif time.monotonic() > deadline:
-                raise RuntimeError(f"ovsdb-server in {self.directory} did not report its TCP port")
-            else:
-                time.sleep(0.01)
+            self.tcp_port = int(match.group(1)) if match else None
+        return not self.tcp or self.tcp_port is not None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server by its pid (SIGTERM, then SIGKILL) and wait until it is gone."""
-        stop_pid(self.pid, timeout)
-        self.pid = None
+        super().stop(timeout)
         self.tcp_port = None
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` to the server (SIGKILL: a crash, for the tests)."""
-        if self.pid is not None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
 
-    def __enter__(self) -> "OvsdbSandbox":
-        self.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-
-def select(remote: str, table: str, columns: list[str] | None = None, database: str = "VuCompat") -> list[dict]:
-    """Return the rows of `table` straight from the server (one raw JSON-RPC select)."""
+def select(remote: str, table: str, columns: list[str] | None = None, database: str = "VuCompat",
+           where: list | None = None) -> list[dict]:
+    """Return the rows of `table` (that match `where`) straight from the server (one
+    raw JSON-RPC select)."""
     from vucompat.ovsdb import rpc
 
-    op: dict = {"op": "select", "table": table, "where": []}
+    op: dict = {"op": "select", "table": table, "where": where or []}
     if columns:
         op["columns"] = columns
     return rpc.transact(remote, database, [op])[0]["rows"]

@@ -1,37 +1,39 @@
-"""A real switch host for the agent, relay and migration tests: ovsdb-server
+"""A real switch host for the tests, the demo and the benchmarks: ovsdb-server
 (Open_vSwitch + registry), ovs-vswitchd-dpdk without hugepages, `vucompat agent`,
-and dpdk-testpmd frontends. Every process is started here and stopped by pid. One
-switch at a time: each test module has its own (module scope), so two vswitchd
-never share the cores."""
+and what runs on it: dpdk-testpmd frontends and QEMU guests. Every process is
+started here and stopped by pid. One switch at a time in a test module (module
+scope), so two vswitchd never share the cores; the live migration tests, the demo
+and bench/live_migration.py run two, each in a network namespace of its own.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 from vucompat.core import catalog
 from vucompat_testing import EXAMPLES
-from vucompat_testing.ovsdb_server import select
+from vucompat_testing.daemon import Daemon
+from vucompat_testing.guest import Guest, GuestImage
+from vucompat_testing.ovsdb_server import OvsdbSandbox, select
+from vucompat_testing.processes import ENV, VUCOMPAT
 from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd
-from vucompat_testing.ovsdb_server import OvsdbSandbox
 
-VUCOMPAT = str(Path(sys.executable).parent / "vucompat")
-ENV = {k: v for k, v in os.environ.items() if k != "VUCOMPAT_TABLES"}
 # the agent probes the real backend (OVS 3.1 + DPDK 22.11 on Debian bookworm: virtio 0xd7c66a7ca,
 # protocol 0x10cbf): latest resolves to upstream.ovs-dpdk.v2.15
 LATEST = "upstream.ovs-dpdk.v2.15"
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    """Call `check` until it returns something true; return that. Raises
+    AssertionError after `timeout` seconds (or what `check` last raised, when it
+    raised CalledProcessError, AssertionError or KeyError)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -47,119 +49,184 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "") 
 
 
 @dataclass
-class AgentProcess:
+class AgentProcess(Daemon):
+    """`vucompat agent` on the databases `remote` serves, run from `directory`: its
+    log there (agent.log, appended to across restarts), its relays in relays/, and
+    `directory` as OVS's run directory. `enforce`: --enforcement relay, else off;
+    `extra`: more arguments (e.g. --fleet ...)."""
+
+    directory: Path
     remote: str
-    log: Path
-    enforce: bool = False
-    #: more `vucompat agent` arguments (e.g. --fleet ...)
+    enforce: bool = True
     extra: list[str] = field(default_factory=list)
-    process: subprocess.Popen | None = field(default=None, init=False)
-    logs: list[Path] = field(default_factory=list)
+    stem: ClassVar[str] = "agent"
 
-    def start(self) -> None:
-        log = self.log.with_name(f"{self.log.stem}.{len(self.logs)}.log")
-        self.logs.append(log)
-        directory = self.log.parent
-        self.process = subprocess.Popen([VUCOMPAT, "agent", "--db", self.remote, "--log-file", str(log),
-                                         "--enforcement", "relay" if self.enforce else "off",
-                                         "--relay-dir", str(directory / "relays"), "--ovs-rundir", str(directory),
-                                         *self.extra],
-                                        env=ENV)
+    def launch(self, timeout: float) -> None:
+        self.spawn([VUCOMPAT, "agent", "--db", self.remote, "--log-file", str(self.log),
+                    "--enforcement", "relay" if self.enforce else "off", "--relay-dir", str(self.directory / "relays"),
+                    "--ovs-rundir", str(self.directory), *self.extra], env=ENV)
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=20)
-            self.process = None
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (the agent closes its relays), then SIGKILL after `timeout` seconds."""
+        super().stop(timeout)
 
     def text(self) -> str:
-        return "".join(p.read_text() for p in self.logs if p.exists())
+        """Return everything the agent logged so far."""
+        return self.log.read_text() if self.log.exists() else ""
 
 
 @dataclass
 class Switch:
+    """One host: its ovsdb-server (`server`: Open_vSwitch and the registry),
+    ovs-vswitchd-dpdk, the agent, and the testpmd frontends and QEMU guests started
+    on it. start_host() starts one; stop() stops everything, guests first."""
+
+    name: str
     directory: Path
     server: OvsdbSandbox
     vswitchd: Vswitchd
     agent: AgentProcess
     frontends: list[Testpmd] = field(default_factory=list)
+    guests: list[Guest] = field(default_factory=list)
+    #: called with the arguments and output of every ovs-vsctl that plug and unplug
+    #: run (the demo shows them)
+    echo: Callable[[Sequence[str], str], None] | None = None
+
+    @property
+    def remote(self) -> str:
+        """The unix remote of its databases."""
+        return self.server.unix_remote
+
+    def vsctl(self, *args: str) -> str:
+        """Run ovs-vsctl against this host (echoed); return its output."""
+        out = self.vswitchd.vsctl(*args)
+        if self.echo is not None:
+            self.echo(args, out)
+        return out
 
     def external_ids(self, name: str) -> dict[str, str]:
-        from vucompat.ovsdb import rpc
-
-        (result,) = rpc.transact(self.server.unix_remote, "Open_vSwitch", [
-            {"op": "select", "table": "Interface", "where": [["name", "==", name]], "columns": ["external_ids"]}])
-        (row,) = result["rows"]
+        """Return Interface `name`'s external_ids."""
+        (row,) = select(self.remote, "Interface", ["external_ids"], "Open_vSwitch", [["name", "==", name]])
         return dict(row["external_ids"][1])
 
     def mirrored(self, name: str) -> dict[str, str]:
+        """Return Interface `name`'s external_ids once the agent has recorded its port."""
         return eventually(lambda: (ids := self.external_ids(name)).get("vhost-compat-state") and ids,
                           what=f"the agent to record {name}")
 
     def port(self, name: str) -> dict[str, Any]:
-        done = subprocess.run([VUCOMPAT, "port", "show", name, "--db", self.server.unix_remote, "--format", "json"],
+        """Return `vucompat port show NAME --format json` of this host."""
+        done = subprocess.run([VUCOMPAT, "port", "show", name, "--db", self.remote, "--format", "json"],
                               capture_output=True, text=True, env=ENV, timeout=30)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
+    def port_row(self, port: str) -> dict | None:
+        """Return the registry's Port row of Interface `port`, or None."""
+        rows = [r for r in select(self.remote, "Port") if r["interface_name"] == port]
+        return rows[0] if rows else None
+
     def frontend(self, name: str, **kw: Any) -> Testpmd:
-        testpmd = Testpmd(self.directory / f"{name}.sock", self.directory / f"testpmd-{name}.log", **kw)
-        testpmd.start()
+        """Start a testpmd frontend named `name` here (Testpmd's options in `kw`)."""
+        testpmd = Testpmd(self.directory, name, **kw)
         self.frontends.append(testpmd)
+        testpmd.start()
         return testpmd
 
-    def delete(self, *names: str) -> None:
-        for name in names:
-            self.vswitchd.vsctl("--if-exists", "del-port", name)
+    def plug(self, port: str, options: dict[str, str]) -> Path:
+        """ovs-vsctl add-port as Nova/os-vif would: a dpdkvhostuser port with `options`
+        (e.g. {"vhost-compat": MODE}); return the socket a guest's QEMU must connect
+        to (the port's relay, when the agent put one on it)."""
+        settings = [f"options:{k}={v}" for k, v in options.items()]
+        self.vsctl("add-port", self.vswitchd.bridge, port, "--", "set", "Interface", port, "type=dpdkvhostuser",
+                   *settings)
+        return self.vswitchd.frontend_socket(port)
+
+    def unplug(self, *ports: str) -> None:
+        """ovs-vsctl del-port, for each port that exists."""
+        for port in ports:
+            self.vsctl("--if-exists", "del-port", port)
+
+    def guest(self, image: GuestImage, port: str, socket: Path, name: str | None = None, **kw: Any) -> Guest:
+        """Start a QEMU guest (Guest's options in `kw`, e.g. incoming=True) whose NIC
+        connects to `socket`, named `name` (default <port>-on-<host>); return it."""
+        guest = Guest(image, self.directory / "guests", socket, name=name or f"{port}-on-{self.name}", **kw)
+        self.guests.append(guest)
+        guest.start()
+        return guest
+
+    def stop_guests(self) -> None:
+        for guest in self.guests:
+            guest.stop()
+        self.guests.clear()
+
+    def stop(self) -> None:
+        """Stop the guests, the agent, the frontends, ovs-vswitchd and ovsdb-server, by pid."""
+        self.stop_guests()
+        self.agent.stop()
+        for testpmd in self.frontends:
+            testpmd.stop()
+        self.vswitchd.stop()
+        self.server.stop()
 
 
-def start_switch(enforce: bool, name: str = "switch-1", other_config: dict[str, str] | None = None,
-                 own_netns: bool = False, tables: tuple[Path, ...] = (EXAMPLES / "one-queue-pair",)):
-    """A generator (for a fixture): a real switch host named `name`, its vswitchd
-    started with `other_config` (in a network namespace of its own with `own_netns`),
-    its registry loaded with `tables` and the shipped ones, the agent running and its
-    probe recorded; everything stopped by pid afterwards."""
+def start_host(name: str, directory: Path | None = None, *, enforce: bool = True,
+               other_config: dict[str, str] | None = None, own_netns: bool = False, tables: Sequence[Path] = (),
+               ovs_version: str | None = None, echo: Callable[[Sequence[str], str], None] | None = None) -> Switch:
+    """Start a switch host named `name` in `directory` (default: a new one under
+    /tmp, as unix socket paths are limited to 108 bytes): ovsdb-server; the registry
+    loaded with the shipped tables and `tables`; ovs-vswitchd-dpdk with
+    `other_config` (with `own_netns`, in a network namespace of its own); the agent
+    (`enforce`: relays on). Returns once the agent has probed the backend. With
+    `ovs_version`, the Open_vSwitch row first records it, as ovs-ctl does. Raises
+    RuntimeError when a program is missing; what started is stopped when a step fails."""
     for tool in ("ovsdb-server", "dpdk-testpmd"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed: run `make setup`")
     if not VSWITCHD_DPDK.exists():
         raise RuntimeError(f"{VSWITCHD_DPDK} is not installed: run `make setup` (openvswitch-switch-dpdk)")
-    directory = Path(tempfile.mkdtemp(prefix="vuc-sw-", dir="/tmp"))
+    directory = directory or Path(tempfile.mkdtemp(prefix=f"vuc-{name}-", dir="/tmp"))
     server = OvsdbSandbox(directory)
-    server.start()
     vswitchd = Vswitchd(directory, server.unix_remote, other_config=dict(other_config or {}), own_netns=own_netns)
-    agent = AgentProcess(server.unix_remote, directory / "agent.log", enforce=enforce)
-    sw = Switch(directory, server, vswitchd, agent)
+    host = Switch(name, directory, server, vswitchd, AgentProcess(directory, server.unix_remote, enforce), echo=echo)
     try:
+        server.start()
+        if ovs_version is not None:
+            vswitchd.vsctl("init", "--", "set", "Open_vSwitch", ".", f"ovs_version={ovs_version}", wait=False)
         subprocess.run([VUCOMPAT, "load", "--db", server.unix_remote, "--host-name", name,
                         *(arg for t in tables for arg in ("--tables", str(t)))], check=True, capture_output=True,
                        env=ENV)
         vswitchd.start()
-        agent.start()
+        host.agent.start()
         # the agent probes the backend at start: ports are resolved against what it really offers
         eventually(lambda: select(server.unix_remote, "Host")[0]["capabilities_source"] == "probed",
-                   timeout=30, what="the agent's probe")
-        yield sw
+                   timeout=30, what=f"{name}'s agent to probe its backend")
+    except BaseException:
+        host.stop()
+        raise
+    return host
+
+
+def start_switch(enforce: bool, name: str = "switch-1", other_config: dict[str, str] | None = None,
+                 own_netns: bool = False, tables: Sequence[Path] = (EXAMPLES / "one-queue-pair",)) -> Iterator[Switch]:
+    """A generator (for a fixture): start_host(...) with `tables` (default: the
+    one-queue-pair example); afterwards everything is stopped by pid and its
+    directory removed."""
+    host = start_host(name, enforce=enforce, other_config=other_config, own_netns=own_netns, tables=tables)
+    try:
+        yield host
     finally:
-        agent.stop()
-        for testpmd in sw.frontends:
-            testpmd.stop()
-        vswitchd.stop()
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        host.stop()
+        shutil.rmtree(host.directory, ignore_errors=True)
 
 
 def negotiated(switch: Switch, name: str, timeout: float = 30) -> tuple[list[str], dict[str, str]]:
-    """The features OVS reports a frontend negotiated on `name` (Interface status)."""
+    """Return the features OVS reports a frontend negotiated on `name` (Interface
+    status), by name, and that status, once the frontend is connected."""
     def status() -> dict[str, str] | None:
-        from vucompat.ovsdb import rpc
-
-        (result,) = rpc.transact(switch.server.unix_remote, "Open_vSwitch", [
-            {"op": "select", "table": "Interface", "where": [["name", "==", name]], "columns": ["status"]}])
-        found = dict(result["rows"][0]["status"][1])
+        rows = select(switch.remote, "Interface", ["status"], "Open_vSwitch", [["name", "==", name]])
+        found = dict(rows[0]["status"][1])
         return found if found.get("features") else None
 
     found = eventually(status, timeout=timeout, what=f"{name}'s frontend to connect")
     return catalog.mask_to_names(catalog.parse_hex(found["features"]), "virtio"), found
-
-

@@ -1,7 +1,7 @@
 """Real vhost-user parts for tests, the demo and the benchmarks: ovs-vswitchd-dpdk
 without hugepages on a private ovsdb-server, and dpdk-testpmd as a virtio-user
-frontend (the guest side). Both run from a private directory, are stopped by pid,
-and never touch the system's OVS. See ../shared/reference/real-components.md.
+frontend (the guest side). Both are Daemons: they run from a private directory, are
+stopped by pid, and never touch the system's OVS.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from vucompat_testing.processes import stop_pid
+from vucompat_testing.daemon import Daemon
 
 VSWITCHD_DPDK = Path("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk")
 
 
 @dataclass
-class Vswitchd:
+class Vswitchd(Daemon):
     """ovs-vswitchd-dpdk with DPDK on --no-huge memory, a netdev bridge `bridge`,
     serving vhost-user sockets from `directory`/vhost."""
 
@@ -31,15 +32,11 @@ class Vswitchd:
     #: run the daemon in a network namespace of its own (`unshare -n`): two userspace
     #: datapaths clash in one (their tap devices); unix sockets work across namespaces
     own_netns: bool = False
-    pid: int | None = field(default=None, init=False)
+    stem: ClassVar[str] = "ovs-vswitchd"
 
     @property
     def ctl(self) -> Path:
-        return self.directory / "ovs-vswitchd.ctl"
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "ovs-vswitchd.log"
+        return self.file(".ctl")
 
     @property
     def env(self) -> dict[str, str]:
@@ -51,7 +48,9 @@ class Vswitchd:
         cmd = ["ovs-vsctl", f"--db={self.remote}", "--timeout=60", *([] if wait else ["--no-wait"]), *args]
         return subprocess.run(cmd, check=True, capture_output=True, text=True, env=self.env).stdout.strip()
 
-    def start(self, timeout: float = 60.0) -> None:
+    def launch(self, timeout: float) -> None:
+        """Configure DPDK in the database, start the daemon (detached), and add the
+        bridge (ovs-vsctl waits until the daemon has it)."""
         (self.directory / "vhost").mkdir(parents=True, exist_ok=True)
         prefix = f"vucvs{os.getpid()}x{abs(hash(str(self.directory))) % 100000}"
         self.vsctl("init", wait=False)
@@ -59,11 +58,8 @@ class Vswitchd:
                    f'other_config:dpdk-extra="--no-pci --no-huge -m 1024 --legacy-mem --file-prefix={prefix}"',
                    "other_config:pmd-cpu-mask=0x2", "other_config:vhost-sock-dir=vhost",
                    *(f"other_config:{k}={v}" for k, v in self.other_config.items()), wait=False)
-        pidfile = self.directory / "ovs-vswitchd.pid"
-        subprocess.run([*(["unshare", "-n"] if self.own_netns else []), str(VSWITCHD_DPDK), self.remote,
-                        f"--pidfile={pidfile}", f"--unixctl={self.ctl}", f"--log-file={self.log}", "--detach",
-                        "--no-chdir"], check=True, env=self.env, stderr=subprocess.DEVNULL, timeout=timeout)
-        self.pid = int(pidfile.read_text())
+        self.run_detached([str(VSWITCHD_DPDK), self.remote, f"--unixctl={self.ctl}"], env=self.env, timeout=timeout,
+                          prefix=["unshare", "-n"] if self.own_netns else [])
         self.vsctl("--may-exist", "add-br", self.bridge, "--", "set", "bridge", self.bridge, "datapath_type=netdev")
 
     def add_vhost_port(self, name: str, socket: Path | None = None, compat: str | None = None,
@@ -91,57 +87,56 @@ class Vswitchd:
                 raise TimeoutError(f"the agent did not record {name} within {timeout:g}s")
             time.sleep(0.05)
 
-    def stop(self) -> None:
-        if self.pid is None:
-            return
+    def quit(self) -> None:
+        """ovs-appctl exit --cleanup: the daemon removes its ports and sockets."""
         subprocess.run(["ovs-appctl", "-t", str(self.ctl), "exit", "--cleanup"], capture_output=True, timeout=30,
                        env=self.env)
-        stop_pid(self.pid)
-        self.pid = None
 
 
 @dataclass
-class Testpmd:
-    """dpdk-testpmd with a virtio_user vdev: a real vhost-user frontend. With
-    `server` it serves `socket` (for dpdkvhostuserclient ports); otherwise it
-    connects to OVS's socket. It idles in interactive mode (stdin kept open)."""
+class Testpmd(Daemon):
+    """dpdk-testpmd with a virtio_user vdev: a real vhost-user frontend, named `name`,
+    logging to `directory`/testpmd-<name>.log. With `server` it serves `socket`
+    (default `directory`/<name>.sock, for dpdkvhostuserclient ports); otherwise it
+    connects to `socket` (OVS's, or a relay's). It idles in interactive mode (stdin
+    kept open) and is told `quit` when stopped."""
 
-    socket: Path
-    log: Path
+    directory: Path
+    name: str
+    socket: Path | None = None
     server: bool = True
     queues: int = 1
     queue_size: int = 256
     packed: bool = False
     #: more EAL arguments, e.g. ["--log-level=pmd.net.virtio.*:debug"]
     eal_args: tuple[str, ...] = ()
-    process: subprocess.Popen | None = field(default=None, init=False)
     __test__ = False  # not a pytest test class, despite its name
 
-    def start(self) -> None:
+    def __post_init__(self) -> None:
+        if self.socket is None:
+            self.socket = self.directory / f"{self.name}.sock"
+
+    @property
+    def stem(self) -> str:  # type: ignore[override]
+        return f"testpmd-{self.name}"
+
+    def launch(self, timeout: float) -> None:
         prefix = f"vuctp{os.getpid()}x{abs(hash(str(self.socket))) % 100000}"
         vdev = (f"net_virtio_user0,path={self.socket},server={1 if self.server else 0},queues={self.queues},"
                 f"queue_size={self.queue_size}" + (",packed_vq=1" if self.packed else ""))
         cmd = ["dpdk-testpmd", "-l", "0,1", "--no-pci", "--no-huge", "-m", "512", f"--file-prefix={prefix}",
                f"--vdev={vdev}", *self.eal_args, "--", "-i", "--total-num-mbufs=16384", f"--rxq={self.queues}",
                f"--txq={self.queues}"]
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=open(self.log, "w"),
-                                        stderr=subprocess.STDOUT)
-        if self.server:
-            deadline = time.monotonic() + 30
-            while not self.socket.exists():
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"dpdk-testpmd did not create {self.socket}: see {self.log}")
-                time.sleep(0.05)
+        with open(self.log, "w") as log:
+            self.spawn(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
 
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        try:
-            assert self.process.stdin is not None
-            self.process.stdin.write(b"quit\n")
-            self.process.stdin.flush()
-            self.process.wait(timeout=10)
-        except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
-            pass
-        stop_pid(self.process.pid)
-        self.process = None
+    def ready(self) -> bool:
+        """As a server: once it has created its socket."""
+        return not self.server or (self.socket is not None and self.socket.exists())
+
+    def quit(self) -> None:
+        """`quit` on its prompt; wait up to 10 s for it to exit."""
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(b"quit\n")
+        self.process.stdin.flush()
+        self.process.wait(timeout=10)
