@@ -26,7 +26,7 @@ from vucompat.core.tables import load_modeset
 from vucompat_testing.guest import Guest, GuestError, ensure_guest
 from vucompat_testing.ovsdb_server import OvsdbSandbox
 from vucompat_testing.processes import ENV, VUCOMPAT, stop_pid
-from vucompat_testing.switch import AgentProcess
+from vucompat_testing.switch import AgentProcess, Switch, start_host
 from vucompat_testing.tablegen import table_text_until
 from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd
 
@@ -424,53 +424,24 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
 
 
 
-class MovingHost:
-    """A host of scene 12: ovsdb-server, ovs-vswitchd-dpdk (in a network namespace of
-    its own: two userspace datapaths clash in one) and the agent, relays on."""
-
-    def __init__(self, name: str, started: list, **settings: str) -> None:
-        self.name = name
-        self.server = OvsdbSandbox(RUN / name)
-        self.server.start()
-        started.append(self.server)
-        subprocess.run([VUCOMPAT, "load", "--db", self.server.unix_remote, "--host-name", name], check=True,
-                       capture_output=True, env=ENV)
-        subprocess.run(["ovs-vsctl", f"--db={self.server.unix_remote}", "--no-wait", "init", "--", "set",
-                        "Open_vSwitch", ".", f"ovs_version={real_ovs_version()}"], check=True)
-        self.switch = Vswitchd(self.server.directory, self.server.unix_remote, other_config=settings, own_netns=True)
-        self.switch.start()
-        started.append(self.switch)
-        start_agent(self.server, started)
-
-    def plug(self, port: str, mode: str) -> Path:
-        """Add a dpdkvhostuser port in `mode` (Nova/os-vif's step); the socket QEMU connects to."""
-        vsctl(self.server, "add-port", "br0", port, "--", "set", "Interface", port, "type=dpdkvhostuser",
-              f"options:vhost-compat={mode}")
-        return self.switch.frontend_socket(port)
-
-    def unplug(self, port: str) -> None:
-        vsctl(self.server, "--if-exists", "del-port", port)
-
-    def guest(self, image: object, port: str, mode: str, started: list, **kw: object) -> Guest:
-        vm = Guest(image, self.server.directory / "guests", self.plug(port, mode), name=f"{port}-on-{self.name}",
-                   **kw)  # type: ignore[arg-type]
-        vm.start()
-        started.append(vm)
-        return vm
-
-
 def live_migration_screens(started: list) -> None:
     screen("12. A VM really moves between two backends that differ (QEMU/TCG, a real Linux guest)")
     say("Two more hosts, each with Debian's ovs-vswitchd-dpdk and the agent: 'default' with default settings, and")
     say("'tso' with other_config:userspace-tso-enable=true, whose ports offer CSUM (and, on client ports, TSO):")
     image = ensure_guest()
-    default, tso = MovingHost("default", started), MovingHost("tso", started, **{"userspace-tso-enable": "true"})
-    wait_probed(default.server)
-    wait_probed(tso.server)
+    # each ovs-vswitchd-dpdk in a network namespace of its own: two userspace datapaths clash in one
+    for name, settings in (("default", {}), ("tso", {"userspace-tso-enable": "true"})):
+        started.append(start_host(name, RUN / name, own_netns=True, other_config=settings,
+                                  ovs_version=real_ovs_version(), echo=show_vsctl))
+    default, tso = started[-2:]
     vucompat("select-mode", "--scope", "hosts", "--host", default.server.unix_remote, "--host", tso.server.unix_remote)
 
-    def migrate(vm: Guest, destination: MovingHost, port: str, mode: str) -> Guest:
-        target = destination.guest(image, port, mode, started, incoming=True)
+    def boot(host: Switch, port: str, mode: str, **kw: object) -> Guest:
+        """Nova's steps: plug the port in `mode` (os-vif), start QEMU on the socket it gives."""
+        return host.guest(image, port, host.plug(port, {"vhost-compat": mode}), **kw)
+
+    def migrate(vm: Guest, destination: Switch, port: str, mode: str) -> Guest:
+        target = boot(destination, port, mode, incoming=True)
         target.wait_ready()
         info = vm.migrate_to(target, timeout=180)
         say(f"QMP query-migrate on the source: status {info['status']}, total {info.get('total-time')} ms, "
@@ -486,7 +457,7 @@ def live_migration_screens(started: list) -> None:
         return target
 
     say("\nFirst without a mode: the VM's port on 'tso' is passthrough, so its guest negotiates CSUM.")
-    vm = tso.guest(image, "vm20", "passthrough", started)
+    vm = boot(tso, "vm20", "passthrough")
     vm.wait_booted()
     vucompat("check-migration", "--port", "vm20", "--source", tso.server.unix_remote, "--dest",
              default.server.unix_remote, expect=1)
@@ -508,7 +479,7 @@ def live_migration_screens(started: list) -> None:
                              "--host", tso.server.unix_remote, "--format", "json"], capture_output=True, text=True,
                             env=ENV)
     mode = json.loads(chosen.stdout)["mode"]
-    vm = tso.guest(image, "vm21", mode, started)
+    vm = boot(tso, "vm21", mode)
     vm.wait_booted()
     vucompat("check-migration", "--port", "vm21", "--source", tso.server.unix_remote, "--dest",
              default.server.unix_remote, "--format", "json")

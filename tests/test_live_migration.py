@@ -11,13 +11,10 @@ destination QEMU starts, as Nova's pre_live_migration does.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from vucompat_testing.ovsdb_server import select
 from vucompat_testing.switch import Switch, eventually, start_switch
 from vucompat.core import catalog
 from vucompat.api import Client
@@ -28,80 +25,39 @@ TSO = {"userspace-tso-enable": "true"}
 CSUM = catalog.lookup("VIRTIO_NET_F_CSUM").value
 
 
-@dataclass
-class Backend:
-    """One host of the pair: its switch (registry, ovs-vswitchd-dpdk, agent)."""
-
-    name: str
-    switch: Switch
-    guests: list[Guest] = field(default_factory=list)
-
-    @property
-    def remote(self) -> str:
-        return self.switch.server.unix_remote
-
-    def plug(self, port: str, options: dict[str, str]) -> Path:
-        """ovs-vsctl add-port as Nova/os-vif would, a dpdkvhostuser port with `options`;
-        the socket the guest's QEMU must connect to (the relay's, when it has one)."""
-        settings = [f"options:{k}={v}" for k, v in options.items()]
-        self.switch.vswitchd.vsctl("add-port", self.switch.vswitchd.bridge, port, "--", "set", "Interface", port,
-                                   "type=dpdkvhostuser", *settings)
-        return self.switch.vswitchd.frontend_socket(port)
-
-    def unplug(self, port: str) -> None:
-        self.switch.vswitchd.vsctl("--if-exists", "del-port", port)
-
-    def guest(self, image: GuestImage, port: str, socket: Path, **kw: object) -> Guest:
-        guest = Guest(image, self.switch.directory / "guests", socket, name=f"{port}-on-{self.name}", **kw)
-        self.guests.append(guest)
-        guest.start()
-        return guest
-
-    def port_row(self, port: str) -> dict | None:
-        rows = [r for r in select(self.remote, "Port") if r["interface_name"] == port]
-        return rows[0] if rows else None
-
-    def stop_guests(self) -> None:
-        for guest in self.guests:
-            guest.stop()
-        self.guests.clear()
-
-
 @pytest.fixture(scope="module")
 def image() -> GuestImage:
     return ensure_guest()
 
 
 @pytest.fixture(scope="module")
-def hosts() -> Iterator[dict[str, Backend]]:
+def hosts() -> Iterator[dict[str, Switch]]:
     """plain: Debian's OVS 3.1 with default settings; tso: the same with
     userspace-tso-enable=true (in a network namespace of its own), so the two
     backends really differ."""
     plain = start_switch(enforce=True, name="plain", tables=())
     tso = start_switch(enforce=True, name="tso", other_config=TSO, own_netns=True, tables=())
-    pair = {"plain": Backend("plain", next(plain)), "tso": Backend("tso", next(tso))}
+    pair = {"plain": next(plain), "tso": next(tso)}
     try:
         yield pair
     finally:
-        for backend in pair.values():
-            backend.stop_guests()
         for generator in (tso, plain):
             next(generator, None)
 
 
 @pytest.fixture(autouse=True)
-def _stop_guests(hosts: dict[str, Backend]) -> Iterator[None]:
+def _stop_guests(hosts: dict[str, Switch]) -> Iterator[None]:
     yield
-    for backend in hosts.values():
-        backend.stop_guests()
+    for host in hosts.values():
+        host.stop_guests()
 
 
-def verdict(port: str, source: Backend, destination: Backend) -> Verdict:
+def verdict(port: str, source: Switch, destination: Switch) -> Verdict:
     with Client() as client:  # what Nova's pre-check calls
         return client.check_migration(port, source.remote, destination.remote)
 
 
-def boot(source: Backend, image: GuestImage, port: str, options: dict[str, str], **kw: object) -> Guest:
+def boot(source: Switch, image: GuestImage, port: str, options: dict[str, str], **kw: object) -> Guest:
     guest = source.guest(image, port, source.plug(port, options), **kw)
     guest.wait_booted()
     eventually(lambda: (row := source.port_row(port)) and row["negotiated_features"] != ["set", []], timeout=60,
@@ -109,7 +65,7 @@ def boot(source: Backend, image: GuestImage, port: str, options: dict[str, str],
     return guest
 
 
-def move(guest: Guest, source: Backend, destination: Backend, image: GuestImage, port: str,
+def move(guest: Guest, source: Switch, destination: Switch, image: GuestImage, port: str,
          options: dict[str, str], **kw: object) -> tuple[Guest, dict]:
     """Nova's flow: plug the destination port with `options`, start the destination
     QEMU (-incoming) on it, migrate; (the destination guest, query-migrate's answer)."""
@@ -147,7 +103,7 @@ def test_a_mode_only_the_source_runs_is_refused_and_unmasked_the_guest_really_fa
     plain.unplug("vm-raw")
 
 
-def once_more_if_qemu_crashes(scenario: Callable[[str], None], port: str, *backends: Backend) -> None:
+def once_more_if_qemu_crashes(scenario: Callable[[str], None], port: str, *backends: Switch) -> None:
     """Run `scenario(port)`; if a QEMU of it dies of a signal (QEMU 7.2 under TCG
     segfaults now and then around vhost-user NICs, with no message: a QEMU bug, not
     an outcome of the move), say so, clean up and run it once more on a fresh port.
@@ -172,7 +128,7 @@ def test_the_selected_mode_really_moves_and_the_traffic_goes_on(hosts, image, di
                               f"vm-{direction}", source, destination)
 
 
-def selected_mode_moves(source: Backend, destination: Backend, image: GuestImage, port: str) -> None:
+def selected_mode_moves(source: Switch, destination: Switch, image: GuestImage, port: str) -> None:
     direction = f"{source.name}-to-{destination.name}"
     with Client() as client:
         selection = client.select_mode("hosts", [source.remote, destination.remote])
@@ -203,7 +159,7 @@ def selected_mode_moves(source: Backend, destination: Backend, image: GuestImage
     else:
         # every queue pair's rings were set up again on the destination, through its relay (this OVS
         # does not poll a multiqueue vhost port's queues here, relay or not: its traffic is not checked)
-        status = destination.switch.vswitchd.vsctl("get", "Interface", port, "status")
+        status = destination.vswitchd.vsctl("get", "Interface", port, "status")
         assert 'num_of_vrings="4"' in status and "status=connected" in status, status
     row = eventually(lambda: (r := destination.port_row(port)) and r["negotiated_features"] != ["set", []] and r,
                      timeout=60, what="the destination port's verification")
@@ -223,7 +179,7 @@ def test_without_enforcement_the_selected_mode_does_not_move(hosts, image):
     real move indeed loses the guest on the destination. (The allowed test, run like
     this, fails on its first assertions.)"""
     tso, plain = hosts["tso"], hosts["plain"]
-    agents = [b.switch.agent for b in (tso, plain)]
+    agents = [b.agent for b in (tso, plain)]
     for agent in agents:
         agent.stop()
         agent.enforce = False
