@@ -31,7 +31,7 @@ from vucompat_testing.fleet_cluster import FleetCluster
 from vucompat_testing.pki import Pki
 from vucompat.ovsdb.fleet_config import configure
 from vucompat.ovsdb.fleet_publish import publish
-from vucompat.ovsdb.fleet_read import FleetView, load_can_run
+from vucompat.ovsdb.fleet_read import FleetView, read_can_run
 from vucompat.ovsdb.fleet_rows import heartbeat_operations, now_ms
 from vucompat.ovsdb.session import Session
 from vucompat.ovsdb.tls import SslOptions
@@ -84,7 +84,7 @@ def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float
         one_shot = []
         for mode in random.Random(1).sample([m.name for lin in range(4) for m in lineage_modes(lin, 50)], 7):
             start = time.perf_counter()
-            load_can_run(session, mode)
+            read_can_run(session, mode)
             one_shot.append(time.perf_counter() - start)
         session.close()
         cli = {}

@@ -225,7 +225,7 @@ def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(flee
     import random
 
     from vucompat.core.compare import fits
-    from vucompat.ovsdb.fleet_read import load_fleet, read_fleet_ports
+    from vucompat.ovsdb.fleet_read import read_fleet, read_fleet_ports
     from vucompat.core.resolve import NONCONFORMANT, REJECTED
 
     rng = random.Random(20261122)
@@ -259,7 +259,7 @@ def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(flee
             result = publish(session, rec, known=written_state if step % 5 else None)
             assert result.written >= 1
             written_state = result.state
-            (seen,) = load_fleet(session, names=["host-a"])
+            (seen,) = read_fleet(session, names=["host-a"])
             assert seen.host.capabilities.abi == rec.host.capabilities.abi
             assert {n: m.digest for n, m in seen.host.modeset.modes.items()} == {m.name: m.digest for m in modes}
             assert seen.runnable == {m.name for m in modes if fits(m.abi, rec.host.capabilities.abi)}

@@ -335,11 +335,11 @@ def test_a_loader_whose_reads_went_stale_retries_instead_of_duplicating(ovsdb_se
 
 
 def test_the_one_shot_reader_and_the_monitoring_client_agree(ovsdb_servers):
-    from vucompat.ovsdb.registry import RemoteHost, load_remote_host
+    from vucompat.ovsdb.registry import RemoteHost, read_remote_host
 
     server = ovsdb_servers("agree")
     run("load", "--db", server.unix_remote, "--capabilities", str(EXAMPLES / "capabilities-ovs-2.13.toml"))
-    once = load_remote_host(server.unix_remote)
+    once = read_remote_host(server.unix_remote)
     client = RemoteHost(server.unix_remote)
     try:
         warm = client.host()

@@ -147,10 +147,10 @@ def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool,
     when none can)."""
     from vucompat.core.contracts import stamp
     from vucompat.core.fleet import hosts_that_can_run
-    from vucompat.ovsdb.fleet_read import load_can_run, load_fleet
+    from vucompat.ovsdb.fleet_read import read_can_run, read_fleet
     from vucompat.ovsdb.fleet_rows import now_ms
 
-    found = _with_session(remotes, kw, lambda s: load_can_run(s, mode) if mode else load_fleet(s, pool=pool))
+    found = _with_session(remotes, kw, lambda s: read_can_run(s, mode) if mode else read_fleet(s, pool=pool))
     now = now_ms()
     if mode is None:
         listed = sorted(found, key=lambda h: h.name)  # of --pool already: the server filtered
@@ -187,7 +187,7 @@ def select_mode(remotes: str, scope: str, pool: str | None, fmt: str, **kw: Any)
     fleet database alone. Exit 1 when no mode qualifies."""
     from vucompat.core.fleet import select_fleet_mode
     from vucompat.core.migration import Scope
-    from vucompat.ovsdb.fleet_read import load_fleet
+    from vucompat.ovsdb.fleet_read import read_fleet
     from vucompat.ovsdb.fleet_rows import now_ms
 
     kind, _, value = scope.partition("=")
@@ -198,7 +198,7 @@ def select_mode(remotes: str, scope: str, pool: str | None, fmt: str, **kw: Any)
         parsed = Scope.parse("hosts" if kind == "hosts" else scope)
     except ValueError as err:
         raise UsageError(message=str(err)) from None
-    found = _with_session(remotes, kw, lambda s: load_fleet(s, names=names, pool=None if names else pool)) \
+    found = _with_session(remotes, kw, lambda s: read_fleet(s, names=names, pool=None if names else pool)) \
         if parsed.kind != "none" else []
     now = now_ms()
     if names is None:  # of --pool already: the server filtered
@@ -231,12 +231,12 @@ def check_migration(remotes: str, interface: str, source: str, dest: str, allow_
     """May this port move from source to dest? The same verdict as the per-host
     check-migration, from the fleet database alone. Exit 0 allowed, 1 refused."""
     from vucompat.core.fleet import check_fleet_migration
-    from vucompat.ovsdb.fleet_read import load_fleet, load_modes, read_fleet_ports
+    from vucompat.ovsdb.fleet_read import read_fleet, read_fleet_modes, read_fleet_ports
     from vucompat.ovsdb.fleet_rows import now_ms
 
     def read(session: Any) -> tuple[Any, Any]:
-        modes = load_modes(session)
-        return (load_fleet(session, names=[source, dest], modes=modes),
+        modes = read_fleet_modes(session)
+        return (read_fleet(session, names=[source, dest], modes=modes),
                 read_fleet_ports(session, host=source, interface=interface, modes=modes))
 
     found, ports = _with_session(remotes, kw, read)
@@ -265,9 +265,9 @@ def report(remotes: str, max_active: int, pool: str | None, fmt: str, **kw: Any)
     meanings) is a risk. Exit 1 when a pool is flagged."""
     from vucompat.core.contracts import stamp
     from vucompat.core.fleet import active_modes_report
-    from vucompat.ovsdb.fleet_read import load_pools, load_port_modes
+    from vucompat.ovsdb.fleet_read import read_pools, read_port_modes
 
-    pools, port_modes = _with_session(remotes, kw, lambda s: (load_pools(s, pool), load_port_modes(s)))
+    pools, port_modes = _with_session(remotes, kw, lambda s: (read_pools(s, pool), read_port_modes(s)))
     reports = active_modes_report(pools, port_modes, max_active)
 
     def text() -> str:

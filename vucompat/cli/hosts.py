@@ -26,9 +26,9 @@ def open_host(spec: str, timeout: float = 5.0, ssl: "SslOptions | None" = None) 
     registry database, or a host directory. Raises UsageError, TableError or
     OvsdbError (within `timeout`)."""
     if spec.startswith(REMOTE_PREFIXES):
-        from vucompat.ovsdb.registry import load_remote_host  # lazy: the ovs library costs start-up time
+        from vucompat.ovsdb.registry import read_remote_host  # lazy: the ovs library costs start-up time
 
-        return load_remote_host(spec, timeout, ssl)
+        return read_remote_host(spec, timeout, ssl)
     return load_host(Path(spec))
 
 
@@ -119,14 +119,14 @@ def open_pool(pool: str, remotes: str, timeout: float = 5.0, ssl: "SslOptions | 
     """pool_members() of `pool`, read once from the fleet database at `remotes`
     (comma-separated; any member of the cluster answers). Raises UsageError,
     OvsdbError (within `timeout`)."""
-    from vucompat.ovsdb.fleet_read import load_fleet  # lazy: the ovs library costs start-up time
+    from vucompat.ovsdb.fleet_read import read_fleet  # lazy: the ovs library costs start-up time
     from vucompat.ovsdb.fleet_rows import now_ms
     from vucompat.ovsdb.session import Session
     from vucompat.ovsdb.schema import FLEET_DB
 
     session = Session(remotes, FLEET_DB, timeout, ssl)
     try:
-        found = load_fleet(session, pool=pool)
+        found = read_fleet(session, pool=pool)
     finally:
         session.close()
     return pool_members(pool, found, now_ms(), include_stale)

@@ -1,5 +1,5 @@
 """Reading the fleet database (schedulers, `vucompat fleet ...`): one-shot reads
-over a session.Session (load_fleet, load_can_run, ...; the server filters where it
+over a session.Session (read_fleet, read_can_run, ...; the server filters where it
 can), and FleetView, a warm scheduler's IDL replica that rebuilds only the hosts
 that changed. Every mode row's digest is checked against its contents: a forged
 row is left out of every answer."""
@@ -60,12 +60,12 @@ def port_rows_of(session: Session, host_row: dict[str, Any]) -> list[dict[str, A
     return [row for reply in replies for row in reply["rows"]]
 
 
-def load_fleet(session: Session, names: Sequence[str] | None = None, pool: str | None = None,
+def read_fleet(session: Session, names: Sequence[str] | None = None, pool: str | None = None,
                modes: dict[str, Mode] | None = None) -> list[FleetHost]:
     """Hosts of the fleet, read once: all of them, the hosts `names`, or the hosts of
-    `pool` (the server filters). `modes`: load_modes() if the caller has read them
+    `pool` (the server filters). `modes`: read_fleet_modes() if the caller has read them
     already. Raises OvsdbError."""
-    by_uuid = modes if modes is not None else load_modes(session)
+    by_uuid = modes if modes is not None else read_fleet_modes(session)
     wheres = [[["name", "==", n]] for n in names] if names is not None else \
         [[_in_pool(pool)] if pool is not None else []]
     if not wheres:
@@ -76,13 +76,13 @@ def load_fleet(session: Session, names: Sequence[str] | None = None, pool: str |
             for reply in replies for r in reply["rows"]]
 
 
-def load_can_run(session: Session, mode: str) -> list[FleetHost]:
+def read_can_run(session: Session, mode: str) -> list[FleetHost]:
     """The hosts that define `mode` ("NAME" or "NAME@DIGEST"), read once, the server
     filtering (`includes` on Host.modes and Host.runnable) and sending only what
     hosts_that_can_run needs. The hosts are partial: their registries hold only that
     mode; use them for hosts_that_can_run alone. Raises OvsdbError."""
     name, _, digest = mode.partition("@")
-    matching = {u: m for u, m in load_modes(session).items()
+    matching = {u: m for u, m in read_fleet_modes(session).items()
                 if m.name == name and (not digest or m.digest == digest)}
     light = ["name", "pool", "ovs_version", "dpdk_version", "last_seen", "heartbeat_interval"]
     ops = []
@@ -105,7 +105,7 @@ def load_can_run(session: Session, mode: str) -> list[FleetHost]:
     return out
 
 
-def load_modes(session: Session) -> dict[str, Mode]:
+def read_fleet_modes(session: Session) -> dict[str, Mode]:
     """Every Compat_Mode row of the fleet by uuid (digests checked; forged rows left out)."""
     rows = session.transact([{"op": "select", "table": "Compat_Mode", "where": [],
                               "columns": ["_uuid", *MODE_COLUMNS]}])[0]["rows"]
@@ -115,8 +115,8 @@ def load_modes(session: Session) -> dict[str, Mode]:
 def read_fleet_ports(session: Session, host: str | None = None, interface: str | None = None,
                      modes: dict[str, Mode] | None = None) -> list[tuple[str, PortView]]:
     """Ports of the fleet (all, one host's, or one port of one host), read once, as
-    (host name, port). `modes`: as for load_fleet(). Raises OvsdbError."""
-    by_uuid = modes if modes is not None else load_modes(session)
+    (host name, port). `modes`: as for read_fleet(). Raises OvsdbError."""
+    by_uuid = modes if modes is not None else read_fleet_modes(session)
     if host is not None:  # by the host's references: no scan of the Port table
         (hosts,) = session.transact([{"op": "select", "table": "Host", "where": [["name", "==", host]],
                                       "columns": ["ports"]}])
@@ -129,7 +129,7 @@ def read_fleet_ports(session: Session, host: str | None = None, interface: str |
             if interface is None or r["interface_name"] == interface]
 
 
-def load_pools(session: Session, pool: str | None = None) -> dict[str, str | None]:
+def read_pools(session: Session, pool: str | None = None) -> dict[str, str | None]:
     """Host name -> pool, for every host (or those of `pool`). Raises OvsdbError."""
     where = [_in_pool(pool)] if pool is not None else []
     (reply,) = session.transact([{"op": "select", "table": "Host", "where": where, "columns": ["name", "pool"]}])
@@ -137,9 +137,9 @@ def load_pools(session: Session, pool: str | None = None) -> dict[str, str | Non
     return {row.name: optional(row.pool) for row in rows}
 
 
-def load_port_modes(session: Session) -> list[tuple[str, Mode | None]]:
+def read_port_modes(session: Session) -> list[tuple[str, Mode | None]]:
     """(host name, mode) of every port: the two columns a report needs, in one scan."""
-    by_uuid = load_modes(session)
+    by_uuid = read_fleet_modes(session)
     (reply,) = session.transact([{"op": "select", "table": "Port", "where": [], "columns": ["host", "mode"]}])
     rows = (decode_row(r, "Port", "fleet") for r in reply["rows"])
     return [(row.host, by_uuid.get(row.mode[0]) if row.mode else None) for row in rows]

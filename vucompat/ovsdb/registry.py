@@ -1,5 +1,5 @@
 """A host in its registry database: reading its modes and Host row (read_host,
-load_remote_host, RemoteHost), and writing its Host row (stage_host for `load`,
+read_remote_host, RemoteHost), and writing its Host row (stage_host for `load`,
 record_probe for the probe). Port rows are written by ports.py, modes by load.py."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _host(remote: str, mode_rows: Any, host_row: Any) -> Host:
                 capabilities=host_capabilities(host_row, remote))
 
 
-def load_remote_host(remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None) -> Host:
+def read_remote_host(remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None) -> Host:
     """Read the host once: one `select` of Compat_Mode and Host in one transaction
     (no monitor: a one-shot reader needs no IDL). Gives the same value as
     read_host(). Raises OvsdbError within `timeout`, CorruptRowError."""
