@@ -13,8 +13,7 @@ port, the source host's registry, the destination host's registry.
 import sys
 from pathlib import Path
 
-from vucompat.api import Client
-from vucompat.errors import VucompatError
+from vucompat.api import Client, VucompatError
 
 RUN = Path(__file__).resolve().parent.parent / "run" / "demo"
 SOURCE = f"unix:{RUN / 'compute-new' / 'db.sock'}"

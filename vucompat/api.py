@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from vucompat.core.compare import Gap, runnable
 from vucompat.core.contracts import stamp
-from vucompat.core.errors import UsageError
+from vucompat.core.errors import UsageError, VucompatError
 from vucompat.core.migration import Scope, Selection, Verdict, check_migration as _check, select_mode as _select
 from vucompat.core.negotiate import Negotiation, negotiate as _negotiate
 from vucompat.ovsdb.ports import read_ports
@@ -32,7 +32,8 @@ from vucompat.ovsdb.tls import SslOptions
 from vucompat.core.modeset import Host
 from vucompat.core.portview import PortView
 
-__all__ = ["Client", "ModeStatus", "Scope", "Selection", "Verdict", "Negotiation", "SslOptions"]
+#: what an orchestrator imports: the client, its values, and the one error class every failure derives from
+__all__ = ["Client", "ModeStatus", "Scope", "Selection", "Verdict", "Negotiation", "SslOptions", "VucompatError"]
 
 
 @dataclass(frozen=True)
