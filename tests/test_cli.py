@@ -145,3 +145,16 @@ def test_real_subprocess(make_host):
     assert json.loads(done.stdout)["mode"] == "upstream.ovs-dpdk.v2.11"
     bad = subprocess.run([str(exe), "show", "nope"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "unknown mode nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("command", [["lint"], ["list", "--tables"]])
+def test_a_table_that_is_not_utf8_is_a_clear_error_not_a_traceback(tmp_path, shipped, command):
+    site = tmp_path / "site"
+    site.mkdir()
+    text = (shipped / "fc26.ovs-dpdk.toml").read_bytes()
+    (site / "fc26.ovs-dpdk.toml").write_bytes(text.replace(b"\n", b"\n# caf\xe9\n", 1))  # Latin-1, not UTF-8
+    code, out, err = run(*command, str(site))
+    assert code != 0
+    said = out + err  # lint reports on stdout, the other commands on stderr
+    assert "fc26.ovs-dpdk.toml" in said and "not UTF-8 (byte 0xe9 at offset" in said and "save the file as UTF-8" in said
+    assert "Traceback" not in said

@@ -345,6 +345,9 @@ def _load_toml(path: Path, content: bytes | None = None) -> tuple[dict[str, Any]
             return tomllib.load(handle), []
     except tomllib.TOMLDecodeError as err:
         return None, [Problem(path, "", f"not valid TOML: {err}")]
+    except UnicodeDecodeError as err:
+        return None, [Problem(path, "", f"not UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start}): "
+                                        "TOML files are UTF-8; save the file as UTF-8")]
     except OSError as err:
         return None, [Problem(path, "", f"cannot read: {err.strerror}")]
 
