@@ -124,17 +124,16 @@ def once_more_if_qemu_crashes(scenario: Callable[[str], None], port: str, *backe
 def test_the_selected_mode_really_moves_and_the_traffic_goes_on(hosts, image, direction):
     source, destination = (hosts["tso"], hosts["plain"]) if direction == "tso-to-plain" else \
         (hosts["plain"], hosts["tso"])
-    once_more_if_qemu_crashes(lambda port: selected_mode_moves(source, destination, image, port),
+    # a multiqueue guest one way (MQ and per-queue state through both relays), a single queue the other
+    queues = 2 if direction == "plain-to-tso" else 1
+    once_more_if_qemu_crashes(lambda port: selected_mode_moves(source, destination, image, port, queues),
                               f"vm-{direction}", source, destination)
 
 
-def selected_mode_moves(source: Switch, destination: Switch, image: GuestImage, port: str) -> None:
-    direction = f"{source.name}-to-{destination.name}"
+def selected_mode_moves(source: Switch, destination: Switch, image: GuestImage, port: str, queues: int) -> None:
     with Client() as client:
         selection = client.select_mode("hosts", [source.remote, destination.remote])
     assert selection.mode is not None
-    # a multiqueue guest one way (MQ and per-queue state through both relays), a single queue the other
-    queues = 2 if direction == "plain-to-tso" else 1
     guest = boot(source, image, port, {"vhost-compat": selection.mode.name}, queues=queues, cpus=queues)
     if queues > 1:
         assert guest.queue_counts() == (2, 2)
