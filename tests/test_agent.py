@@ -100,7 +100,7 @@ def test_frontends_are_verified_nonconformant_and_conformant(switch: Switch):
     vs.add_vhost_port("packed", packed.socket, compat="upstream.ovs-dpdk.v2.8")  # 2.8 has no RING_PACKED
     vs.add_vhost_port("fine", fine.socket, compat="latest")
     bad = eventually(lambda: switch.port("packed")["state"] == "nonconformant" and switch.port("packed"),
-                     timeout=30, what="the packed-ring frontend to be caught")
+                     timeout=30, what="the packed-ring frontend to be caught", explain=lambda: switch.explain("packed"))
     assert {o["name"] for o in bad["offending"]} >= {"VIRTIO_F_RING_PACKED"}
     assert "VIRTIO_F_RING_PACKED" in bad["negotiated_features"]
     assert "VIRTIO_F_RING_PACKED" in switch.external_ids("packed")["vhost-compat-error"]

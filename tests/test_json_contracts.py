@@ -335,7 +335,7 @@ def switch_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwitchHos
             negotiated(switch, "guest")
             eventually(lambda: switch.port("guest")["verification"], timeout=30, what="the guest verified")
             eventually(lambda: switch.port("packed")["state"] == "nonconformant", timeout=30,
-                       what="the packed-ring guest caught")
+                       what="the packed-ring guest caught", explain=lambda: switch.explain("packed"))
             load("--db", switch.server.unix_remote, "--tables", str(corrected))  # v2.8 kept for its port
             yield SwitchHosts(switch, old, old_tables, fresh, corrected)
     finally:

@@ -30,10 +30,12 @@ from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd
 LATEST = "upstream.ovs-dpdk.v2.15"
 
 
-def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "",
+               explain: Callable[[], str] | None = None) -> Any:
     """Call `check` until it returns something true; return that. Raises
     AssertionError after `timeout` seconds (or what `check` last raised, when it
-    raised CalledProcessError, AssertionError or KeyError)."""
+    raised CalledProcessError, AssertionError or KeyError), with what `explain`
+    returns then (e.g. Switch.explain: the state a failure needs to be understood)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -44,7 +46,7 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "") 
             if time.monotonic() > deadline:
                 raise
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
+            raise AssertionError(f"timed out waiting for {what or check}" + (f"\n{explain()}" if explain else ""))
         time.sleep(0.05)
 
 
@@ -121,6 +123,22 @@ class Switch:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
+    def explain(self, name: str) -> str:
+        """What a test that waited for port `name` in vain should print: its Interface
+        status and external_ids, its registry row, and the last lines of the logs of
+        ovs-vswitchd, the agent and the frontends whose socket it names."""
+        lines = []
+        rows = select(self.remote, "Interface", ["status", "external_ids", "options", "type"], "Open_vSwitch",
+                      [["name", "==", name]])
+        lines.append(f"Interface {name}: {rows[0] if rows else 'none'}")
+        lines.append(f"registry Port: {self.port_row(name)}")
+        tails = [("ovs-vswitchd", self.vswitchd.log), ("agent", self.agent.log)]
+        tails += [(f"frontend {f.name}", f.log) for f in self.frontends if name in f.name]
+        for what, log in tails:
+            text = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else ["(no log)"]
+            lines += [f"--- last lines of {what} ({log}):", *text]
+        return "\n".join(lines)
+
     def port_row(self, port: str) -> dict | None:
         """Return the registry's Port row of Interface `port`, or None."""
         rows = [r for r in select(self.remote, "Port") if r["interface_name"] == port]
@@ -161,13 +179,18 @@ class Switch:
         self.guests.clear()
 
     def stop(self) -> None:
-        """Stop the guests, the agent, the frontends, ovs-vswitchd and ovsdb-server, by pid."""
+        """Stop the guests, the agent, the frontends, ovs-vswitchd and ovsdb-server, by
+        pid. Raises RuntimeError, once all are stopped, when ovs-vswitchd's datapath
+        refused a port (Vswitchd.datapath_failures): a broken test environment."""
         self.stop_guests()
         self.agent.stop()
         for testpmd in self.frontends:
             testpmd.stop()
         self.vswitchd.stop()
         self.server.stop()
+        if failures := self.vswitchd.datapath_failures():
+            raise RuntimeError(f"ovs-vswitchd on {self.name} could not take ports into its datapath "
+                               f"({self.vswitchd.log}):\n" + "\n".join(failures[:5]))
 
 
 def start_host(name: str, directory: Path | None = None, *, enforce: bool = True,
