@@ -197,7 +197,7 @@ def test_a_concurrent_registry_writer_makes_the_agent_read_and_plan_again(ovsdb_
         assert ids["vhost-compat-mode"] == "upstream.ovs-dpdk.v2.8" and ids["vhost-compat-state"] == "applied"
         assert options["vhost-server-path"] == str(tmp_path / "relays" / "rival.sock")
         assert (tmp_path / "relays" / "rival.sock").is_socket()
-        assert caplog.text.count("rival: requested upstream.ovs-dpdk.v2.8 -> upstream.ovs-dpdk.v2.8") == 1
+        assert caplog.text.count("rival: requested upstream.ovs-dpdk.v2.8 -> upstream.ovs-dpdk.v2.8 (explicit)") == 1
     finally:
         if agent.relays is not None:
             agent.relays.stop()

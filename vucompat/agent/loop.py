@@ -37,7 +37,9 @@ from vucompat.ovsdb.vswitch import read_switch
 from vucompat.ovsdb.codec import optional
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
 from vucompat.ovsdb.tls import SslOptions
-from vucompat.agent.plan import Enforcement, Plan, plan
+from vucompat.agent.plan import Enforcement, Plan, plan, undecided
+from vucompat.agent.sources import SourceFinder
+from vucompat.core.rules import DefaultPolicy
 from vucompat.vhostuser.relay import RelayManager
 from vucompat.core.modeset import Host
 from vucompat.core.portview import Action, CreatePort, Mirror, Redirect, RemovePort, UpdatePort
@@ -94,6 +96,7 @@ class Agent:
         self._probe_attempted: str | None = None
         self._pending: list[PendingRedirects] = []
         self.publisher = FleetPublisher(self.fleet, self.timeout, self.ssl) if self.fleet else None
+        self.finder = SourceFinder(self.fleet, self.fleet_name, self.pool, self.ssl)
 
     def _on_violation(self, port: str, reason: str) -> None:
         """Called from the relay thread: recorded on the port by the next reconcile."""
@@ -140,6 +143,7 @@ class Agent:
             self.relays.stop()
         if self.publisher is not None:
             self.publisher.stop()
+        self.finder.close()
         self.close()
         log.info("vucompat agent: stopped")
 
@@ -189,7 +193,9 @@ class Agent:
         deadline = time.monotonic() + self.timeout
         for attempt in range(1, REPLAN_ATTEMPTS + 1):
             interfaces, ports = read_interfaces(self.ovs), read_ports(self.registry)
-            route = plan(interfaces, ports, self._current_host(), enforcement, moving, violations)
+            host = self._current_host()
+            sources, default = self._decision_inputs(undecided(interfaces, ports), host)
+            route = plan(interfaces, ports, host, enforcement, moving, violations, sources, default)
             if route.actions or attempt > 1:  # (a reconcile with nothing to do says only its last line)
                 log.debug("route 1/5 read: %d interface(s), %d port(s)", len(interfaces), len(ports))
                 log.debug("route 2/5 plan: %d registry action(s), %d relay(s), %d Interface action(s)",
@@ -203,6 +209,18 @@ class Agent:
                 log.debug("route 3/5 registry: %d action(s) committed", len(route.registry))
             return route
         raise self.registry.gave_up(REPLAN_ATTEMPTS)
+
+    def _decision_inputs(self, to_decide: list[Any], host: Host) -> tuple[dict[str, Any], DefaultPolicy]:
+        """The sources of the iface-ids of the Interfaces to decide, and the host's
+        default policy (read only when there is something to decide)."""
+        if not to_decide:
+            return {}, DefaultPolicy()
+        assert self.registry is not None
+        ids = {iface.iface_id for iface in to_decide if iface.iface_id}
+        sources = self.finder.sources(self.registry, ids, host.name) if ids else {}
+        rows = self.registry.rows("Host")
+        policy = rows[0].default_policy if rows else "latest"
+        return sources, self.finder.default_policy(policy, host.name)
 
     def publish(self) -> None:
         """Offer this host's record to the fleet publisher (it writes only what changed,
@@ -324,10 +342,11 @@ def _mode_name(mode: Mode | None) -> str:
 def _log_action(action: Any) -> None:
     if isinstance(action, CreatePort):
         r = action.resolution
+        rule = r.rule + (f": {r.rule_detail}" if r.rule_detail else "")
         if r.state == REJECTED:
-            log.warning("%s: requested %s: REJECTED: %s", action.interface.name, r.requested, r.error)
+            log.warning("%s: requested %s (%s): REJECTED: %s", action.interface.name, r.requested, rule, r.error)
         else:
-            log.info("%s: requested %s -> %s", action.interface.name, r.requested, _mode_name(r.mode))
+            log.info("%s: requested %s -> %s (%s)", action.interface.name, r.requested, _mode_name(r.mode), rule)
         if action.fields.get("state") == NONCONFORMANT:
             log.error("%s: %s", action.interface.name, action.fields.get("error"))
     elif isinstance(action, UpdatePort):
@@ -337,8 +356,9 @@ def _log_action(action: Any) -> None:
         if state == NONCONFORMANT:
             log.error("%s: %s", action.name, action.changes.get("error"))
         elif action.resolution is not None:
-            log.info("%s: request changed on a rejected port: %s -> %s (%s)", action.name,
-                     action.resolution.requested, action.resolution.resolved, action.resolution.state)
+            log.info("%s: decided again on a rejected port: %s -> %s (%s, %s)", action.name,
+                     action.resolution.requested, action.resolution.resolved, action.resolution.state,
+                     action.resolution.rule)
         elif state is not None or "error" in action.changes:
             log.warning("%s: now %s%s", action.name, state or "unchanged state",
                         f": {action.changes['error']}" if action.changes.get("error") else "")
@@ -347,4 +367,5 @@ def _log_action(action: Any) -> None:
     elif isinstance(action, Mirror):
         log.debug("%s: external_ids %s", action.interface, dict(action.set))
     elif isinstance(action, Redirect):
-        log.info("%s: options:vhost-server-path -> %s (the relay)", action.interface, action.path)
+        log.info("%s: options:vhost-server-path -> %s (%s)", action.interface, action.path,
+                 "held until now" if action.held else "the relay")

@@ -6,9 +6,12 @@ Interface actions, the order in which the agent carries them out.
 Invariants:
 - a Port row is created only for an Interface (name and uuid) that has none: a port
   is resolved once, whatever restarts happen;
+- a new port's request is decided by the first rule that applies (core.rules:
+  explicit option, the source's mode for its iface-id, the host's default policy);
 - a live port's resolved mode never changes; a changed request is refused
   (change-refused) and the mode stays; a rejected port's changed request is resolved
-  again (the operator fixed a typo);
+  again (the operator fixed a typo), and a rejected port no option decided is decided
+  again on every plan (the fleet answers again, tables were loaded: it was never live);
 - the Interface external_ids mirror the Port row, key by key.
 """
 
@@ -23,8 +26,9 @@ from vucompat.core.mode import CLIENT_TYPE, PORT_TYPES, PROBE_MARK, Mode
 from vucompat.core.modeset import Host
 from vucompat.core.portview import (OPTION, Action, CreatePort, InterfaceAction, InterfaceView, Mirror, PortView,
                                     Redirect, RegistryAction, RelaySpec, RemovePort, UpdatePort)
-from vucompat.core.resolve import (APPLIED, CHANGE_REFUSED, LATEST, NONCONFORMANT, PASSTHROUGH, REJECTED, Resolution,
-                                   parse_status, resolve, verify)
+from vucompat.core.resolve import (APPLIED, CHANGE_REFUSED, EXPLICIT, NONCONFORMANT, PASSTHROUGH, REJECTED,
+                                   Resolution, parse_status, verify)
+from vucompat.core.rules import DefaultPolicy, Source, decide
 
 VHOST_TYPES = PORT_TYPES
 MIRROR_MODE, MIRROR_STATE, MIRROR_ERROR = "vhost-compat-mode", "vhost-compat-state", "vhost-compat-error"
@@ -64,12 +68,14 @@ class Plan:
 
 def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], host: Host,
          enforcement: Enforcement | None = None, moving: frozenset[str] = frozenset(),
-         violations: Mapping[str, str] | None = None) -> Plan:
+         violations: Mapping[str, str] | None = None, sources: Mapping[str, Source] | None = None,
+         default: DefaultPolicy = DefaultPolicy()) -> Plan:
     """Return the plan that brings the registry, the relays, the redirects and the
     mirrors in line with the Interfaces. `moving`: uuids of Interfaces the agent is
     moving onto their relay (their type is flipped for a moment). `violations`: port
     name -> why its relay closed a connection since the last plan (recorded on the
-    port, which becomes nonconformant)."""
+    port, which becomes nonconformant). `sources`: iface-id -> its mode on another
+    host, for the ports to decide (see undecided()); `default`: the host's policy."""
     violations = violations or {}
     registry: list[RegistryAction] = [UpdatePort(name, {"violation": reason}) for name, reason in violations.items()
                                       if name in ports and ports[name].violation != reason]
@@ -78,12 +84,14 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
     ovs_side: list[InterfaceAction] = []
     relays: dict[str, RelaySpec] = {}
     seen = set()
-    resolutions: dict[tuple[str, str], Resolution] = {}
+    sources = sources or {}
+    resolutions: dict[tuple[object, ...], Resolution] = {}
 
-    def resolved_for(request: str | None, port_type: str) -> Resolution:
-        key = ((request or "").strip() or LATEST, port_type)
+    def decided(iface: InterfaceView) -> Resolution:
+        source = sources.get(iface.iface_id) if iface.iface_id and iface.explicit_request is None else None
+        key = (iface.explicit_request, iface.type, source, source and iface.iface_id)
         if key not in resolutions:
-            resolutions[key] = resolve(key[0], host, port_type)
+            resolutions[key] = decide(iface, host, source, default)
         return resolutions[key]
 
     for iface in interfaces:
@@ -104,13 +112,13 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
             registry.append(RemovePort(port.name))
             port = None
         if port is None:
-            resolution = resolved_for(iface.request, iface.type)
+            resolution = decided(iface)
             fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
             fields.update(_sockets(iface, None, resolution.state, resolution.mode, resolution.resolved, enforcement))
             registry.append(CreatePort(iface, resolution, fields))
             resolved, mode = resolution.resolved, resolution.mode
-        elif port.state == REJECTED and iface.normalized_request != port.requested:
-            resolution = resolved_for(iface.request, iface.type)
+        elif port.state == REJECTED and _decide_again(port, iface) \
+                and _differs(resolution := decided(iface), port):
             fields = _fields(resolution.state, resolution.error, resolution.mode, iface)
             fields.update(_sockets(iface, port, resolution.state, resolution.mode, resolution.resolved, enforcement))
             registry.append(UpdatePort(iface.name, fields, resolution))
@@ -129,12 +137,44 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
         if relay is not None:
             relays[iface.name] = relay
         if iface.type == CLIENT_TYPE and relay_socket and iface.server_path != relay_socket:
-            ovs_side.append(Redirect(iface.uuid, iface.name, str(relay_socket)))
+            ovs_side.append(Redirect(iface.uuid, iface.name, str(relay_socket), held=not iface.server_path))
+        elif iface.type == CLIENT_TYPE and not relay_socket and not iface.server_path and iface.declared_frontend \
+                and fields["state"] != REJECTED:
+            # held, and no relay to put in front (enforcement off, passthrough): release it
+            ovs_side.append(Redirect(iface.uuid, iface.name, iface.declared_frontend, held=True))
         mirror = _mirror(iface, resolved, fields)
         if mirror is not None:
             ovs_side.append(mirror)
     registry += [RemovePort(name) for name in sorted(set(ports) - seen)]
     return Plan(tuple(registry), relays, tuple(ovs_side))
+
+
+def undecided(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView]) -> list[InterfaceView]:
+    """The vhost-user Interfaces with no option that the next plan decides by the other
+    rules: those with no Port row yet, or a rejected one that no option decided. The
+    shell looks up their sources (iface-id) and the default policy for them."""
+    wanted = []
+    for iface in interfaces:
+        if iface.type not in VHOST_TYPES or iface.explicit_request is not None or iface.external_ids.get(PROBE_MARK):
+            continue
+        port = ports.get(iface.name)
+        if port is None or port.interface_uuid != iface.uuid or (port.state == REJECTED and _decide_again(port, iface)):
+            wanted.append(iface)
+    return wanted
+
+
+def _decide_again(port: PortView, iface: InterfaceView) -> bool:
+    """Whether a rejected port is decided again: its option changed, or no option
+    decided it (what the other rules read may have changed)."""
+    if iface.explicit_request != port.explicit_request and iface.explicit_request != port.requested:
+        return True
+    return port.rule is not None and port.rule != EXPLICIT and iface.explicit_request is None
+
+
+def _differs(resolution: Resolution, port: PortView) -> bool:
+    return (resolution.requested, resolution.resolved, resolution.state, resolution.error, resolution.rule,
+            resolution.rule_detail) != (port.requested, port.resolved, port.state, port.error, port.rule,
+                                        port.rule_detail)
 
 
 def _sockets(iface: InterfaceView, port: PortView | None, state: str, mode: Mode | None, resolved: str | None,
@@ -148,7 +188,7 @@ def _sockets(iface: InterfaceView, port: PortView | None, state: str, mode: Mode
     relay = str(enforcement.relay_path(iface.name))
     if iface.type != CLIENT_TYPE:
         return {"relay_socket": None if state == REJECTED else relay, "frontend_socket": None}
-    frontend = port.frontend_socket if port else None
+    frontend = (port.frontend_socket if port else None) or iface.declared_frontend
     if iface.server_path and iface.server_path != relay:
         frontend = iface.server_path  # the original path, or one the operator set since
     return {"relay_socket": relay, "frontend_socket": frontend}
@@ -177,10 +217,11 @@ def _live_fields(port: PortView, iface: InterfaceView) -> dict[str, object]:
     state, error = APPLIED, None
     if port.violation:
         state, error = NONCONFORMANT, port.violation
-    elif iface.normalized_request != port.requested:
+    elif iface.explicit_request != port.explicit_request and iface.explicit_request != port.requested:
         state = CHANGE_REFUSED
-        error = (f"options:{OPTION} changed from {port.requested} to {iface.normalized_request} on a live "
-                 f"port: refused, {port.resolved} stays in force; delete and re-add the port to change its mode")
+        error = (f"options:{OPTION} changed from {port.explicit_request or 'unset'} to "
+                 f"{iface.explicit_request or 'unset'} on a live port: refused, {port.resolved} stays in force; "
+                 f"delete and re-add the port to change its mode")
     return _fields(state, error, port.mode, iface)
 
 

@@ -62,7 +62,8 @@ def _port_data(view: Any) -> dict[str, Any]:
 
     negotiated = parse_status(view.negotiated) if view.negotiated else None
     verdict = verify(view.mode, negotiated) if negotiated and view.mode else None
-    return {"interface": view.name, "requested": view.requested, "resolved": view.resolved,
+    return {"interface": view.name, "requested": view.requested, "rule": view.rule, "rule_detail": view.rule_detail,
+            "iface_id": view.iface_id, "resolved": view.resolved,
             "digest": view.mode.digest if view.mode else None, "state": view.state, "error": view.error,
             "negotiated_features": describe_negotiated(view.negotiated_features),
             "negotiated": dict(view.negotiated), "verification": view.verification,

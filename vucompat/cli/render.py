@@ -148,8 +148,12 @@ def state_cell(state: str) -> str:
 
 
 def port_text(data: dict) -> str:
-    fields = [("interface", data["interface"]), ("requested", data["requested"]),
-              ("resolved", data["resolved"] or "-"), ("state", state_cell(data["state"]))]
+    fields = [("interface", data["interface"]), ("requested", data["requested"])]
+    if data.get("rule"):
+        fields.append(("rule", data["rule"] + (f": {data['rule_detail']}" if data.get("rule_detail") else "")))
+    if data.get("iface_id"):
+        fields.append(("iface-id", data["iface_id"]))
+    fields += [("resolved", data["resolved"] or "-"), ("state", state_cell(data["state"]))]
     if data["error"]:
         fields.append(("error", data["error"]))
     if data["verification"]:

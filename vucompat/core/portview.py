@@ -12,12 +12,18 @@ from pathlib import Path
 from typing import Mapping
 
 from vucompat.core.mode import CLIENT_TYPE, Abi, Mode
-from vucompat.core.resolve import LATEST, Resolution
+from vucompat.core.resolve import EXPLICIT, LATEST, Resolution
 
 #: the Interface option that holds a port's request (options:vhost-compat)
 OPTION = "vhost-compat"
 #: the Interface option where a dpdkvhostuserclient port connects
 SERVER_PATH = "vhost-server-path"
+#: the Interface external_ids key of the port's Neutron port (written by os-vif)
+IFACE_ID = "iface-id"
+#: the Interface external_ids key of the held plug form: a dpdkvhostuserclient port
+#: created without vhost-server-path names its frontend's socket here; the agent sets
+#: the path (to the relay) once it has decided, so OVS first connects through the relay
+FRONTEND_PATH = "vhost-compat-frontend-path"
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,22 @@ class InterfaceView:
     def normalized_request(self) -> str:
         """The request, "latest" when unset or blank."""
         return (self.request or "").strip() or LATEST
+
+    @property
+    def explicit_request(self) -> str | None:
+        """options:vhost-compat, stripped; None when unset or blank."""
+        return (self.request or "").strip() or None
+
+    @property
+    def iface_id(self) -> str | None:
+        """external_ids:iface-id (the Neutron port), or None."""
+        return self.external_ids.get(IFACE_ID) or None
+
+    @property
+    def declared_frontend(self) -> str | None:
+        """external_ids:vhost-compat-frontend-path: the frontend's socket of a port
+        plugged in the held form (created without vhost-server-path), or None."""
+        return self.external_ids.get(FRONTEND_PATH) or None
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,20 @@ class PortView:
     violation: str | None = None
     #: the Interface type when the port was resolved
     interface_type: str = CLIENT_TYPE
+    #: which rule decided the request: explicit | host-default | follows-source (None: before schema 1.4)
+    rule: str | None = None
+    #: what the rule read: the policy, or where the source's mode was found
+    rule_detail: str | None = None
+    #: the Interface's external_ids:iface-id when the port was resolved
+    iface_id: str | None = None
+
+    @property
+    def explicit_request(self) -> str | None:
+        """What options:vhost-compat asked when the port was decided (None when another
+        rule decided). Rows from before rules were recorded count "latest" as unset."""
+        if self.rule is None:
+            return None if self.requested == LATEST else self.requested
+        return self.requested if self.rule == EXPLICIT else None
 
 
 @dataclass(frozen=True)
@@ -123,11 +159,15 @@ class Mirror:
 
 @dataclass(frozen=True)
 class Redirect:
-    """Point a dpdkvhostuserclient Interface's options:vhost-server-path at the relay."""
+    """Point a dpdkvhostuserclient Interface's options:vhost-server-path at the relay
+    (or, held and with no relay to put in front, at its declared frontend)."""
 
     interface_uuid: str
     interface: str
     path: str
+    #: the port has no vhost-server-path yet (the held form): OVS has not connected, so
+    #: setting the path is enough; otherwise OVS must re-create the netdev (type flip)
+    held: bool = False
 
 
 RegistryAction = CreatePort | RemovePort | UpdatePort

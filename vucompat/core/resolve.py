@@ -17,6 +17,10 @@ LATEST, RECOMMENDED, PASSTHROUGH = "latest", "recommended", "passthrough"
 
 APPLIED, REJECTED, NONCONFORMANT, CHANGE_REFUSED = "applied", "rejected", "nonconformant", "change-refused"
 
+#: the rules that decide a port's request (core.rules): options:vhost-compat; the mode
+#: its iface-id has on the source of a migration; the host's default policy
+EXPLICIT, FOLLOWS_SOURCE, HOST_DEFAULT = "explicit", "follows-source", "host-default"
+
 
 @dataclass(frozen=True)
 class Resolution:
@@ -30,6 +34,10 @@ class Resolution:
     state: str
     #: why it was rejected (None when applied)
     error: str | None = None
+    #: which rule decided the request (explicit, follows-source, host-default)
+    rule: str = EXPLICIT
+    #: what that rule read: the policy, or where the source's mode was found
+    rule_detail: str | None = None
 
     @property
     def resolved(self) -> str | None:

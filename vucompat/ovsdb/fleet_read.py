@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 from vucompat.core.fleet import FleetHost
 from vucompat.core.mode import Mode
-from vucompat.core.portview import PortView
+from vucompat.core.portview import IFACE_ID, PortView
 from vucompat.core.modeset import Host, ModeSet
 from vucompat.ovsdb.codec import decode_row, optional, shipped_types, to_json, uuid_ref
 from vucompat.ovsdb.connection import Connection
@@ -127,6 +127,21 @@ def read_fleet_ports(session: Session, host: str | None = None, interface: str |
         rows = reply["rows"]
     return [fleet_port(decode_row(r, "Port", "fleet"), by_uuid) for r in rows
             if interface is None or r["interface_name"] == interface]
+
+
+def read_iface_ports(session: Session, iface_ids: Sequence[str], modes: dict[str, Mode] | None = None
+                     ) -> dict[str, list[tuple[str, PortView]]]:
+    """iface-id -> (host name, port) of every fleet port of that Neutron port, for each
+    of `iface_ids`, read once (one select per id, in one transaction). `modes`: as for
+    read_fleet(). Raises OvsdbError."""
+    ids = sorted(set(iface_ids))
+    if not ids:
+        return {}
+    by_uuid = modes if modes is not None else read_fleet_modes(session)
+    replies = session.transact([{"op": "select", "table": "Port", "columns": ["host", *PORT_COLUMNS, "mode"],
+                                 "where": [["external_ids", "includes", ["map", [[IFACE_ID, i]]]]]} for i in ids])
+    return {i: [fleet_port(decode_row(r, "Port", "fleet"), by_uuid) for r in reply["rows"]]
+            for i, reply in zip(ids, replies)}
 
 
 def read_pools(session: Session, pool: str | None = None) -> dict[str, str | None]:

@@ -14,15 +14,16 @@ from typing import Any, Mapping
 from vucompat.core import catalog
 from vucompat.core.fleet import FleetHost, HostRecord, needed_modes, unavailable_features
 from vucompat.core.mode import LIMITS, Mode
-from vucompat.core.portview import PortView
+from vucompat.core.portview import IFACE_ID, PortView
 from vucompat.core.modeset import Host, ModeSet
 from vucompat.ovsdb.codec import canonical, encode_row, named_ref, optional, uuid_of, uuid_ref
 from vucompat.ovsdb.rows import bits_to_mask, host_capabilities, mode_row, offer_text
 
 
-#: Port columns the fleet copies from a host's registry (plus host and mode)
+#: Port columns the fleet copies from a host's registry (plus host and mode); external_ids
+#: holds the port's iface-id (its Neutron port), as OVS's Interface external_ids do
 PORT_COLUMNS = ("interface_name", "interface_type", "requested", "resolved", "state", "error",
-                "negotiated_features", "verification", "violation")
+                "negotiated_features", "verification", "violation", "external_ids")
 #: Compat_Mode columns readers read (the fleet's and the registry's are the same)
 MODE_COLUMNS = ("name", "lineage", "version", "released", "digest", "virtio_features", "protocol_features",
                 "max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size", "deprecated_features",
@@ -82,6 +83,7 @@ def port_row(host: str, port: PortView, mode_ref: list[str] | None) -> dict[str,
         "requested": port.requested, "resolved": port.resolved, "state": port.state, "error": port.error,
         "negotiated_features": catalog.bits_of(port.negotiated_features),
         "verification": port.verification, "violation": port.violation,
+        "external_ids": {IFACE_ID: port.iface_id} if port.iface_id else {},
         "mode": [mode_ref] if mode_ref else [],
     }, "Port", "fleet")
 
@@ -214,4 +216,4 @@ def fleet_port(row: Any, modes: dict[str, Mode]) -> tuple[str, PortView]:
                               resolved=optional(row.resolved), state=row.state, error=optional(row.error),
                               mode=mode, negotiated_features=bits_to_mask(row.negotiated_features),
                               verification=optional(row.verification), violation=optional(row.violation),
-                              interface_type=row.interface_type)
+                              interface_type=row.interface_type, iface_id=dict(row.external_ids).get(IFACE_ID))

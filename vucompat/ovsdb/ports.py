@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 from vucompat.core.catalog import bits_of
 from vucompat.core.portview import (OPTION, SERVER_PATH, CreatePort, InterfaceAction, InterfaceView, Mirror, PortView,
                                     Redirect, RegistryAction, RemovePort, UpdatePort)
-from vucompat.core.resolve import Resolution
+from vucompat.core.resolve import FOLLOWS_SOURCE, REJECTED, Resolution
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.codec import decode_row, optional
@@ -85,7 +85,8 @@ def _port_view(row: Any, mode: Any) -> PortView:
         negotiated_features=bits_to_mask(row.negotiated_features), negotiated=dict(row.negotiated),
         verification=optional(row.verification), frontend_socket=optional(row.frontend_socket),
         relay_socket=optional(row.relay_socket), violation=optional(row.violation),
-        interface_type=row.interface_type)
+        interface_type=row.interface_type, rule=optional(row.rule), rule_detail=optional(row.rule_detail),
+        iface_id=optional(row.iface_id))
 
 
 def read_registry_ports(remote: str, timeout: float, ssl: Any = None) -> dict[str, PortView]:
@@ -138,10 +139,11 @@ def commit_interfaces(ovs: Connection, actions: Sequence[InterfaceAction]) -> Pe
     once they are due (the caller keeps serving other ports meanwhile), or None.
     Raises OvsdbError; nothing is written then."""
     mirrors = [a for a in actions if isinstance(a, Mirror)]
-    redirects = [a for a in actions if isinstance(a, Redirect)]
-    if not mirrors and not redirects:
+    held = [a for a in actions if isinstance(a, Redirect) and a.held]
+    redirects = [a for a in actions if isinstance(a, Redirect) and not a.held]
+    if not mirrors and not redirects and not held:
         return None
-    waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects))
+    waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects, held))
     if not redirects:
         return None
     target = max(row.next_cfg for row in ovs.rows("Open_vSwitch")) if waits else None
@@ -165,8 +167,18 @@ def finish_redirects(ovs: Connection, pending: PendingRedirects) -> None:
 
 
 def _stage_registry(registry: Connection, txn: Any, actions: Sequence[RegistryAction]) -> None:
+    """The plan's registry actions; an Incoming_Port row is used up by the port it decided."""
     ports = {row.interface_name: row for row in registry.rows("Port")}
     modes = {row.name: row for row in registry.rows("Compat_Mode")}
+    incoming = {row.iface_id: row for row in registry.rows("Incoming_Port")}
+    for action in actions:
+        resolution = getattr(action, "resolution", None)
+        iface_id = action.interface.iface_id if isinstance(action, CreatePort) else \
+            ports[action.name].iface_id[0] if isinstance(action, UpdatePort) and action.name in ports \
+            and ports[action.name].iface_id else None
+        if resolution is not None and resolution.rule == FOLLOWS_SOURCE and resolution.state != REJECTED \
+                and iface_id in incoming:
+            incoming.pop(iface_id).delete()
     for action in actions:
         if isinstance(action, RemovePort) and action.name in ports:
             ports.pop(action.name).delete()
@@ -175,6 +187,7 @@ def _stage_registry(registry: Connection, txn: Any, actions: Sequence[RegistryAc
             row.interface_name = action.interface.name
             row.interface_uuid = uuid.UUID(action.interface.uuid)
             row.interface_type = action.interface.type
+            row.iface_id = [action.interface.iface_id] if action.interface.iface_id else []
             _set_resolution(row, action.resolution, modes, registry, txn)
             _set_fields(row, action.fields)
             ports[action.interface.name] = row
@@ -188,6 +201,8 @@ def _stage_registry(registry: Connection, txn: Any, actions: Sequence[RegistryAc
 def _set_resolution(row: Any, resolution: Resolution, modes: dict[str, Any], registry: Connection,
                     txn: Any) -> None:
     row.requested = resolution.requested
+    row.rule = [resolution.rule]
+    row.rule_detail = [resolution.rule_detail] if resolution.rule_detail else []
     row.resolved = [resolution.resolved] if resolution.resolved else []
     mode = resolution.mode
     if mode is None:
@@ -211,12 +226,14 @@ def _set_fields(row: Any, fields: Any) -> None:
         setattr(row, column, value)
 
 
-def _stage_interfaces(ovs: Connection, txn: Any, mirrors: Sequence[Mirror], redirects: Sequence[Redirect]) -> bool:
-    """Key by key (mutate): the external_ids mirrors. And the first half of each
-    redirect: OVS registers a dpdkvhostuserclient socket path once, so a new
-    vhost-server-path alone is ignored until the netdev is created again; changing
-    the type and back (finish_redirects) recreates it, same row, same ofport.
-    Returns whether to wait for ovs-vswitchd (one is running) before the second half."""
+def _stage_interfaces(ovs: Connection, txn: Any, mirrors: Sequence[Mirror], redirects: Sequence[Redirect],
+                      held: Sequence[Redirect] = ()) -> bool:
+    """Key by key (mutate): the external_ids mirrors. The paths of held ports (no
+    vhost-server-path yet: OVS registers and first connects when it gets one). And the
+    first half of each other redirect: OVS registers a dpdkvhostuserclient socket path
+    once, so a new vhost-server-path alone is ignored until the netdev is created
+    again; changing the type and back (finish_redirects) recreates it, same row, same
+    ofport. Returns whether to wait for ovs-vswitchd (one is running) before the second half."""
     rows = {str(row.uuid): row for row in ovs.rows("Interface")}
     for mirror in mirrors:
         row = rows.get(mirror.interface_uuid)
@@ -226,6 +243,9 @@ def _stage_interfaces(ovs: Connection, txn: Any, mirrors: Sequence[Mirror], redi
             row.setkey("external_ids", key, value)
         for key in mirror.delete:
             row.delkey("external_ids", key)
+    for redirect in held:
+        if redirect.interface_uuid in rows:
+            rows[redirect.interface_uuid].setkey("options", SERVER_PATH, redirect.path)
     for redirect in redirects:
         if redirect.interface_uuid in rows:
             rows[redirect.interface_uuid].type = "dpdkvhostuser"

@@ -21,9 +21,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "Host": ("name", "capabilities_source", "virtio_features", "protocol_features", "max_queue_pairs",
              "max_rx_queue_size", "max_tx_queue_size", "type_offers", "ovs_version", "dpdk_version", "default_policy",
              "other_config", "external_ids"),
-    "Port": ("interface_name", "interface_uuid", "interface_type", "requested", "resolved", "mode", "state",
-             "error", "negotiated_features", "negotiated", "verification", "frontend_socket", "relay_socket",
-             "violation", "external_ids"),
+    "Port": ("interface_name", "interface_uuid", "interface_type", "iface_id", "requested", "rule", "rule_detail",
+             "resolved", "mode", "state", "error", "negotiated_features", "negotiated", "verification",
+             "frontend_socket", "relay_socket", "violation", "external_ids"),
+    "Incoming_Port": ("iface_id", "mode", "digest", "source", "created", "external_ids"),
 }
 #: Open_vSwitch columns read for the Host row, each used only when the server's
 #: schema has it (dpdk_version appeared in OVS 2.10)

@@ -1,0 +1,109 @@
+"""What the agent's plan needs to decide new ports (core.rules), read from the
+databases: an iface-id's mode on another host (the source of a live migration), and
+the host's default policy.
+
+The source of an iface-id is looked up, in order:
+1. an Incoming_Port row of this host's registry: an orchestrator named the source
+   registry before plugging (`vucompat port expect`, Client.expect_port);
+2. the fleet database, when the agent publishes to one: the live ports of other
+   hosts with that iface-id (fleet Port external_ids). If the fleet does not answer,
+   or hosts disagree, the source is unknown and the port is rejected (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from vucompat.core.migration import Scope, select_mode
+from vucompat.core.portview import PortView
+from vucompat.core.resolve import PASSTHROUGH, REJECTED
+from vucompat.core.rules import POOL, DefaultPolicy, Source, SourceMode, SourceUnknown
+from vucompat.ovsdb.connection import Connection
+from vucompat.ovsdb.fleet_read import read_fleet, read_iface_ports
+from vucompat.ovsdb.fleet_rows import now_ms
+from vucompat.ovsdb.rpc import OvsdbError
+from vucompat.ovsdb.schema import FLEET_DB
+from vucompat.ovsdb.session import Session
+from vucompat.ovsdb.tls import SslOptions
+
+log = logging.getLogger("vucompat.agent")
+
+#: how long a fleet lookup may hold up a reconcile (seconds)
+FLEET_READ_TIMEOUT = 5.0
+
+
+class SourceFinder:
+    """The agent's lookups for new ports: sources() and default_policy()."""
+
+    def __init__(self, fleet: str | None = None, fleet_name: str | None = None, pool: str | None = None,
+                 ssl: SslOptions | None = None) -> None:
+        self.fleet_name = fleet_name
+        self.pool = pool
+        self.session = Session(fleet, FLEET_DB, FLEET_READ_TIMEOUT, ssl) if fleet else None
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+    def sources(self, registry: Connection, iface_ids: Iterable[str], own_name: str) -> dict[str, Source]:
+        """iface-id -> its mode on another host, for those of `iface_ids` that have one
+        (or whose lookup failed: SourceUnknown). `own_name`: this host's fleet name."""
+        wanted = set(iface_ids)
+        found: dict[str, Source] = {}
+        for row in registry.rows("Incoming_Port") if wanted else ():
+            if row.iface_id in wanted:
+                digest = row.digest[0] if row.digest else None
+                found[row.iface_id] = SourceMode(row.mode, digest, f"{row.source} (named by the orchestrator)")
+        rest = sorted(wanted - set(found))
+        if not rest or self.session is None:
+            return found
+        try:
+            ports = read_iface_ports(self.session, rest)
+        except OvsdbError as err:
+            log.warning("fleet: cannot look up the source of iface-id(s) %s: %s", ", ".join(rest), err)
+            return {**found, **{i: SourceUnknown(f"the fleet did not answer: {err.reason}") for i in rest}}
+        for iface_id, entries in ports.items():
+            source = fleet_source([(h, p) for h, p in entries if h != (self.fleet_name or own_name)])
+            if source is not None:
+                found[iface_id] = source
+        return found
+
+    def default_policy(self, policy: str, own_name: str) -> DefaultPolicy:
+        """The host's default policy as a request: `pool` is the newest mode every live
+        host of this agent's pool runs, read from the fleet."""
+        if policy != POOL:
+            return DefaultPolicy(policy, policy)
+        if self.session is None or self.pool is None:
+            return DefaultPolicy(POOL, None, "the agent publishes to no fleet pool (--fleet and --pool)")
+        try:
+            hosts = read_fleet(self.session, pool=self.pool)
+        except OvsdbError as err:
+            return DefaultPolicy(POOL, None, f"the fleet did not answer: {err.reason}")
+        now = now_ms()
+        live = [h.host for h in hosts if not h.stale(now) or h.name == (self.fleet_name or own_name)]
+        if not live:
+            return DefaultPolicy(POOL, None, f"pool {self.pool} has no live host in the fleet")
+        selection = select_mode(Scope("everywhere"), live)
+        if selection.mode is None:
+            return DefaultPolicy(POOL, None, f"the {len(live)} live hosts of pool {self.pool} have no mode in common")
+        return DefaultPolicy(POOL, selection.mode.name,
+                             detail=f"{selection.mode.name}, the newest mode the {len(live)} live host(s) of "
+                                    f"pool {self.pool} run")
+
+
+def fleet_source(others: list[tuple[str, PortView]]) -> Source | None:
+    """The source among other hosts' ports of one iface-id: the mode of its live ones
+    (rejected ones never ran); None when there is none; unknown when they disagree."""
+    live = [(host, port) for host, port in others if port.state != REJECTED]
+    modes: dict[tuple[str, str | None], list[str]] = {}
+    for host, port in live:
+        key = (port.mode.name, port.mode.digest) if port.mode else (PASSTHROUGH, None)
+        modes.setdefault(key, []).append(host)
+    if not modes:
+        return None
+    if len(modes) > 1:
+        said = "; ".join(f"{', '.join(sorted(h))} {name}" for (name, _digest), h in sorted(modes.items()))
+        return SourceUnknown(f"its ports on other hosts disagree: {said}")
+    ((name, digest), hosts), = modes.items()
+    return SourceMode(name, digest, f"host {', '.join(sorted(hosts))}, in the fleet")
