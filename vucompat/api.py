@@ -26,14 +26,18 @@ from vucompat.core.errors import UsageError, VucompatError
 from vucompat.core.migration import Scope, Selection, Verdict, check_migration as _check, select_mode as _select
 from vucompat.core.negotiate import Negotiation, negotiate as _negotiate
 from vucompat.ovsdb.ports import read_ports
-from vucompat.ovsdb.registry import RemoteHost
+from vucompat.ovsdb.fleet_rows import now_ms
+from vucompat.ovsdb.registry import RemoteHost, delete_incoming, write_default_policy, write_incoming
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT
 from vucompat.ovsdb.tls import SslOptions
 from vucompat.core.modeset import Host
 from vucompat.core.portview import PortView
+from vucompat.core.resolve import PASSTHROUGH, REJECTED
+from vucompat.core.rules import SourceMode, check_policy, follow
 
 #: what an orchestrator imports: the client, its values, and the one error class every failure derives from
-__all__ = ["Client", "ModeStatus", "Scope", "Selection", "Verdict", "Negotiation", "SslOptions", "VucompatError"]
+__all__ = ["Client", "ModeStatus", "Scope", "Selection", "Verdict", "Negotiation", "SourceMode", "SslOptions",
+           "VucompatError"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,48 @@ class Client:
         if interface not in ports:
             raise UsageError(message=f"no port {interface} in the registry at {remote} (is the agent running?)")
         return ports[interface]
+
+    def port_of(self, remote: str, iface_id: str) -> PortView:
+        """The port of Neutron port `iface_id` (external_ids:iface-id) on a host.
+        Raises UsageError when the host has none."""
+        lock, connection = self._remote(remote)
+        with lock:
+            connection.connection.refresh()
+            ports = [p for p in read_ports(connection.connection).values() if p.iface_id == iface_id]
+        if not ports:
+            raise UsageError(message=f"no port of iface-id {iface_id} in the registry at {remote}")
+        return ports[0]
+
+    def expect_port(self, iface_id: str, source: str, destination: str) -> SourceMode:
+        """Tell `destination` that the port of Neutron port `iface_id`, live on
+        `source`, will be plugged there (a live migration): its agent gives that port
+        the source port's mode, whatever plugs it. Returns what was recorded. Raises
+        UsageError, recording nothing, when the source has no live port of that
+        iface-id or the destination cannot run its mode (the same check the agent makes)."""
+        port = self.port_of(source, iface_id)
+        if port.state == REJECTED:
+            raise UsageError(message=f"{port.name} (iface-id {iface_id}) was rejected on {source}: it has no mode")
+        found = SourceMode(port.resolved or PASSTHROUGH, port.mode.digest if port.mode else None,
+                           f"host {self.host(source).name} ({source})")
+        resolution = follow(iface_id, port.interface_type, self.host(destination), found)
+        if resolution.state == REJECTED:
+            raise UsageError(message=f"{destination}: {resolution.error}")
+        write_incoming(destination, iface_id, found.mode, found.digest, found.where, now_ms(), self.timeout, self.ssl)
+        return found
+
+    def cancel_expected_port(self, iface_id: str, destination: str) -> bool:
+        """Forget what expect_port() recorded on `destination` for `iface_id` (an
+        aborted migration); return whether there was something."""
+        return delete_incoming(destination, iface_id, self.timeout, self.ssl) > 0
+
+    def set_default_policy(self, remote: str, policy: str) -> None:
+        """Set the host's default policy: the request of a port plugged with no option
+        whose iface-id has no mode elsewhere. Raises UsageError, changing nothing,
+        when the host could not follow it."""
+        problem = check_policy(policy, self.host(remote))
+        if problem is not None:
+            raise UsageError(message=f"default policy {policy!r} refused: {problem}")
+        write_default_policy(remote, policy.strip(), self.timeout, self.ssl)
 
     def modes(self, remote: str) -> list[ModeStatus]:
         """Every mode of the host, newest first, with what its backend lacks to run it."""

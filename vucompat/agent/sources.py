@@ -103,7 +103,8 @@ def fleet_source(others: list[tuple[str, PortView]]) -> Source | None:
     if not modes:
         return None
     if len(modes) > 1:
-        said = "; ".join(f"{', '.join(sorted(h))} {name}" for (name, _digest), h in sorted(modes.items()))
+        said = "; ".join(f"{', '.join(sorted(h))} {name}" for (name, _digest), h in
+                         sorted(modes.items(), key=lambda item: sorted(item[1])))
         return SourceUnknown(f"its ports on other hosts disagree: {said}")
     ((name, digest), hosts), = modes.items()
     return SourceMode(name, digest, f"host {', '.join(sorted(hosts))}, in the fleet")

@@ -31,7 +31,7 @@ COMMAND_MODULES: dict[str, str] = {
                     "cmd_modes"),
     **dict.fromkeys(["check-migration", "select-mode", "traits", "plan-upgrade"], "cmd_migration"),
     **dict.fromkeys(["agent", "port", "probe", "dump"], "cmd_ports"),
-    **dict.fromkeys(["load", "db"], "cmd_registry"),
+    **dict.fromkeys(["load", "db", "policy"], "cmd_registry"),
     "fleet": "cmd_fleet",
     "contracts": "cmd_contracts",
 }

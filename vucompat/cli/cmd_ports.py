@@ -107,6 +107,32 @@ def port_show(interface: str, db: str, fmt: str, **kw: Any) -> None:
     _emit(fmt, data, lambda: render.port_text(data))
 
 
+@port.command("expect")
+@click.argument("iface_id")
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True,
+              help="The destination's registry: where the port will be plugged.")
+@click.option("--source", metavar="REMOTE", help="The source's registry, where the port of IFACE_ID is live.")
+@click.option("--cancel", is_flag=True, help="Forget the expectation (an aborted migration).")
+@_connection_options
+def port_expect(iface_id: str, db: str, source: str | None, cancel: bool, **kw: Any) -> None:
+    """Before a live migration: tell the destination (--db) that the port of Neutron
+    port IFACE_ID, live on --source, will be plugged there; its agent gives that port
+    the source port's mode, however it is plugged (unmodified os-vif included).
+    Refused, recording nothing, when the destination cannot run that mode. Not needed
+    when the agents publish to a fleet: they find the source there."""
+    from vucompat.api import Client
+
+    with Client(**_conn(kw)) as client:
+        if cancel:
+            found = client.cancel_expected_port(iface_id, db)
+            click.echo(f"{iface_id}: " + ("expectation forgotten" if found else "nothing was expected"))
+            return
+        if source is None:
+            raise UsageError(message="give --source REMOTE (the registry of the host the port moves from), or --cancel")
+        expected = client.expect_port(iface_id, source, db)
+    click.echo(f"{iface_id}: the port plugged at {db} will take {expected.mode} from {expected.where}")
+
+
 def _probe_offers(db: str, bridge: str | None, socket_path: Path | None, ovs_rundir: Path | None,
                   timeout: float):  # -> ({port type: Offer}, info, versions)
     from vucompat.core.mode import SERVER_TYPE

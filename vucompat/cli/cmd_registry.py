@@ -1,4 +1,4 @@
-"""Commands on the registry database: load, db create/attach/upgrade."""
+"""Commands on the registry database: load, policy, db create/attach/upgrade."""
 
 from __future__ import annotations
 
@@ -46,6 +46,29 @@ def load(tables: tuple[Path, ...], db: str, prune: bool, capabilities: Path | No
         return "\n".join(lines)
 
     _emit(fmt, stamp("vucompat.load", result.as_dict()), text)
+
+
+@main.command()
+@click.argument("new_policy", metavar="[POLICY]", required=False)
+@click.option("--db", metavar="REMOTE", envvar="VUCOMPAT_DB", required=True, help="The host's registry database.")
+@_connection_options
+def policy(new_policy: str | None, db: str, **kw: Any) -> None:
+    """Show or set the host's default policy: the mode of a port plugged with no
+    options:vhost-compat whose iface-id has no mode on another host.
+
+    POLICY: latest (the newest mode the host runs), recommended (latest without
+    deprecated features), passthrough (no mode), pool (the newest mode every live
+    host of the agent's --pool runs, from the fleet), or a mode name (pinned; it must
+    be defined and runnable here). A refused policy changes nothing."""
+    from vucompat.api import Client
+    from vucompat.ovsdb.registry import read_default_policy
+
+    conn = _conn(kw)
+    with Client(**conn) as client:
+        if new_policy is not None:
+            client.set_default_policy(db, new_policy)
+        name = client.host(db).name
+    click.echo(f"{name}: default policy {read_default_policy(db, **conn) or 'latest (no Host row yet)'}")
 
 
 @main.group()

@@ -75,7 +75,7 @@ def decide(iface: InterfaceView, host: Host, source: Source | None = None,
     if iface.explicit_request is not None:
         return replace(resolve(iface.explicit_request, host, iface.type), rule=EXPLICIT)
     if source is not None and iface.iface_id:
-        return follow(iface, host, source)
+        return follow(iface.iface_id, iface.type, host, source)
     if default.request is None:
         return Resolution(default.policy, None, REJECTED, f"the host's default {default.describe()} gives no mode: "
                           f"{default.error}", HOST_DEFAULT, default.describe())
@@ -83,22 +83,24 @@ def decide(iface: InterfaceView, host: Host, source: Source | None = None,
     return replace(resolution, requested=default.request, rule=HOST_DEFAULT, rule_detail=default.describe())
 
 
-def follow(iface: InterfaceView, host: Host, source: Source) -> Resolution:
-    """The source's mode for `iface` on `host`, or a rejection saying why not."""
+def follow(iface_id: str, port_type: str | None, host: Host, source: Source) -> Resolution:
+    """The source's mode for the port of `iface_id` (of `port_type`; None: any) on
+    `host`, or a rejection saying why not: the mode must be defined here with the
+    same digest, and runnable."""
     if isinstance(source, SourceUnknown):
-        detail = f"iface-id {iface.iface_id}: unknown"
-        return Resolution(FOLLOWS_SOURCE, None, REJECTED, f"cannot tell whether iface-id {iface.iface_id} has a mode on "
+        detail = f"iface-id {iface_id}: unknown"
+        return Resolution(FOLLOWS_SOURCE, None, REJECTED, f"cannot tell whether iface-id {iface_id} has a mode on "
                           f"another host ({source.reason}): rejected until it can be told (fail closed), or set "
                           f"options:vhost-compat", FOLLOWS_SOURCE, detail)
-    detail = f"iface-id {iface.iface_id}: {source.mode} on {source.where}"
-    resolution = resolve(source.mode, host, iface.type)
+    detail = f"iface-id {iface_id}: {source.mode} on {source.where}"
+    resolution = resolve(source.mode, host, port_type)
     if resolution.state == APPLIED and resolution.mode is not None and source.digest \
             and resolution.mode.digest != source.digest:
         resolution = Resolution(source.mode, None, REJECTED, f"{source.mode} is {source.digest} on {source.where} "
                                 f"and {resolution.mode.digest} here: the two hosts define it differently (load the "
                                 f"same tables on both)")
     if resolution.state == REJECTED:
-        resolution = replace(resolution, error=f"the port follows iface-id {iface.iface_id}'s mode on {source.where}, "
+        resolution = replace(resolution, error=f"the port follows iface-id {iface_id}'s mode on {source.where}, "
                              f"{source.mode}: {resolution.error}")
     return replace(resolution, requested=source.mode, rule=FOLLOWS_SOURCE, rule_detail=detail)
 

@@ -120,3 +120,44 @@ def record_probe(conn: Connection, capabilities: Capabilities, info: dict[str, s
             row.setkey("other_config", key, value)
 
     conn.transact(build)
+
+
+def read_default_policy(remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None) -> str | None:
+    """The Host row's default_policy (None when there is no Host row). Raises OvsdbError."""
+    configure_ssl(ssl)
+    (reply,) = rpc.transact(remote, DB_NAME, [{"op": "select", "table": "Host", "where": [],
+                                               "columns": ["default_policy"]}], timeout)
+    return reply["rows"][0]["default_policy"] if reply["rows"] else None
+
+
+def write_default_policy(remote: str, policy: str, timeout: float = DEFAULT_TIMEOUT,
+                         ssl: SslOptions | None = None) -> None:
+    """Set the Host row's default_policy. Raises OvsdbError (also when the registry
+    has no Host row yet: load tables first)."""
+    configure_ssl(ssl)
+    (reply,) = rpc.transact(remote, DB_NAME, [{"op": "update", "table": "Host", "where": [],
+                                               "row": {"default_policy": policy}}], timeout)
+    if not reply.get("count"):
+        raise OvsdbError(remote=remote, reason="the registry has no Host row yet: `vucompat load` it first")
+
+
+def write_incoming(remote: str, iface_id: str, mode: str, digest: str | None, source: str, created_ms: int,
+                   timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None) -> None:
+    """Record (or replace) the Incoming_Port row of `iface_id`: the port that will be
+    plugged here takes `mode` (defined as `digest`) from `source`. Raises OvsdbError."""
+    configure_ssl(ssl)
+    rpc.transact(remote, DB_NAME, [
+        {"op": "delete", "table": "Incoming_Port", "where": [["iface_id", "==", iface_id]]},
+        {"op": "insert", "table": "Incoming_Port", "row": {
+            "iface_id": iface_id, "mode": mode, "digest": ["set", [digest] if digest else []], "source": source,
+            "created": created_ms}},
+    ], timeout)
+
+
+def delete_incoming(remote: str, iface_id: str, timeout: float = DEFAULT_TIMEOUT,
+                    ssl: SslOptions | None = None) -> int:
+    """Delete the Incoming_Port row of `iface_id`; return how many there were. Raises OvsdbError."""
+    configure_ssl(ssl)
+    (reply,) = rpc.transact(remote, DB_NAME, [{"op": "delete", "table": "Incoming_Port",
+                                               "where": [["iface_id", "==", iface_id]]}], timeout)
+    return int(reply.get("count", 0))
