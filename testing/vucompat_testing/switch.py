@@ -195,12 +195,14 @@ class Switch:
 
 def start_host(name: str, directory: Path | None = None, *, enforce: bool = True,
                other_config: dict[str, str] | None = None, own_netns: bool = False, tables: Sequence[Path] = (),
-               ovs_version: str | None = None, echo: Callable[[Sequence[str], str], None] | None = None) -> Switch:
+               ovs_version: str | None = None, echo: Callable[[Sequence[str], str], None] | None = None,
+               agent_args: Sequence[str] = ()) -> Switch:
     """Start a switch host named `name` in `directory` (default: a new one under
     /tmp, as unix socket paths are limited to 108 bytes): ovsdb-server; the registry
     loaded with the shipped tables and `tables`; ovs-vswitchd-dpdk with
     `other_config` (with `own_netns`, in a network namespace of its own); the agent
-    (`enforce`: relays on). Returns once the agent has probed the backend. With
+    (`enforce`: relays on; more of its arguments in `agent_args`, e.g. --fleet).
+    Returns once the agent has probed the backend. With
     `ovs_version`, the Open_vSwitch row first records it, as ovs-ctl does. Raises
     RuntimeError when a program is missing; what started is stopped when a step fails."""
     for tool in ("ovsdb-server", "dpdk-testpmd"):
@@ -211,7 +213,8 @@ def start_host(name: str, directory: Path | None = None, *, enforce: bool = True
     directory = directory or Path(tempfile.mkdtemp(prefix=f"vuc-{name}-", dir="/tmp"))
     server = OvsdbSandbox(directory)
     vswitchd = Vswitchd(directory, server.unix_remote, other_config=dict(other_config or {}), own_netns=own_netns)
-    host = Switch(name, directory, server, vswitchd, AgentProcess(directory, server.unix_remote, enforce), echo=echo)
+    host = Switch(name, directory, server, vswitchd,
+                  AgentProcess(directory, server.unix_remote, enforce, list(agent_args)), echo=echo)
     try:
         server.start()
         if ovs_version is not None:
