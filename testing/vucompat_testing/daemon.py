@@ -133,14 +133,15 @@ class Daemon:
     # ---- helpers for launch() ---------------------------------------------------------------
 
     def run_detached(self, command: Sequence[str], env: dict[str, str] | None = None, timeout: float | None = None,
-                     prefix: Sequence[str] = ()) -> None:
+                     prefix: Sequence[str] = (), umask: int = -1) -> None:
         """Run an OVS daemon that detaches, with its pid file and log here (--pidfile,
-        --log-file, --detach, --no-chdir added), under `prefix` (e.g. unshare -n); set
-        `pid` from its pid file. Raises subprocess.CalledProcessError when it fails."""
+        --log-file, --detach, --no-chdir added), under `prefix` (e.g. unshare -n), with
+        `umask` (-1: ours); set `pid` from its pid file. Raises
+        subprocess.CalledProcessError when it fails."""
         self.pidfile.unlink(missing_ok=True)
         # stderr: before detaching, OVS daemons echo their first log line to the console
         subprocess.run([*prefix, *command, f"--pidfile={self.pidfile}", f"--log-file={self.log}", "--detach",
-                        "--no-chdir"], check=True, env=env, stderr=subprocess.DEVNULL, timeout=timeout)
+                        "--no-chdir"], check=True, env=env, stderr=subprocess.DEVNULL, timeout=timeout, umask=umask)
         self.pid = self.read_pidfile()
 
     def read_pidfile(self) -> int:

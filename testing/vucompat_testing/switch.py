@@ -139,6 +139,15 @@ class Switch:
             lines += [f"--- last lines of {what} ({log}):", *text]
         return "\n".join(lines)
 
+    def explain_start(self) -> str:
+        """What a host that did not come up should print: the last lines of the logs
+        of ovs-vswitchd and the agent."""
+        lines = []
+        for what, log in (("ovs-vswitchd", self.vswitchd.log), ("agent", self.agent.log)):
+            text = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else ["(no log)"]
+            lines += [f"--- last lines of {what} ({log}):", *text]
+        return "\n".join(lines)
+
     def port_row(self, port: str) -> dict | None:
         """Return the registry's Port row of Interface `port`, or None."""
         rows = [r for r in select(self.remote, "Port") if r["interface_name"] == port]
@@ -196,13 +205,13 @@ class Switch:
 def start_host(name: str, directory: Path | None = None, *, enforce: bool = True,
                other_config: dict[str, str] | None = None, own_netns: bool = False, tables: Sequence[Path] = (),
                ovs_version: str | None = None, echo: Callable[[Sequence[str], str], None] | None = None,
-               agent_args: Sequence[str] = ()) -> Switch:
+               ovs_umask: int | None = None, agent_args: Sequence[str] = ()) -> Switch:
     """Start a switch host named `name` in `directory` (default: a new one under
     /tmp, as unix socket paths are limited to 108 bytes): ovsdb-server; the registry
     loaded with the shipped tables and `tables`; ovs-vswitchd-dpdk with
-    `other_config` (with `own_netns`, in a network namespace of its own); the agent
-    (`enforce`: relays on; more of its arguments in `agent_args`, e.g. --fleet).
-    Returns once the agent has probed the backend. With
+    `other_config` (with `own_netns`, in a network namespace of its own; with
+    `ovs_umask`, that umask); the agent (`enforce`: relays on; more arguments in
+    `agent_args`). Returns once the agent has probed the backend. With
     `ovs_version`, the Open_vSwitch row first records it, as ovs-ctl does. Raises
     RuntimeError when a program is missing; what started is stopped when a step fails."""
     for tool in ("ovsdb-server", "dpdk-testpmd"):
@@ -212,7 +221,8 @@ def start_host(name: str, directory: Path | None = None, *, enforce: bool = True
         raise RuntimeError(f"{VSWITCHD_DPDK} is not installed: run `make setup` (openvswitch-switch-dpdk)")
     directory = directory or Path(tempfile.mkdtemp(prefix=f"vuc-{name}-", dir="/tmp"))
     server = OvsdbSandbox(directory)
-    vswitchd = Vswitchd(directory, server.unix_remote, other_config=dict(other_config or {}), own_netns=own_netns)
+    vswitchd = Vswitchd(directory, server.unix_remote, other_config=dict(other_config or {}), own_netns=own_netns,
+                        umask=ovs_umask)
     host = Switch(name, directory, server, vswitchd,
                   AgentProcess(directory, server.unix_remote, enforce, list(agent_args)), echo=echo)
     try:
@@ -226,7 +236,7 @@ def start_host(name: str, directory: Path | None = None, *, enforce: bool = True
         host.agent.start()
         # the agent probes the backend at start: ports are resolved against what it really offers
         eventually(lambda: select(server.unix_remote, "Host")[0]["capabilities_source"] == "probed",
-                   timeout=30, what=f"{name}'s agent to probe its backend")
+                   timeout=30, what=f"{name}'s agent to probe its backend", explain=host.explain_start)
     except BaseException:
         host.stop()
         raise
@@ -234,11 +244,13 @@ def start_host(name: str, directory: Path | None = None, *, enforce: bool = True
 
 
 def start_switch(enforce: bool, name: str = "switch-1", other_config: dict[str, str] | None = None,
-                 own_netns: bool = False, tables: Sequence[Path] = (EXAMPLES / "one-queue-pair",)) -> Iterator[Switch]:
+                 own_netns: bool = False, tables: Sequence[Path] = (EXAMPLES / "one-queue-pair",),
+                 ovs_umask: int | None = None, agent_args: Sequence[str] = ()) -> Iterator[Switch]:
     """A generator (for a fixture): start_host(...) with `tables` (default: the
     one-queue-pair example); afterwards everything is stopped by pid and its
     directory removed."""
-    host = start_host(name, enforce=enforce, other_config=other_config, own_netns=own_netns, tables=tables)
+    host = start_host(name, enforce=enforce, other_config=other_config, own_netns=own_netns, tables=tables,
+                      ovs_umask=ovs_umask, agent_args=agent_args)
     try:
         yield host
     finally:

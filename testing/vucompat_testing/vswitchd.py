@@ -32,6 +32,8 @@ class Vswitchd(Daemon):
     #: run the daemon in a network namespace of its own (`unshare -n`): two userspace
     #: datapaths clash in one (their tap devices); unix sockets work across namespaces
     own_netns: bool = False
+    #: the daemon's umask (None: ours); DPDK binds dpdkvhostuser sockets 0777 & ~umask
+    umask: int | None = None
     stem: ClassVar[str] = "ovs-vswitchd"
 
     @property
@@ -62,7 +64,8 @@ class Vswitchd(Daemon):
                    "other_config:pmd-cpu-mask=0x2", "other_config:vhost-sock-dir=vhost",
                    *(f"other_config:{k}={v}" for k, v in self.other_config.items()), wait=False)
         self.run_detached([str(VSWITCHD_DPDK), self.remote, f"--unixctl={self.ctl}"], env=self.env, timeout=timeout,
-                          prefix=["unshare", "-n"] if self.own_netns else [])
+                          prefix=["unshare", "-n"] if self.own_netns else [],
+                          umask=-1 if self.umask is None else self.umask)
         self.vsctl("--may-exist", "add-br", self.bridge, "--", "set", "bridge", self.bridge, "datapath_type=netdev")
 
     def datapath_failures(self) -> list[str]:

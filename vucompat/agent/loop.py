@@ -37,6 +37,7 @@ from vucompat.ovsdb.vswitch import read_switch
 from vucompat.ovsdb.codec import optional
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
 from vucompat.ovsdb.tls import SslOptions
+from vucompat.agent.guard import DEFAULT_OVS_SOCK_DIR_MODE, RelayAccess, SockDirGuard
 from vucompat.agent.plan import Enforcement, Plan, plan, undecided
 from vucompat.agent.sources import SourceFinder
 from vucompat.core.rules import DefaultPolicy
@@ -75,6 +76,10 @@ class Agent:
     relay_dir: Path = DEFAULT_RELAY_DIR
     #: ovs-vswitchd's run directory (its dpdkvhostuser sockets are under it)
     ovs_rundir: Path = DEFAULT_OVS_RUNDIR
+    #: with enforcement, the bits the agent leaves of the mode of OVS's dpdkvhostuser socket
+    #: directory (None: leave it alone); and who may connect to the relays (agent.guard)
+    ovs_sock_dir_mode: int | None = DEFAULT_OVS_SOCK_DIR_MODE
+    relay_access: RelayAccess = field(default_factory=RelayAccess)
     #: the fleet cluster to publish into (comma-separated remotes); None: do not publish
     fleet: str | None = None
     #: this host's name in the fleet (default: its Host row's name); must be its certificate's CN
@@ -92,7 +97,9 @@ class Agent:
         os.set_blocking(self._wake_read, False)
         self._violations: dict[str, str] = {}
         self._violations_lock = threading.Lock()
-        self.relays = RelayManager(self._on_violation) if self.enforce else None
+        self.relays = RelayManager(self._on_violation, self.relay_access.mode,
+                                   self.relay_access.group) if self.enforce else None
+        self.guard = SockDirGuard(self.ovs_sock_dir_mode, self.relay_dir) if self.enforce else None
         self._probe_attempted: str | None = None
         self._pending: list[PendingRedirects] = []
         self.publisher = FleetPublisher(self.fleet, self.timeout, self.ssl) if self.fleet else None
@@ -115,6 +122,8 @@ class Agent:
         log.info("vucompat agent: registry %s, Open_vSwitch %s, enforcement %s, fleet %s", self.db,
                  self.ovs_db or self.db, f"on (relays in {self.relay_dir})" if self.enforce else "off",
                  f"{self.fleet} (pool {self.pool or '-'}, heartbeat {self.heartbeat}s)" if self.fleet else "off")
+        if self.enforce:
+            self.relay_access.prepare(self.relay_dir)
         backoff = BACKOFF_MIN
         seen: tuple[int, int] | None = None
         next_periodic = 0.0
@@ -128,6 +137,8 @@ class Agent:
                 if self._ready() and self._pending:
                     self.finish_due_redirects()
                 if self._ready() and (now != seen or time.monotonic() >= next_periodic or self._violations):
+                    if self.guard is not None:  # before any relay: no server port is reachable around it
+                        self.guard.check(vhost_sock_dir(self.ovs, self.ovs_rundir))
                     self.probe_if_changed()
                     self.reconcile()
                     self.publish()

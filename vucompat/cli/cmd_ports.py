@@ -25,6 +25,16 @@ from vucompat.cli import _FORMAT, _conn, _connection_options, _emit, main
               help="Where the relays' sockets live.")
 @click.option("--ovs-rundir", type=click.Path(path_type=Path), envvar="OVS_RUNDIR", default="/var/run/openvswitch",
               show_default=True, help="ovs-vswitchd's run directory (dpdkvhostuser sockets are under it).")
+@click.option("--ovs-sock-dir-mode", metavar="MODE|keep", default="0750", show_default=True,
+              help="With enforcement: the permission bits the agent leaves on the directory where "
+                   "ovs-vswitchd serves dpdkvhostuser sockets (<ovs-rundir>/<vhost-sock-dir>), so that "
+                   "frontends reach them only through their relays; it only takes bits away. keep: leave it.")
+@click.option("--relay-group", metavar="GROUP",
+              help="The group of the relays' sockets (and of a relay directory the agent creates): e.g. QEMU's "
+                   "group. Default: the agent's group.")
+@click.option("--relay-socket-mode", metavar="MODE",
+              help="The mode of the relays' sockets, whatever the agent's umask. Default: 0666 (any frontend "
+                   "user), or 0660 with --relay-group.")
 @click.option("--fleet", metavar="REMOTES", envvar="VUCOMPAT_FLEET",
               help="Publish this host into the fleet cluster (comma-separated ssl: remotes of its agent "
                    "listener; the --ssl-* files are this host's identity: its certificate's CN must be the "
@@ -35,19 +45,30 @@ from vucompat.cli import _FORMAT, _conn, _connection_options, _emit, main
               help="Seconds between the fleet's last_seen refreshes; stale after 3 missed.")
 @_connection_options
 def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enforcement: str, relay_dir: Path,
-          ovs_rundir: Path, fleet: str | None, fleet_name: str | None, pool: str | None, heartbeat: int,
-          **kw: Any) -> None:
+          ovs_rundir: Path, ovs_sock_dir_mode: str, relay_group: str | None, relay_socket_mode: str | None,
+          fleet: str | None, fleet_name: str | None, pool: str | None, heartbeat: int, **kw: Any) -> None:
     """Run the port agent in the foreground: resolve each vhost-user port's
     options:vhost-compat once, record it (Port row, Interface external_ids) and
     verify what its frontend negotiated. Stops on SIGTERM or SIGINT."""
     import logging
 
+    from vucompat.agent.guard import RelayAccess, parse_group, parse_mode
     from vucompat.agent.loop import Agent
 
+    try:
+        sock_dir_mode = None if ovs_sock_dir_mode == "keep" else parse_mode(ovs_sock_dir_mode)
+        access = RelayAccess(parse_group(relay_group) if relay_group else None,
+                             parse_mode(relay_socket_mode) if relay_socket_mode else None)
+    except ValueError as err:
+        raise UsageError(message=str(err)) from None
+    if sock_dir_mode is not None and sock_dir_mode & 0o700 != 0o700:
+        raise UsageError(message=f"--ovs-sock-dir-mode {ovs_sock_dir_mode}: ovs-vswitchd, the directory's owner, "
+                                 "needs rwx on it to create its sockets (e.g. 0750 or 0700)")
     logging.basicConfig(filename=str(log_file) if log_file else None,
                         level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     Agent(db=db, ovs_db=ovs_db, enforce=enforcement == "relay", relay_dir=relay_dir, ovs_rundir=ovs_rundir,
+          ovs_sock_dir_mode=sock_dir_mode, relay_access=access,
           fleet=fleet, fleet_name=fleet_name, pool=pool, heartbeat=heartbeat, **_conn(kw)).run()
 
 

@@ -63,10 +63,16 @@ class Violation(Exception):
 
 class RelayManager:
     """Runs the relays of one agent in one thread. `ensure()` is called from the
-    agent's thread; `on_violation(port, reason)` is called from the relay thread."""
+    agent's thread; `on_violation(port, reason)` is called from the relay thread.
+    Each listening socket gets `socket_mode` (and `socket_group`, a gid) after bind
+    and before listen, so the agent's umask never decides who may connect (None:
+    leave what bind made)."""
 
-    def __init__(self, on_violation: Callable[[str, str], None]) -> None:
+    def __init__(self, on_violation: Callable[[str, str], None], socket_mode: int | None = None,
+                 socket_group: int | None = None) -> None:
         self.on_violation = on_violation
+        self.socket_mode = socket_mode
+        self.socket_group = socket_group
         self.selector = selectors.DefaultSelector()
         self.specs: dict[str, RelaySpec] = {}
         self.listeners: dict[str, socket.socket] = {}
@@ -140,14 +146,20 @@ class RelayManager:
             done.set()
 
     def _listen(self, spec: RelaySpec) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             spec.listen.parent.mkdir(parents=True, exist_ok=True)
             spec.listen.unlink(missing_ok=True)  # a relay that restarts listens on the same path again
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(str(spec.listen))
+            # who may connect is set before anyone can (listen): frontends, or OVS for client ports
+            if self.socket_group is not None:
+                os.chown(spec.listen, -1, self.socket_group)
+            if self.socket_mode is not None:
+                os.chmod(spec.listen, self.socket_mode)
             sock.listen(8)
             sock.setblocking(False)
         except OSError as err:
+            sock.close()
             log.error("%s: cannot listen on %s: %s", spec.name, spec.listen, err)
             return
         self.specs[spec.name] = spec
