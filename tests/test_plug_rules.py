@@ -192,7 +192,7 @@ def test_a_frontend_listening_before_its_port_is_added_is_masked_from_its_first_
         assert str(qemu_socket) not in ovs_log and str(a.directory / "relays" / "vhu-early.sock") in ovs_log
         assert "lacks feature mask" not in guest.log_text()
         # and no type flip: the Interface was given its path once
-        assert "vhu-early: options:vhost-server-path" in a.agent.text() and "(held until now)" in a.agent.text()
+        assert "vhu-early: options:vhost-server-path" in a.agent.text() and "(the relay, held until now)" in a.agent.text()
     finally:
         a.stop_guests()
         a.unplug("vhu-early")

@@ -98,18 +98,22 @@ def test_a_held_port_gets_its_path_once_without_a_flip(host: Host):
     held = iface("vhu1", vhost_compat_frontend_path="/run/qemu/vhu1.sock")
     route = plan([held], {}, host, ENFORCE)
     (redirect,) = [a for a in route.interfaces if isinstance(a, Redirect)]
-    assert redirect.held and redirect.path == "/run/relays/vhu1.sock"
+    assert redirect.in_place and redirect.path == "/run/relays/vhu1.sock"
     assert route.relays["vhu1"].connect == Path("/run/qemu/vhu1.sock") and route.relays["vhu1"].backend_connects
     # enforcement off: released straight to the frontend
     (released,) = [a for a in plan([held], {}, host).interfaces if isinstance(a, Redirect)]
-    assert released.held and released.path == "/run/qemu/vhu1.sock"
+    assert released.in_place and released.path == "/run/qemu/vhu1.sock"
     # rejected: held for good (OVS never connects to anything)
     bad = plan([iface("vhu1", request="upstream.ovs-dpdk.v9.9", vhost_compat_frontend_path="/q.sock")], {}, host)
     assert not [a for a in bad.interfaces if isinstance(a, Redirect)]
     # a port plugged the plain way is still moved with the flip
     (flip,) = [a for a in plan([iface("vhu1", server_path="/q.sock")], {}, host, ENFORCE).interfaces
                if isinstance(a, Redirect)]
-    assert not flip.held
+    assert not flip.in_place
+    # re-plugged (the path rewritten) while ovs-vswitchd is still connected through the relay: in place
+    replugged = replace(iface("vhu1", server_path="/q.sock"), status={"socket": "/run/relays/vhu1.sock"})
+    (back,) = [a for a in plan([replugged], {}, host, ENFORCE).interfaces if isinstance(a, Redirect)]
+    assert back.in_place and back.path == "/run/relays/vhu1.sock"
 
 
 def _port(host: Host, resolution, name: str = "vhu1") -> PortView:

@@ -378,5 +378,4 @@ def _log_action(action: Any) -> None:
     elif isinstance(action, Mirror):
         log.debug("%s: external_ids %s", action.interface, dict(action.set))
     elif isinstance(action, Redirect):
-        log.info("%s: options:vhost-server-path -> %s (%s)", action.interface, action.path,
-                 "held until now" if action.held else "the relay")
+        log.info("%s: options:vhost-server-path -> %s (%s)", action.interface, action.path, action.why)

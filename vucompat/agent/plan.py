@@ -137,16 +137,29 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
         if relay is not None:
             relays[iface.name] = relay
         if iface.type == CLIENT_TYPE and relay_socket and iface.server_path != relay_socket:
-            ovs_side.append(Redirect(iface.uuid, iface.name, str(relay_socket), held=not iface.server_path))
+            ovs_side.append(_redirect(iface, str(relay_socket)))
         elif iface.type == CLIENT_TYPE and not relay_socket and not iface.server_path and iface.declared_frontend \
                 and fields["state"] != REJECTED:
             # held, and no relay to put in front (enforcement off, passthrough): release it
-            ovs_side.append(Redirect(iface.uuid, iface.name, iface.declared_frontend, held=True))
+            ovs_side.append(Redirect(iface.uuid, iface.name, iface.declared_frontend, True,
+                                     "its frontend, held until now: no relay to put in front"))
         mirror = _mirror(iface, resolved, fields)
         if mirror is not None:
             ovs_side.append(mirror)
     registry += [RemovePort(name) for name in sorted(set(ports) - seen)]
     return Plan(tuple(registry), relays, tuple(ovs_side))
+
+
+def _redirect(iface: InterfaceView, relay: str) -> Redirect:
+    """The redirect of a client port to its relay: in place when OVS registers the
+    path it first gets (held form) or still uses the relay (OVS 3.1 reports the socket
+    of a connected port in its status); by re-creating the netdev otherwise."""
+    if not iface.server_path:
+        return Redirect(iface.uuid, iface.name, relay, True, "the relay, held until now")
+    if iface.status.get("socket") == relay:
+        return Redirect(iface.uuid, iface.name, relay, True,
+                        f"the relay, in place: ovs-vswitchd still uses it (the path was set to {iface.server_path})")
+    return Redirect(iface.uuid, iface.name, relay)
 
 
 def undecided(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView]) -> list[InterfaceView]:

@@ -165,9 +165,13 @@ class Redirect:
     interface_uuid: str
     interface: str
     path: str
-    #: the port has no vhost-server-path yet (the held form): OVS has not connected, so
-    #: setting the path is enough; otherwise OVS must re-create the netdev (type flip)
-    held: bool = False
+    #: setting the path is enough: the port has none yet (the held form: OVS registers the
+    #: path it first gets), or ovs-vswitchd is still connected through the relay (a
+    #: re-plug rewrote only the path, which OVS ignores while registered). Otherwise OVS
+    #: must re-create the netdev (type flip)
+    in_place: bool = False
+    #: for the log: where the path points and why
+    why: str = "the relay"
 
 
 RegistryAction = CreatePort | RemovePort | UpdatePort

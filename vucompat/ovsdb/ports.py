@@ -139,11 +139,11 @@ def commit_interfaces(ovs: Connection, actions: Sequence[InterfaceAction]) -> Pe
     once they are due (the caller keeps serving other ports meanwhile), or None.
     Raises OvsdbError; nothing is written then."""
     mirrors = [a for a in actions if isinstance(a, Mirror)]
-    held = [a for a in actions if isinstance(a, Redirect) and a.held]
-    redirects = [a for a in actions if isinstance(a, Redirect) and not a.held]
-    if not mirrors and not redirects and not held:
+    in_place = [a for a in actions if isinstance(a, Redirect) and a.in_place]
+    redirects = [a for a in actions if isinstance(a, Redirect) and not a.in_place]
+    if not mirrors and not redirects and not in_place:
         return None
-    waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects, held))
+    waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects, in_place))
     if not redirects:
         return None
     target = max(row.next_cfg for row in ovs.rows("Open_vSwitch")) if waits else None
@@ -227,10 +227,11 @@ def _set_fields(row: Any, fields: Any) -> None:
 
 
 def _stage_interfaces(ovs: Connection, txn: Any, mirrors: Sequence[Mirror], redirects: Sequence[Redirect],
-                      held: Sequence[Redirect] = ()) -> bool:
-    """Key by key (mutate): the external_ids mirrors. The paths of held ports (no
-    vhost-server-path yet: OVS registers and first connects when it gets one). And the
-    first half of each other redirect: OVS registers a dpdkvhostuserclient socket path
+                      in_place: Sequence[Redirect] = ()) -> bool:
+    """Key by key (mutate): the external_ids mirrors. The paths of in-place redirects
+    (a held port, with no vhost-server-path yet: OVS registers and first connects when
+    it gets one; a port OVS still uses the relay of). And the first half of each other
+    redirect: OVS registers a dpdkvhostuserclient socket path
     once, so a new vhost-server-path alone is ignored until the netdev is created
     again; changing the type and back (finish_redirects) recreates it, same row, same
     ofport. Returns whether to wait for ovs-vswitchd (one is running) before the second half."""
@@ -243,7 +244,7 @@ def _stage_interfaces(ovs: Connection, txn: Any, mirrors: Sequence[Mirror], redi
             row.setkey("external_ids", key, value)
         for key in mirror.delete:
             row.delkey("external_ids", key)
-    for redirect in held:
+    for redirect in in_place:
         if redirect.interface_uuid in rows:
             rows[redirect.interface_uuid].setkey("options", SERVER_PATH, redirect.path)
     for redirect in redirects:
