@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: ## install Debian packages and the venv (.venv), only what is missing
+setup: ## install Debian packages and the venvs (.venv; os-vif's .venv-osvif), only what is missing
 	@scripts/setup.sh
 
 demo: setup ## the main job: two hosts, registry, negotiate, ports on ovs-vswitchd-dpdk, the fleet cluster (KEEP=1 keeps them)
@@ -49,4 +49,4 @@ measure: setup ## measure what this machine's ovs-vswitchd-dpdk offers, both por
 	$(PY) scripts/measure-offers.py
 
 clean: ## remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info run
+	rm -rf $(VENV) .venv-osvif .pytest_cache .hypothesis *.egg-info run

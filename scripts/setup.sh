@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for `make demo` and `make test` on a fresh Debian machine:
 # the Debian packages that are missing (installed once, after one apt-get update),
-# then the project's venv in .venv (re-installed only when pyproject.toml changes).
+# then the project's venv in .venv, and os-vif's in .venv-osvif (each re-installed only
+# when pyproject.toml changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,4 +49,17 @@ if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' -e ./testing 2>&1 | grep -v '^WARNING: Location' || true
     .venv/bin/python -c 'import vucompat, vucompat_testing, click, jsonschema, pytest, hypothesis'
     echo "$want" > "$stamp"
+fi
+
+# os-vif for tests/test_osvif.py, in a venv of its own as on a compute node (nova-compute's
+# environment): vucompat with its osvif extra (the plugin ovs_vucompat), os-vif and ovsdbapp.
+# Not in .venv: os-vif brings eventlet, which the ovs library imports whenever it can, and
+# every vucompat command would then start slower and print eventlet's deprecation warning.
+osvif_stamp=.venv-osvif/.vucompat-stamp
+if [[ ! -x .venv-osvif/bin/python || "$(cat "$osvif_stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "setup: creating os-vif's venv in .venv-osvif"
+    python3 -m venv .venv-osvif
+    .venv-osvif/bin/pip install -q --disable-pip-version-check -e '.[osvif,test-osvif]' -e ./testing 2>&1 | grep -v '^WARNING: Location' || true
+    .venv-osvif/bin/python -W ignore -c 'import os_vif, ovsdbapp, vif_plug_ovs.ovs, vucompat.osvif.plugin, vucompat_testing.osvif'
+    echo "$want" > "$osvif_stamp"
 fi

@@ -20,6 +20,8 @@ ALLOWED = {
     "agent": {"core", "vhostuser", "ovsdb", "agent"},
     "api": {"core", "ovsdb", "api"},
     "cli": {"core", "vhostuser", "ovsdb", "agent", "api", "cli"},
+    # the optional os-vif plugin (extra vucompat[osvif]): a shell over os_vif/vif_plug_ovs
+    "osvif": {"core", "ovsdb", "osvif"},
 }
 #: finer rules inside a part: module -> the parts it may import
 NARROWER = {"agent.plan": {"core"}}
