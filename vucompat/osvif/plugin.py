@@ -33,12 +33,10 @@ from os_vif import objects
 from vif_plug_ovs import constants
 from vif_plug_ovs.ovs import OvsPlugin
 
-from vucompat.core.portview import OPTION
+from vucompat.core.portview import FRONTEND_PATH, OPTION
 
 #: the entry point's name, and so the config group's: [os_vif_ovs_vucompat]
 PLUGIN_NAME = "ovs_vucompat"
-#: the Interface external_ids key a held port names its frontend's socket with
-FRONTEND_PATH = "vhost-compat-frontend-path"
 
 
 class VucompatOvsPlugin(OvsPlugin):
