@@ -97,3 +97,20 @@ def ovsdb_servers():
         server.stop()
     for directory in dirs:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def standalone_fleet():
+    """A standalone ovsdb-server serving the fleet database (no cluster, no RBAC), on a
+    private unix socket: agents publish into it with --fleet its unix_remote."""
+    import tempfile
+
+    from vucompat.ovsdb.schema import FLEET_SCHEMA_FILE
+    from vucompat_testing.ovsdb_server import OvsdbSandbox
+
+    server = OvsdbSandbox(Path(tempfile.mkdtemp(prefix="vuc-fleet1-", dir="/tmp")), vswitch=False)
+    server.create(FLEET_SCHEMA_FILE)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)

@@ -18,7 +18,7 @@ import pytest
 from vucompat.core import catalog
 from vucompat_testing.osvif import Instance, OsVif, OsVifError, Plugged, Vif, vhu_name
 from vucompat_testing.ovsdb_server import select
-from vucompat_testing.switch import LATEST, Switch, eventually, negotiated, start_switch
+from vucompat_testing.switch import ENV, LATEST, VUCOMPAT, Switch, eventually, negotiated, start_switch
 
 V28 = "upstream.ovs-dpdk.v2.8"
 OPTION = "vhost-compat"
@@ -27,9 +27,10 @@ V28_VIRTIO = set(catalog.mask_to_names(0x15466818A, "virtio"))
 
 
 @pytest.fixture(scope="module")
-def host() -> Iterator[Switch]:
-    """compute-a: ovs-vswitchd-dpdk and an enforcing agent (a masking relay per port)."""
-    yield from start_switch(enforce=True, name="compute-a")
+def host(standalone_fleet) -> Iterator[Switch]:
+    """compute-a: ovs-vswitchd-dpdk and an enforcing agent (a masking relay per port)
+    that publishes into a fleet database."""
+    yield from start_switch(enforce=True, name="compute-a", agent_args=["--fleet", standalone_fleet.unix_remote])
 
 
 @pytest.fixture(scope="module")
@@ -175,27 +176,41 @@ def test_a_replug_of_a_client_mode_vif_changes_nothing(host: Switch, nova: OsVif
     unplugged(nova, plugged)
 
 
-def test_two_hosts_in_one_test_each_get_their_own_port(host: Switch, nova: OsVif):
-    """The migration case for the harness: the same VIF plugged on compute-a and on
-    compute-b (pre_live_migration), each by its own os-vif, lands in each host's own
-    database, and each agent keeps its own Port row; unplugging the source
-    (post_live_migration) leaves the destination's."""
-    dest_switch = start_switch(enforce=True, name="compute-b", own_netns=True)
+def test_the_destination_of_a_migration_gets_the_source_port_s_mode(host: Switch, nova: OsVif, standalone_fleet):
+    """Nova's live migration with unmodified os-vif: the VM boots on compute-a, whose
+    default policy pins upstream.ovs-dpdk.v2.8; pre_live_migration plugs the same VIF
+    (same Neutron port) on compute-b, whose own default is latest: its agent finds the
+    port's mode on compute-a through the fleet and gives it the same. Each os-vif
+    writes its own host's database; unplugging the source (post_live_migration) leaves
+    the destination's port."""
+    dest_switch = start_switch(enforce=True, name="compute-b", own_netns=True,
+                               agent_args=["--fleet", standalone_fleet.unix_remote])
     dest = next(dest_switch)
     dest_nova = OsVif.on(dest)
+    policy = [VUCOMPAT, "policy"]
+    subprocess.run([*policy, V28, "--db", host.remote], check=True, capture_output=True, env=ENV)
     try:
         source = boot(nova, host, "server")
+        port = host.port(source.name)
+        assert (port["resolved"], port["rule"], port["rule_detail"]) == (V28, "host-default", f"policy {V28}")
+        eventually(lambda: source.vif.port_id in str(select(standalone_fleet.unix_remote, "Port", ["external_ids"],
+                                                            "VuCompat_Fleet")),
+                   timeout=30, what="compute-a's port in the fleet")
         destination = boot(dest_nova, dest, "server", port_id=source.vif.port_id, instance=source.instance.uuid)
         assert source.name == destination.name
+        moved = dest.port(destination.name)
+        assert (moved["resolved"], moved["state"], moved["rule"]) == (V28, "applied", "follows-source")
+        assert moved["rule_detail"] == f"iface-id {source.vif.port_id}: {V28} on host compute-a, in the fleet"
+        assert dest.mirrored(destination.name)["vhost-compat-mode"] == V28
         for switch in (host, dest):
             ids = switch.mirrored(source.name)
             assert ids["iface-id"] == source.vif.port_id and ids["vm-uuid"] == source.instance.uuid
-            assert switch.port(source.name)["state"] == "applied"
         unplugged(nova, source)
         assert dest.port(destination.name)["state"] == "applied"
         assert interface(dest, destination.name) is not None
         unplugged(dest_nova, destination)
     finally:
+        subprocess.run([*policy, "latest", "--db", host.remote], check=True, capture_output=True, env=ENV)
         dest_nova.stop()
         dest_switch.close()
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -20,20 +18,14 @@ from vucompat_testing.guest import GuestImage, ensure_guest
 from vucompat_testing.ovsdb_server import OvsdbSandbox, select
 from vucompat_testing.switch import ENV, VUCOMPAT, Switch, eventually, start_host
 from vucompat.core import catalog
-from vucompat.ovsdb.schema import FLEET_SCHEMA_FILE
 
 V28, V29, V213 = "upstream.ovs-dpdk.v2.8", "upstream.ovs-dpdk.v2.9", "upstream.ovs-dpdk.v2.13"
 SITE = "acme.ovs-dpdk.v1.0"  # defined on host a only
 
 
 @pytest.fixture(scope="module")
-def fleet() -> Iterator[OvsdbSandbox]:
-    server = OvsdbSandbox(Path(tempfile.mkdtemp(prefix="vuc-pr-fleet-", dir="/tmp")), vswitch=False)
-    server.create(FLEET_SCHEMA_FILE)
-    server.start()
-    yield server
-    server.stop()
-    subprocess.run(["rm", "-rf", str(server.directory)], check=False)
+def fleet(standalone_fleet: OvsdbSandbox) -> OvsdbSandbox:
+    return standalone_fleet
 
 
 @pytest.fixture(scope="module")
