@@ -24,6 +24,7 @@ bench: setup ## run the benchmarks in bench/ (prints figures; not part of CI)
 	$(PY) bench/core.py
 	$(PY) bench/registry.py
 	$(PY) bench/agent.py
+	$(PY) bench/plug.py
 	$(PY) bench/relay.py
 	$(PY) bench/migration.py
 	$(PY) bench/coldstart.py

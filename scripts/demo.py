@@ -328,9 +328,28 @@ def ports_screens(host: OvsdbSandbox, started: list) -> None:
     print("\n".join(line for line in (host.directory / "agent.log").read_text().splitlines()
                     if " vhu" in line or "probe:" in line).replace(str(RUN) + "/", ""))
 
+    screen("10. Ports plugged as unmodified os-vif plugs them: no option; the rules decide, and say which")
+    say("os-vif writes no compat option. A port with none, whose Neutron port has no mode on another host,")
+    say("gets the host's default policy (here pinned to a mode; `latest` by default):")
+    vucompat("policy", "upstream.ovs-dpdk.v2.13", "--db", host.unix_remote)
+    vsctl(host, "add-port", "br0", "vhu3", "--", "set", "Interface", "vhu3", "type=dpdkvhostuserclient",
+          f"options:vhost-server-path={host.directory}/vm4.sock", "external_ids:iface-id=port-of-vm4")
+    wait_for(host, "vhu3")
+    vucompat("port", "show", "vhu3", "--db", host.unix_remote)
+    vucompat("policy", "latest", "--db", host.unix_remote)
+    say("A VM whose driver listens before its port exists. Plugged in the held form (no vhost-server-path,")
+    say("the frontend's socket in external_ids), OVS never connects until the agent gives it the relay's")
+    say("path, once: the driver's very first message goes through the relay, masked to the mode:")
+    guest(host, started, "vm5", queues=1, queue_size=256, packed=True)
+    vsctl(host, "add-port", "br0", "vhu4", "--", "set", "Interface", "vhu4", "type=dpdkvhostuserclient",
+          f"external_ids:vhost-compat-frontend-path={host.directory}/vm5.sock", "external_ids:iface-id=port-of-vm5",
+          "options:vhost-compat=upstream.ovs-dpdk.v2.8")
+    wait_connected(host, "vhu4")
+    vucompat("port", "show", "vhu4", "--db", host.unix_remote)
+
 
 def migration_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
-    screen("10. Before a live migration: may this port move? (what Nova asks; docs/nova-integration.md)")
+    screen("11. Before a live migration: may this port move? (what Nova asks; docs/nova-integration.md)")
     say("compute-new runs its agent too (no ovs-vswitchd in this demo: its ports are recorded, not running).")
     start_agent(new, started, enforce=False)
     say("A VM booted there with no compat option gets the newest mode that host can run:")
@@ -359,7 +378,7 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
     from vucompat_testing.fleet_cluster import FleetCluster
     from vucompat_testing.pki import Pki
 
-    screen("11. The fleet: every host in one clustered database, for the scheduler (docs/fleet.md)")
+    screen("12. The fleet: every host in one clustered database, for the scheduler (docs/fleet.md)")
     pki = Pki(RUN / "pki")
     ssl = {name: pki.identity(name) for name in ("fleet-server", "compute-new", "compute-old", "scheduler")}
     say("Certificates from ovs-pki (`-u`: each CN is exactly the host's name, which RBAC checks).")
@@ -425,7 +444,7 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
 
 
 def live_migration_screens(started: list) -> None:
-    screen("12. A VM really moves between two backends that differ (QEMU/TCG, a real Linux guest)")
+    screen("13. A VM really moves between two backends that differ (QEMU/TCG, a real Linux guest)")
     say("Two more hosts, each with Debian's ovs-vswitchd-dpdk and the agent: 'default' with default settings, and")
     say("'tso' with other_config:userspace-tso-enable=true, whose ports offer CSUM (and, on client ports, TSO):")
     image = ensure_guest()
