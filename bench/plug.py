@@ -11,6 +11,8 @@ in three ways, then deletes them:
   re-creating it (the type flip), which ovs-vswitchd applies while later add-ports wait;
 - with the agent, the held form (no vhost-server-path, the frontend's socket in
   external_ids:vhost-compat-frontend-path): the agent sets the relay's path once.
+- with the agent, a port it leaves alone (marked as its own probe port): what the agent's
+  mere presence costs an add-port (its monitor, its wake-ups), before it does anything.
 Target (issue 14): held form with the agent <= 1.2x the plain form without it (p50).
 Also: from add-port returning to the port's relay path being set (held form).
 """
@@ -25,17 +27,20 @@ import sys
 import time
 from pathlib import Path
 
+from vucompat.core.mode import PROBE_MARK
 from vucompat_testing.ovsdb_server import select
 from vucompat_testing.switch import Switch, start_host
 
 
-def add(switch: Switch, name: str, held: bool) -> float:
-    """Add one port; return how long ovs-vsctl took (it waits for ovs-vswitchd)."""
+def add(switch: Switch, name: str, held: bool, ignored: bool = False) -> float:
+    """Add one port; return how long ovs-vsctl took (it waits for ovs-vswitchd). `ignored`:
+    marked as a probe port, which the agent leaves alone (what its mere presence costs)."""
     socket = switch.directory / f"{name}.qemu.sock"
-    where = f"external_ids:vhost-compat-frontend-path={socket}" if held else f"options:vhost-server-path={socket}"
+    settings = [f"external_ids:vhost-compat-frontend-path={socket}" if held else f"options:vhost-server-path={socket}",
+                f"external_ids:iface-id={name}", *([f"external_ids:{PROBE_MARK}=bench"] if ignored else [])]
     start = time.perf_counter()
     switch.vswitchd.vsctl("add-port", switch.vswitchd.bridge, name, "--", "set", "Interface", name,
-                          "type=dpdkvhostuserclient", where, f"external_ids:iface-id={name}")
+                          "type=dpdkvhostuserclient", *settings)
     return time.perf_counter() - start
 
 
@@ -59,7 +64,8 @@ NICE = int(os.environ.get("NICE") or re.search(r"^Nice=(-?\d+)", UNIT.read_text(
 
 def main(rounds: int = 5, ports: int = 20) -> None:
     switch = start_host("bench-plug")
-    times: dict[str, list[float]] = {"plain, no agent": [], "plain, agent": [], "held, agent": []}
+    times: dict[str, list[float]] = {"plain, no agent": [], "plain, agent": [], "held, agent": [],
+                                     "ignored by agent": []}
     held_ready: list[float] = []
     try:
         for r in range(rounds):
@@ -73,6 +79,9 @@ def main(rounds: int = 5, ports: int = 20) -> None:
             time.sleep(1)  # connected and idle
             names = [f"p{r}a{i}" for i in range(ports)]
             times["plain, agent"] += [add(switch, n, held=False) for n in names if not time.sleep(GAP)]
+            clear(switch, names)
+            names = [f"p{r}i{i}" for i in range(ports)]
+            times["ignored by agent"] += [add(switch, n, False, ignored=True) for n in names if not time.sleep(GAP)]
             clear(switch, names)
             for i in range(ports):
                 name = f"p{r}h{i}"

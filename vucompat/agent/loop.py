@@ -57,6 +57,10 @@ DEFAULT_OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
 #: reconcile at least this often even when nothing changed (ms)
 PERIODIC_MS = 10_000
 BACKOFF_MIN, BACKOFF_MAX = 0.25, 8.0
+#: how long the agent lets ovs-vswitchd apply a change before it reconciles (ms)
+YIELD_MS = 200
+#: how long the agent waits after it is woken before it reads what changed (ms)
+SETTLE_MS = 10
 #: plans made per reconcile at most, when concurrent writers keep conflicting with the registry commit
 REPLAN_ATTEMPTS = 5
 
@@ -102,6 +106,7 @@ class Agent:
         self.guard = SockDirGuard(self.ovs_sock_dir_mode, self.relay_dir) if self.enforce else None
         self._probe_attempted: str | None = None
         self._pending: list[PendingRedirects] = []
+        self._busy_since: float | None = None
         self.publisher = FleetPublisher(self.fleet, self.timeout, self.ssl) if self.fleet else None
         self.finder = SourceFinder(self.fleet, self.fleet_name, self.pool, self.ssl)
 
@@ -136,7 +141,13 @@ class Agent:
                 now = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
                 if self._ready() and self._pending:
                     self.finish_due_redirects()
-                if self._ready() and (now != seen or time.monotonic() >= next_periodic or self._violations):
+                due = self._ready() and (now != seen or time.monotonic() >= next_periodic or self._violations)
+                if due and self._vswitchd_busy():
+                    # let ovs-vswitchd apply the change first (an add-port waits for it): woken by
+                    # its cur_cfg update (or anything else), at the latest when the yield is over
+                    self._block(YIELD_MS)
+                    continue
+                if due:
                     if self.guard is not None:  # before any relay: no server port is reachable around it
                         self.guard.check(vhost_sock_dir(self.ovs, self.ovs_rundir))
                     self.probe_if_changed()
@@ -146,6 +157,10 @@ class Agent:
                     next_periodic = time.monotonic() + PERIODIC_MS / 1000
                 backoff = BACKOFF_MIN
                 self._block(50 if self._pending else PERIODIC_MS)
+                # woken (most often by a change someone is making: an add-port): let its own
+                # parts (ovs-vswitchd, the ovs-vsctl waiting for it) run first; the changes
+                # that come meanwhile are read in one go
+                self._sleep(SETTLE_MS / 1000)
             except OvsdbError as err:
                 log.warning("%s; retrying in %.2gs", err, backoff)
                 self._sleep(backoff)
@@ -220,6 +235,19 @@ class Agent:
                 log.debug("route 3/5 registry: %d action(s) committed", len(route.registry))
             return route
         raise self.registry.gave_up(REPLAN_ATTEMPTS)
+
+    def _vswitchd_busy(self) -> bool:
+        """Whether ovs-vswitchd is applying a change (cur_cfg behind next_cfg), for at
+        most YIELD_MS: the agent's writes would make it do one more pass before the
+        `ovs-vsctl` that made the change returns."""
+        assert self.ovs is not None
+        rows = self.ovs.rows("Open_vSwitch")
+        if not rows or not 0 < rows[0].cur_cfg < rows[0].next_cfg:
+            self._busy_since = None
+            return False
+        if self._busy_since is None:
+            self._busy_since = time.monotonic()
+        return time.monotonic() - self._busy_since < YIELD_MS / 1000
 
     def _decision_inputs(self, to_decide: list[Any], host: Host) -> tuple[dict[str, Any], DefaultPolicy]:
         """The sources of the iface-ids of the Interfaces to decide, and the host's

@@ -13,7 +13,8 @@ The source of an iface-id is looked up, in order:
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+import time
+from typing import Callable, Iterable, TypeVar
 
 from vucompat.core.migration import Scope, select_mode
 from vucompat.core.portview import PortView
@@ -28,9 +29,13 @@ from vucompat.ovsdb.session import Session
 from vucompat.ovsdb.tls import SslOptions
 
 log = logging.getLogger("vucompat.agent")
+T = TypeVar("T")
 
 #: how long a fleet lookup may hold up a reconcile (seconds)
 FLEET_READ_TIMEOUT = 5.0
+#: after a lookup the fleet did not answer, how long the agent does not ask again (seconds):
+#: reconciles go on at full speed while the fleet is down (its ports stay rejected meanwhile)
+FLEET_RETRY_AFTER = 15.0
 
 
 class SourceFinder:
@@ -41,6 +46,8 @@ class SourceFinder:
         self.fleet_name = fleet_name
         self.pool = pool
         self.session = Session(fleet, FLEET_DB, FLEET_READ_TIMEOUT, ssl) if fleet else None
+        #: the fleet's last failure: (monotonic time, what it said)
+        self._failed: tuple[float, str] | None = None
 
     def close(self) -> None:
         if self.session is not None:
@@ -58,11 +65,9 @@ class SourceFinder:
         rest = sorted(wanted - set(found))
         if not rest or self.session is None:
             return found
-        try:
-            ports = read_iface_ports(self.session, rest)
-        except OvsdbError as err:
-            log.warning("fleet: cannot look up the source of iface-id(s) %s: %s", ", ".join(rest), err)
-            return {**found, **{i: SourceUnknown(f"the fleet did not answer: {err.reason}") for i in rest}}
+        ports = self._ask(lambda session: read_iface_ports(session, rest), f"the source of iface-id(s) {', '.join(rest)}")
+        if isinstance(ports, str):
+            return {**found, **{i: SourceUnknown(f"the fleet did not answer: {ports}") for i in rest}}
         for iface_id, entries in ports.items():
             source = fleet_source([(h, p) for h, p in entries if h != (self.fleet_name or own_name)])
             if source is not None:
@@ -76,10 +81,9 @@ class SourceFinder:
             return DefaultPolicy(policy, policy)
         if self.session is None or self.pool is None:
             return DefaultPolicy(POOL, None, "the agent publishes to no fleet pool (--fleet and --pool)")
-        try:
-            hosts = read_fleet(self.session, pool=self.pool)
-        except OvsdbError as err:
-            return DefaultPolicy(POOL, None, f"the fleet did not answer: {err.reason}")
+        hosts = self._ask(lambda session: read_fleet(session, pool=self.pool), f"the hosts of pool {self.pool}")
+        if isinstance(hosts, str):
+            return DefaultPolicy(POOL, None, f"the fleet did not answer: {hosts}")
         now = now_ms()
         live = [h.host for h in hosts if not h.stale(now) or h.name == (self.fleet_name or own_name)]
         if not live:
@@ -90,6 +94,26 @@ class SourceFinder:
         return DefaultPolicy(POOL, selection.mode.name,
                              detail=f"{selection.mode.name}, the newest mode the {len(live)} live host(s) of "
                                     f"pool {self.pool} run")
+
+
+    def _ask(self, read: Callable[[Session], T], what: str) -> T | str:
+        """read(session), or why the fleet did not answer (a str). After a failure, the
+        same reason is given without asking for FLEET_RETRY_AFTER seconds."""
+        assert self.session is not None
+        if self._failed is not None and time.monotonic() - self._failed[0] < FLEET_RETRY_AFTER:
+            return self._failed[1]
+        try:
+            answer = read(self.session)
+        except OvsdbError as err:
+            if self._failed is None:
+                log.warning("fleet: cannot read %s: %s; asking again in %gs at the earliest", what, err,
+                            FLEET_RETRY_AFTER)
+            self._failed = (time.monotonic(), err.reason)
+            return err.reason
+        if self._failed is not None:
+            log.info("fleet: answers again")
+            self._failed = None
+        return answer
 
 
 def fleet_source(others: list[tuple[str, PortView]]) -> Source | None:

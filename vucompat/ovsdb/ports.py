@@ -106,8 +106,9 @@ def read_registry_ports(remote: str, timeout: float, ssl: Any = None) -> dict[st
 
 @dataclass
 class PendingRedirects:
-    """Client ports half-way onto their relays: their type was flipped; the second
-    half waits until ovs-vswitchd has applied the first (cur_cfg >= target)."""
+    """Client ports half-way onto their relays: their type was flipped (or, in place,
+    their path waits for ovs-vswitchd to apply what came before); the second half
+    waits until ovs-vswitchd has applied the first (cur_cfg >= target)."""
 
     redirects: list[Redirect]
     #: the next_cfg to wait for; None when no ovs-vswitchd runs (finish at once)
@@ -143,15 +144,22 @@ def commit_interfaces(ovs: Connection, actions: Sequence[InterfaceAction]) -> Pe
     redirects = [a for a in actions if isinstance(a, Redirect) and not a.in_place]
     if not mirrors and not redirects and not in_place:
         return None
-    waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects, in_place))
-    if not redirects:
+    # an in-place path waits while ovs-vswitchd is still applying earlier changes (the
+    # add-port that made the port, most often): written now, OVS would register and
+    # connect in the same pass, and the add-port would wait for that too
+    switch = ovs.rows("Open_vSwitch")
+    busy = bool(switch) and 0 < switch[0].cur_cfg < switch[0].next_cfg
+    now, later = ([], in_place) if busy else (in_place, [])
+    waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects, now))
+    if not redirects and not later:
         return None
-    target = max(row.next_cfg for row in ovs.rows("Open_vSwitch")) if waits else None
-    return PendingRedirects(redirects, target)
+    target = max(row.next_cfg for row in ovs.rows("Open_vSwitch")) if waits or later else None
+    return PendingRedirects([*redirects, *later], target)
 
 
 def finish_redirects(ovs: Connection, pending: PendingRedirects) -> None:
-    """The second half: type back to dpdkvhostuserclient, with the relay's path."""
+    """The second half: type back to dpdkvhostuserclient, with the relay's path (for an
+    in-place redirect that waited, the path alone: its type did not change)."""
     if pending.target is not None and time.monotonic() > pending.deadline:
         log.warning("ovs-vswitchd did not apply the ports' re-creation within 10s; finishing anyway")
     rows = {str(row.uuid): row for row in ovs.rows("Interface")}
@@ -172,12 +180,8 @@ def _stage_registry(registry: Connection, txn: Any, actions: Sequence[RegistryAc
     modes = {row.name: row for row in registry.rows("Compat_Mode")}
     incoming = {row.iface_id: row for row in registry.rows("Incoming_Port")}
     for action in actions:
-        resolution = getattr(action, "resolution", None)
-        iface_id = action.interface.iface_id if isinstance(action, CreatePort) else \
-            ports[action.name].iface_id[0] if isinstance(action, UpdatePort) and action.name in ports \
-            and ports[action.name].iface_id else None
-        if resolution is not None and resolution.rule == FOLLOWS_SOURCE and resolution.state != REJECTED \
-                and iface_id in incoming:
+        iface_id = _followed(action, ports)
+        if iface_id in incoming:
             incoming.pop(iface_id).delete()
     for action in actions:
         if isinstance(action, RemovePort) and action.name in ports:
@@ -196,6 +200,17 @@ def _stage_registry(registry: Connection, txn: Any, actions: Sequence[RegistryAc
             if action.resolution is not None:
                 _set_resolution(row, action.resolution, modes, registry, txn)
             _set_fields(row, action.changes)
+
+
+def _followed(action: RegistryAction, ports: Mapping[str, Any]) -> str | None:
+    """The iface-id whose source's mode `action` gives its port, or None."""
+    if isinstance(action, CreatePort):
+        resolution, iface_id = action.resolution, action.interface.iface_id
+    elif isinstance(action, UpdatePort) and action.resolution is not None and action.name in ports:
+        resolution, iface_id = action.resolution, optional(ports[action.name].iface_id)
+    else:
+        return None
+    return iface_id if resolution.rule == FOLLOWS_SOURCE and resolution.state != REJECTED else None
 
 
 def _set_resolution(row: Any, resolution: Resolution, modes: dict[str, Any], registry: Connection,

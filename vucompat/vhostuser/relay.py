@@ -33,7 +33,9 @@ log = logging.getLogger("vucompat.relay")
 LOG_ALL = catalog.lookup("VHOST_F_LOG_ALL").value
 #: how long a connected side waits for the other side's socket to appear
 CONNECT_PATIENCE = 30.0
-CONNECT_RETRY = 0.05
+#: the first retry of a pending connection, doubled after each failure up to CONNECT_RETRY_MAX:
+#: a frontend that starts at once is reached at once, one that takes seconds costs no busy loop
+CONNECT_RETRY, CONNECT_RETRY_MAX = 0.05, 1.0
 
 
 @dataclass
@@ -49,6 +51,9 @@ class _Pair:
     accepted: _Side
     other: _Side | None = None
     started: float = field(default_factory=time.monotonic)
+    #: when to try to connect the other side next, and the wait after that
+    next_try: float = 0.0
+    retry: float = CONNECT_RETRY
 
     def sides(self) -> list[_Side]:
         return [s for s in (self.accepted, self.other) if s is not None]
@@ -114,7 +119,7 @@ class RelayManager:
     # -- the relay thread ----------------------------------------------------------
     def _run(self) -> None:
         while not self._stop:
-            timeout = CONNECT_RETRY if self._pending else 1.0
+            timeout = max(0.0, min(p.next_try for p in self._pending) - time.monotonic()) if self._pending else 1.0
             for key, _events in self.selector.select(timeout):
                 kind, obj = key.data
                 try:
@@ -193,12 +198,14 @@ class RelayManager:
         self._retry_pending()
 
     def _retry_pending(self) -> None:
-        for pair in list(self._pending):
+        now = time.monotonic()
+        for pair in [p for p in self._pending if p.next_try <= now]:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(str(pair.spec.connect))
             except OSError as err:
                 sock.close()
+                pair.next_try, pair.retry = now + pair.retry, min(pair.retry * 2, CONNECT_RETRY_MAX)
                 if time.monotonic() - pair.started > CONNECT_PATIENCE:
                     log.warning("%s: %s did not answer within %gs (%s): closing", pair.spec.name,
                                 pair.spec.connect, CONNECT_PATIENCE, err)
