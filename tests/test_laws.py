@@ -59,7 +59,18 @@ def host_pair(draw):
         # sometimes a host's table gives a name other contents (digest differs)
         altered = [m if not draw(st.booleans()) or draw(st.integers(0, 4)) else
                    Mode(m.name, m.lineage, m.version, m.released, draw(abis)) for m in chosen]
-        caps = draw(st.one_of(st.none(), abis.map(lambda a: Capabilities(a))))
+        # declared capabilities: none, random (rarely runs any mode), or covering one of the
+        # host's modes with some more bits, or with a bit or two less (the hard cases on purpose)
+        kind = draw(st.sampled_from(["none", "random", "covering", "covering-minus"])) if altered else "random"
+        caps = None
+        if kind == "random":
+            caps = Capabilities(draw(abis))
+        elif kind.startswith("covering"):
+            base = draw(st.sampled_from(altered)).abi
+            virtio, protocol = base.virtio | draw(mask(VIRTIO_BITS)), base.protocol | draw(mask(PROTOCOL_BITS))
+            if kind == "covering-minus":
+                virtio &= ~(1 << draw(st.sampled_from(VIRTIO_BITS)))
+            caps = Capabilities(Abi(virtio, protocol, 256, 32768, 32768))
         return Host(name, ModeSet({m.name: m for m in altered}), caps)
 
     return side("source"), side("destination")
@@ -90,3 +101,20 @@ def test_negotiate_answer_runs_on_both_and_nothing_newer_qualifies(hosts):
         assert source.modeset.modes[other].order_key <= source.modeset.modes[name].order_key
     # every candidate listed before the answer was refused with a reason
     assert all(c.reasons for c in result.candidates[:-1]) and result.candidates[-1].name == name
+
+
+def test_negotiate_with_declared_capabilities_takes_the_newest_mode_both_run():
+    """The explicit example the law above must cover: both hosts define two modes alike,
+    the newer one needs a feature the destination's backend lacks: the older is the answer,
+    and the newer is refused for what the destination lacks."""
+    csum = catalog.lookup("VIRTIO_NET_F_CSUM")
+    base = Abi(catalog.names_to_mask(["VIRTIO_NET_F_MRG_RXBUF", "VIRTIO_F_VERSION_1"], "virtio"), 0, 8, 1024, 1024)
+    newer = Abi(base.virtio | csum.value, 0, 8, 1024, 1024)
+    modes = {m.name: m for m in (Mode("acme.vswitch.v1", "acme.vswitch", "1", date(2020, 1, 1), base),
+                                 Mode("acme.vswitch.v2", "acme.vswitch", "2", date(2021, 1, 1), newer))}
+    source = Host("source", ModeSet(modes), Capabilities(Abi(newer.virtio, 0, 256, 32768, 32768)))
+    dest = Host("destination", ModeSet(modes), Capabilities(Abi(base.virtio, 0, 256, 32768, 32768)))
+    result = negotiate(source, dest)
+    assert result.mode is not None and result.mode.name == "acme.vswitch.v1"
+    (refused,) = [c for c in result.candidates if c.name == "acme.vswitch.v2"]
+    assert "VIRTIO_NET_F_CSUM" in str(refused.reasons), refused.reasons
