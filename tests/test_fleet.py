@@ -130,7 +130,8 @@ def published(fleet: Fleet, tmp_path_factory) -> dict[str, HostRecord]:
     virtio = [f.name for f in catalog.FEATURES if f.mask == "virtio" and f.name != "VIRTIO_NET_F_CSUM"]
     protocol = [f.name for f in catalog.FEATURES if f.mask == "protocol"]
     host_a = record(build_host(root, "a", capabilities=capabilities_toml(virtio, protocol), distro=False),
-                    "host-a", "rack-1", {"vm1-eth0": "upstream.ovs-dpdk.v2.13", "vm2-eth0": "upstream.ovs-dpdk.v2.9"})
+                    "host-a", "rack-1", {"vm1-eth0": "upstream.ovs-dpdk.v2.13", "vm2-eth0": "upstream.ovs-dpdk.v2.9",
+                                         "vm4-eth0": "upstream.ovs-dpdk.v2.15"})
     host_b = record(build_host(root, "b", upstream_until="2.13", distro=False), "host-b", "rack-1",
                     {"vm3-eth0": "upstream.ovs-dpdk.v2.13"})
     for rec in (host_a, host_b):
@@ -172,19 +173,27 @@ def test_scheduler_queries_give_the_per_host_answers(fleet: Fleet, published: di
     done = fleet.cli("hosts", "--fleet", "ssl:127.0.0.1:1,ssl:127.0.0.1:2", check=False)
     assert done.returncode == 2 and "no server answers" in done.stderr
     # check-migration: the same verdict as the per-host API, by feature name
-    for port, src, dst in (("vm1-eth0", "host-a", "host-b"), ("vm3-eth0", "host-b", "host-a")):
+    verdicts = {}
+    for port, src, dst in (("vm1-eth0", "host-a", "host-b"), ("vm3-eth0", "host-b", "host-a"),
+                           ("vm4-eth0", "host-a", "host-b")):
         done = fleet.cli("check-migration", "--fleet", fleet.readers(), "--port", port, "--source", src,
                          "--dest", dst, "--format", "json")
-        verdict = json.loads(done.stdout)
+        verdict = verdicts[port] = json.loads(done.stdout)
         want = check_migration(published[src].ports[port], published[src].host, published[dst].host)
         assert {k: v for k, v in verdict.items() if k != "stale"} == want.as_dict()
         assert done.returncode == (0 if want.allowed else 1)
-    # the per-pool report: rack-1 runs 2 modes (2.13 on two ports, 2.9 on one)
+    # ... and what those verdicts are, as a user would check them: 2.13 moves both ways; host-b
+    # does not define 2.15, so vm4 stays
+    assert [verdicts[p]["allowed"] for p in ("vm1-eth0", "vm3-eth0", "vm4-eth0")] == [True, True, False]
+    assert verdicts["vm1-eth0"]["level"] == "contract" and verdicts["vm1-eth0"]["mode"] == "upstream.ovs-dpdk.v2.13"
+    assert verdicts["vm4-eth0"]["mode"] == "upstream.ovs-dpdk.v2.15" and "host-b" in verdicts["vm4-eth0"]["sentence"]
+    assert "not defined" in verdicts["vm4-eth0"]["sentence"] or "does not define" in verdicts["vm4-eth0"]["sentence"]
+    # the per-pool report: rack-1 runs 3 modes (2.13 on two ports, 2.9 and 2.15 on one each)
     done = fleet.cli("report", "--fleet", fleet.readers(), "--max-active", "1", "--format", "json")
     (pool,) = [p for p in json.loads(done.stdout)["pools"] if p["pool"] == "rack-1"]
-    assert pool["active_modes"] == 2 and pool["at_risk"] and done.returncode == 1
-    assert sum(pool["ports"].values()) == 3
-    done = fleet.cli("report", "--fleet", fleet.readers(), "--pool", "rack-1", "--format", "json")
+    assert pool["active_modes"] == 3 and pool["at_risk"] and done.returncode == 1
+    assert sum(pool["ports"].values()) == 4
+    done = fleet.cli("report", "--fleet", fleet.readers(), "--pool", "rack-1", "--max-active", "3", "--format", "json")
     assert json.loads(done.stdout)["pools"] == [{**pool, "at_risk": False, "why": ""}] and done.returncode == 0
 
 
@@ -528,6 +537,14 @@ def test_agent_publishes_keeps_working_while_the_fleet_is_down_and_goes_stale(fl
                      "json")
     answer = json.loads(done.stdout)
     assert "host-c" in answer["stale"] and "host-c" not in answer["hosts"]
+    # leave the fleet as this test found it, whatever runs next: a leader again, and no host-c
+    fleet.cluster.wait_for_leader()
+    session = Session(fleet.admin, FLEET_DB, 20)
+    try:
+        session.transact([{"op": "delete", "table": "Host", "where": [["name", "==", "host-c"]]}])
+    finally:
+        session.close()
+    assert not fleet.rows("Host", [["name", "==", "host-c"]])
 
 
 def load_host_modes(remote: str) -> list[str]:

@@ -122,6 +122,22 @@ def test_report_flags_pools_with_too_many_active_modes():
     assert "3 active modes" in pool0.why()
 
 
+def test_report_flags_a_name_with_two_meanings_in_one_pool():
+    """Two hosts of one pool run ports in "the same" mode, defined differently on each
+    (two digests): the pool is at risk whatever its count, and the report says which name."""
+    records = [synthetic_record(i, SHAPE) for i in range(2)]
+    mode = next(p.mode for p in records[0].ports.values() if p.mode is not None)
+    redefined = replace(mode, abi=replace(mode.abi, max_rx_queue_size=mode.abi.max_rx_queue_size // 2 or 1))
+    assert redefined.name == mode.name and redefined.digest != mode.digest
+    pools = {records[0].name: "east", records[1].name: "east"}
+    (report,) = active_modes_report(pools, [(records[0].name, mode), (records[1].name, redefined)], max_active=5)
+    assert report.ambiguous == (mode.name,) and report.at_risk and len(report.active) == 2
+    assert report.why() == f"same name, different meaning: {mode.name}"
+    assert report.as_dict()["ambiguous_names"] == [mode.name]
+    (fine,) = active_modes_report(pools, [(records[0].name, mode), (records[1].name, mode)], max_active=5)
+    assert fine.ambiguous == () and not fine.at_risk
+
+
 def test_select_mode_for_a_lineage_takes_the_hosts_that_run_it():
     records = [synthetic_record(i, SHAPE) for i in range(8)]
     hosts = [fleet_host(r, 0) for r in records]
