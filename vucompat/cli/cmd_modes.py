@@ -320,7 +320,8 @@ def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_
         _emit(fmt, stamp("vucompat.lock-update", {"added": added}), lambda: "\n".join(
             f"{d}: added {', '.join(names) or 'nothing'} to released.lock" for d, names in added.items()))
         return
-    report = lint_dirs(targets)
+    # lint DIR reports what `load --tables DIR` would refuse: the same search path, merged
+    report = lint_dirs(targets, search_path([*dirs, *tables], os.environ) if dirs else None)
     _emit(fmt, stamp("vucompat.lint", {"ok": not report.failed(strict), **report.as_dict()}),
           lambda: render.lint_text(report, strict))
     if report.failed(strict):

@@ -9,7 +9,6 @@ is scripts/check-evidence's job (it needs local copies of them).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -91,10 +90,12 @@ class EvidenceError(Exception):
 
 def read_evidence(path: Path) -> Evidence:
     """Parse an evidence file; raise EvidenceError listing every problem."""
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise EvidenceError([Problem(path, "", f"cannot read the evidence file: {err}")]) from None
+    from vucompat.core.tomlfile import load
+
+    data, problem = load(path)
+    if data is None:
+        assert problem is not None
+        raise EvidenceError([problem])
     problems: list[Problem] = []
     facts: dict[str, Fact] = {}
     for i, raw in enumerate(data.get("fact", [])):

@@ -6,6 +6,7 @@ Pure: takes the schema-valid entries of one table file, returns modes and proble
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,12 @@ from typing import Any, Mapping, Sequence
 from vucompat.core import catalog
 from vucompat.core.errors import Problem, suggestions_hint
 from vucompat.core.mode import LIMITS, Abi, Mode, natural_key
+
+#: the earliest release date accepted: vhost-user dates from 2014 (QEMU 2.1), so an
+#: earlier date is a typo (0001-01-01, 1023 for 2023), and would sort the mode first for ever
+EARLIEST_RELEASE = date(2010, 1, 1)
+#: the most digits in one number of a version (a date stamp such as 20240131 has 8)
+MAX_VERSION_DIGITS = 18
 
 _FULL_LISTS = ("virtio_features", "protocol_features")
 _DELTAS = ("enable", "disable")
@@ -140,6 +147,16 @@ def _resolve(name: str, where: str, path: Path, out: Expansion) -> catalog.Featu
 def _check_version_order(entry: Mapping[str, Any], index: int, previous: Mapping[str, Any] | None,
                          seen: Mapping[str, int], path: Path, out: Expansion) -> None:
     version = entry["version"]
+    longest = max((len(run) for run in re.findall(r"[0-9]+", version)), default=0)
+    if longest > MAX_VERSION_DIGITS:
+        out.errors.append(Problem(path, f"mode[{index}].version",
+                                  f"a number of {longest} digits in the version: at most {MAX_VERSION_DIGITS} "
+                                  "digits per number (a version is e.g. 3.1.0 or 3.1.0-2-deb12u1)"))
+    if entry["released"] < EARLIEST_RELEASE:
+        out.errors.append(Problem(path, f"mode[{index}].released",
+                                  f"{entry['released'].isoformat()} is before {EARLIEST_RELEASE.isoformat()}: "
+                                  "vhost-user dates from 2014, so this is a typo; write the date the "
+                                  "release was published"))
     if version in seen:
         out.errors.append(Problem(path, f"mode[{index}].version",
                                   f"version {version} is listed twice (first at mode[{seen[version]}]): "

@@ -10,6 +10,7 @@ by feature.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -47,9 +48,14 @@ class LintReport:
                 "modes_checked_against_evidence": self.evidenced}
 
 
-def lint(dirs: Sequence[Path]) -> LintReport:
+def lint(dirs: Sequence[Path], search: Sequence[Path] | None = None) -> LintReport:
     """Validate the tables of `dirs`, check each directory's released.lock and its
-    errata, and each evidence file against the modes it names."""
+    errata, and each evidence file against the modes it names.
+
+    `search`: the search path a load would use with `dirs` (search_path(dirs)): lint
+    then also reports what loading it would refuse (a name the shipped tables, or
+    $VUCOMPAT_TABLES, define with other contents; a broken file there), so lint and
+    load agree."""
     from vucompat.core.evidence import check_evidence_dir
 
     report = LintReport()
@@ -61,15 +67,21 @@ def lint(dirs: Sequence[Path]) -> LintReport:
             load_modeset(dirs)  # shadowing conflicts across directories
         except TableError as err:
             report.errors += err.problems
+    if search is not None and [d.resolve() for d in search] != [d.resolve() for d in dirs]:
+        try:
+            load_modeset(search)
+        except TableError as err:
+            report.errors += err.problems
     for directory in dirs:
         modes = {m.name: m for t in files if t.path.parent == directory for m in t.modes}
         lock_path = directory / LOCK_FILE
-        if lock_path.exists():
+        if os.path.lexists(lock_path):
             _check_lock(lock_path, modes, report)
         if not problems:
             checked, evidence_problems = check_evidence_dir(directory, modes)
             report.evidenced += checked
             report.errors += evidence_problems
+    report.errors = list(dict.fromkeys(report.errors))  # a problem two checks found is said once
     return report
 
 

@@ -79,12 +79,12 @@ class Lock:
 
 def read_lock(path: Path, content: bytes | None = None) -> Lock:
     """Parse `path` (or its `content`, already read); raise TableError naming the entry of any problem."""
-    import tomllib  # lazy: a cache hit of the tables needs this module (Erratum) but no TOML
+    from vucompat.core.tomlfile import load  # lazy: a cache hit of the tables needs this module (Erratum) but no TOML
 
-    try:
-        data = tomllib.loads((path.read_bytes() if content is None else content).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise TableError(problems=[Problem(path, "", f"cannot read the lock: {err}")]) from None
+    data, problem = load(path, content)
+    if data is None:
+        assert problem is not None
+        raise TableError(problems=[problem])
     modes: dict[str, tuple[str, Abi]] = {}
     for name, entry in dict(data.get("modes", {})).items():
         try:

@@ -226,9 +226,13 @@ def recommended(mode: Mode) -> Mode:
     )
 
 
-_NATURAL = re.compile(r"(\d+)")
+_NATURAL = re.compile(r"([0-9]+)")
 
 
 def natural_key(text: str) -> tuple[Any, ...]:
-    """Return a key that orders 'v2.9' before 'v2.10'."""
-    return tuple(int(part) if part.isdigit() else part for part in _NATURAL.split(text))
+    """Return a key that orders 'v2.9' before 'v2.10'.
+
+    A run of digits compares as a number without converting it (int() refuses over
+    4300 digits): by its count of significant digits, then the digits."""
+    parts = _NATURAL.split(text)
+    return tuple(part if i % 2 == 0 else (len(part.lstrip("0")), part.lstrip("0")) for i, part in enumerate(parts))

@@ -63,7 +63,8 @@ _PREFIX, _SUFFIX = "modeset-", ".bin"
 #: them (tests/test_tablecache.py checks that a load imports no other vucompat module)
 CODE_FILES: tuple[str, ...] = (
     "core/tables.py", "core/expand.py", "core/catalog.py", "core/mode.py", "core/modeset.py", "core/errors.py",
-    "core/lock.py", "core/compare.py", "core/tomlwrite.py", "core/tablecache.py", "schemas/table.schema.json",
+    "core/lock.py", "core/compare.py", "core/tomlwrite.py", "core/tomlfile.py", "core/tablecache.py",
+    "schemas/table.schema.json",
 )
 
 #: the classes a cached value may hold, by tag: (module, class); anything else is not stored

@@ -24,6 +24,7 @@ from vucompat.core import catalog, tablecache
 from vucompat.core.errors import Problem, TableError, UnknownFeatureError, UsageError, suggestions_hint
 from vucompat.core.mode import PORT_TYPES, Abi, Capabilities, Mode
 from vucompat.core.modeset import Lineage, ModeSet
+from vucompat.core.tomlfile import key_path, load as load_toml_file, read_bytes
 
 #: a host directory may hold this file next to its tables; it is not a table
 CAPABILITIES_FILE = "capabilities.toml"
@@ -100,8 +101,8 @@ class _Files:
         self.tables: dict[Path, list[Path]] = {}
         #: the bytes of every table file and released.lock that could be read
         self.data: dict[Path, bytes] = {}
-        #: files that could not be read: their readers read them again, and say why
-        self.unreadable: set[Path] = set()
+        #: files that could not be read, and why (their readers read them again, and say so)
+        self.unreadable: dict[Path, Problem] = {}
 
     @classmethod
     def read(cls, dirs: Iterable[Path]) -> "_Files":
@@ -113,11 +114,12 @@ class _Files:
                 continue
             files.tables[directory] = table_files(directory)
             lock = directory / LOCK_FILE
-            for path in files.tables[directory] + ([lock] if lock.is_file() else []):
-                try:
-                    files.data[path] = path.read_bytes()
-                except OSError:
-                    files.unreadable.add(path)
+            for path in files.tables[directory] + ([lock] if os.path.lexists(lock) else []):
+                content, problem = read_bytes(path)
+                if content is not None:
+                    files.data[path] = content
+                elif problem is not None:
+                    files.unreadable[path] = problem
         return files
 
     def cache_key(self, dirs: Sequence[Path], where: str, shipped_dir: Path) -> str | None:
@@ -225,13 +227,14 @@ def _read_table(path: Path, content: bytes | None, shipped: Callable[[], Mapping
     return TableFile(path, lineage, data["summary"], tuple(expansion.modes), tuple(expansion.warnings))
 
 
-def read_capabilities(path: Path) -> Capabilities:
+def read_capabilities(path: Path, content: bytes | None = None) -> Capabilities:
     """Read a capabilities file (what a host's backend offers): the top-level offer,
     and `[port_types.<type>]` tables for the port types that offer otherwise.
 
-    Raises TableError naming the file and key of every problem.
+    Raises TableError naming the file and key of every problem. `content`: the file's
+    bytes, already read (None: read `path`).
     """
-    data, problems = _load_toml(path)
+    data, problems = _load_toml(path, content)
     if data is None:
         raise TableError(problems=problems, what="capabilities file")
     problems = _schema_problems(data, "capabilities", path)
@@ -302,7 +305,10 @@ def _same_meaning(winner: TableFile, losers: Sequence[TableFile]) -> list[Proble
 def _difference_text(a: Mode, b: Mode) -> str:
     from vucompat.core.compare import compare
 
-    return ", ".join(d.describe() for d in compare(a.abi, b.abi).responsible)
+    differences = compare(a.abi, b.abi).responsible
+    if differences:
+        return ", ".join(d.describe() for d in differences)
+    return f"the same features and limits, yet digests {a.digest[:19]}... and {b.digest[:19]}... differ"
 
 
 def _upstream_problems(path: Path, lineage: str, modes: Sequence[Mode],
@@ -336,20 +342,8 @@ def _shipped_modes(shipped_dir: str) -> Mapping[str, Mode]:
 
 
 def _load_toml(path: Path, content: bytes | None = None) -> tuple[dict[str, Any] | None, list[Problem]]:
-    import tomllib
-
-    try:
-        if content is not None:
-            return tomllib.loads(content.decode()), []  # as tomllib.load does with a file's bytes
-        with open(path, "rb") as handle:
-            return tomllib.load(handle), []
-    except tomllib.TOMLDecodeError as err:
-        return None, [Problem(path, "", f"not valid TOML: {err}")]
-    except UnicodeDecodeError as err:
-        return None, [Problem(path, "", f"not UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start}): "
-                                        "TOML files are UTF-8; save the file as UTF-8")]
-    except OSError as err:
-        return None, [Problem(path, "", f"cannot read: {err.strerror}")]
+    data, problem = load_toml_file(path, content)
+    return data, [problem] if problem is not None else []
 
 
 @lru_cache(maxsize=None)
@@ -362,6 +356,8 @@ def _validator(name: str) -> Any:
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine(
         "date", lambda _checker, value: isinstance(value, date) and not isinstance(value, datetime)
+    ).redefine(  # JSON Schema counts 128.0 as an integer; a limit must be one (its digest writes it)
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
     )
     return jsonschema.validators.extend(base, type_checker=checker)(schema)
 
@@ -379,14 +375,6 @@ def _schema_problems(data: Any, schema: str, path: Path) -> list[Problem]:
             parent = problem.key.rsplit(".", 1)[0] if "." in problem.key else ""
             suggested.add(f"{parent}.{match.group(1)}" if parent else match.group(1))
     return [p for p in problems if not (p.message.startswith("required key") and p.key in suggested)]
-
-
-def key_path(parts: Iterable[Any]) -> str:
-    """Return a key path such as mode[2].enable[0]."""
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _describe(error: Any, path: Path) -> list[Problem]:
@@ -410,24 +398,40 @@ def _describe(error: Any, path: Path) -> list[Problem]:
         expected = error.validator_value
         if expected == "date":
             message = "must be a TOML date written without quotes, e.g. 2020-02-14"
+        elif expected == "integer" and isinstance(error.instance, float):
+            example = f"{error.instance:.0f}" if error.instance.is_integer() and abs(error.instance) < 1e18 else "128"
+            message = f"must be an integer written without a decimal point, e.g. {example}, not {error.instance!r}"
         else:
             message = f"must be of type {expected}, not {type(error.instance).__name__}"
         return [Problem(path, key, message)]
     if kind == "enum":
-        return [Problem(path, key, f"{error.instance!r} is out of range: a queue size is a power of two "
+        return [Problem(path, key, f"{_shown(error.instance)} is out of range: a queue size is a power of two "
                                    "from 1 to 32768")]
     if kind in ("minimum", "maximum"):
-        return [Problem(path, key, f"{error.instance} is out of range: allowed "
+        return [Problem(path, key, f"{_shown(error.instance)} is out of range: allowed "
                                    f"{error.schema.get('minimum')}..{error.schema.get('maximum')}")]
     if kind == "pattern":
         what = error.schema.get("description") or f"the pattern {error.validator_value}"
-        if "items" in str(error.schema_path) or key.endswith("]"):
+        if key.endswith("]"):
             what = "a feature's full spec name in upper case, e.g. VIRTIO_NET_F_MRG_RXBUF"
-        return [Problem(path, key, f"{error.instance!r} is not valid: expected {what}")]
+        return [Problem(path, key, f"{_shown(error.instance)} is not valid: expected {what}")]
+    if kind == "maxLength":
+        return [Problem(path, key, f"{_shown(error.instance)} is too long ({len(error.instance)} characters; at "
+                                   f"most {error.validator_value})")]
     if kind == "uniqueItems":
         return [Problem(path, key, "lists a name twice: give each name once")]
     if kind == "minItems":
         return [Problem(path, key, "is empty: define at least one [[mode]]")]
     if kind == "minLength":
         return [Problem(path, key, "is empty: write a one-line description")]
-    return [Problem(path, key, error.message)]
+    return [Problem(path, key, error.message if len(error.message) < 300 else error.message[:300] + "...")]
+
+
+def _shown(value: Any) -> str:
+    """repr of a value from a file, cut to a readable length (a number of thousands of
+    digits is shown by its first ones; repr of such an int would raise)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value) if abs(value) < 10 ** 60 else f"a {value.bit_length()}-bit number"
+    else:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
