@@ -34,7 +34,9 @@ def test_the_relay_masks_both_port_types(enforcing: Switch):
     vs.add_vhost_port("m-open", d / "fe-m-open.sock", compat="passthrough")  # the control: no relay
     ids = enforcing.mirrored("m-client")
     assert ids["vhost-compat-frontend-socket"] == str(d / "fe-m-client.sock")
-    assert vs.vsctl("get", "Interface", "m-client", "options:vhost-server-path").strip('"') == ids["vhost-compat-relay"]
+    # the mirror is written with the first half of the move onto the relay; the path comes with the second
+    eventually(lambda: vs.vsctl("get", "Interface", "m-client", "options:vhost-server-path").strip('"')
+               == ids["vhost-compat-relay"], what="m-client moved onto its relay")
     relay_for_server = enforcing.mirrored("m-server")["vhost-compat-relay"]
     # frontends that ask for packed rings (not in 2.8); Nova's order: the port first, then the VM
     enforcing.frontend("fe-m-client", queues=2, queue_size=512, packed=True)
@@ -196,7 +198,8 @@ def test_a_rejected_port_fails_closed(enforcing: Switch):
     assert ids["vhost-compat-state"] == "rejected"
     enforcing.frontend("fe-closed", queues=1, queue_size=256)
     assert (d / "fe-closed.sock").exists()
-    path = vs.vsctl("get", "Interface", "closed", "options:vhost-server-path").strip('"')
+    path = eventually(lambda: (p := vs.vsctl("get", "Interface", "closed", "options:vhost-server-path").strip('"'))
+                      == ids["vhost-compat-relay"] and p, what="the rejected port pointed at its relay path")
     assert path == ids["vhost-compat-relay"] and not Path(path).exists()  # nobody serves it
     time.sleep(3)  # OVS retries every second; it must never reach the frontend
     assert "status=connected" not in vs.vsctl("get", "Interface", "closed", "status")
