@@ -31,7 +31,7 @@ from vucompat.ovsdb.fleet_publish import FleetPublisher
 from vucompat.vhostuser.probe import ProbeError, capabilities_of, probe_record, probe_types, settings_fingerprint
 from vucompat.ovsdb.connection import Conflict, Connection
 from vucompat.ovsdb.ports import (INTERFACE_COLUMNS, OVS_DB, PendingRedirects, commit_interfaces, commit_registry,
-                                  finish_redirects, read_interfaces, read_ports, vhost_sock_dir)
+                                  finish_redirects, read_interfaces, read_ports, vhost_sock_dir, vswitchd_behind)
 from vucompat.ovsdb.registry import read_host, record_probe
 from vucompat.ovsdb.vswitch import read_switch
 from vucompat.ovsdb.codec import optional
@@ -241,8 +241,7 @@ class Agent:
         most YIELD_MS: the agent's writes would make it do one more pass before the
         `ovs-vsctl` that made the change returns."""
         assert self.ovs is not None
-        rows = self.ovs.rows("Open_vSwitch")
-        if not rows or not 0 < rows[0].cur_cfg < rows[0].next_cfg:
+        if not vswitchd_behind(self.ovs):
             self._busy_since = None
             return False
         if self._busy_since is None:

@@ -176,10 +176,16 @@ def undecided(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView]
     return wanted
 
 
+def _request_changed(port: PortView, iface: InterfaceView) -> bool:
+    """Whether the Interface's option now asks for something other than what decided
+    the port (naming the request the port already has is no change)."""
+    return iface.explicit_request != port.explicit_request and iface.explicit_request != port.requested
+
+
 def _decide_again(port: PortView, iface: InterfaceView) -> bool:
     """Whether a rejected port is decided again: its option changed, or no option
     decided it (what the other rules read may have changed)."""
-    if iface.explicit_request != port.explicit_request and iface.explicit_request != port.requested:
+    if _request_changed(port, iface):
         return True
     return port.rule is not None and port.rule != EXPLICIT and iface.explicit_request is None
 
@@ -230,7 +236,7 @@ def _live_fields(port: PortView, iface: InterfaceView) -> dict[str, object]:
     state, error = APPLIED, None
     if port.violation:
         state, error = NONCONFORMANT, port.violation
-    elif iface.explicit_request != port.explicit_request and iface.explicit_request != port.requested:
+    elif _request_changed(port, iface):
         state = CHANGE_REFUSED
         error = (f"options:{OPTION} changed from {port.explicit_request or 'unset'} to "
                  f"{iface.explicit_request or 'unset'} on a live port: refused, {port.resolved} stays in force; "

@@ -41,11 +41,6 @@ class InterfaceView:
     server_path: str | None = None
 
     @property
-    def normalized_request(self) -> str:
-        """The request, "latest" when unset or blank."""
-        return (self.request or "").strip() or LATEST
-
-    @property
     def explicit_request(self) -> str | None:
         """options:vhost-compat, stripped; None when unset or blank."""
         return (self.request or "").strip() or None

@@ -147,14 +147,19 @@ def commit_interfaces(ovs: Connection, actions: Sequence[InterfaceAction]) -> Pe
     # an in-place path waits while ovs-vswitchd is still applying earlier changes (the
     # add-port that made the port, most often): written now, OVS would register and
     # connect in the same pass, and the add-port would wait for that too
-    switch = ovs.rows("Open_vSwitch")
-    busy = bool(switch) and 0 < switch[0].cur_cfg < switch[0].next_cfg
-    now, later = ([], in_place) if busy else (in_place, [])
+    now, later = ([], in_place) if vswitchd_behind(ovs) else (in_place, [])
     waits, _ = ovs.transact(lambda txn: _stage_interfaces(ovs, txn, mirrors, redirects, now))
     if not redirects and not later:
         return None
     target = max(row.next_cfg for row in ovs.rows("Open_vSwitch")) if waits or later else None
     return PendingRedirects([*redirects, *later], target)
+
+
+def vswitchd_behind(ovs: Connection) -> bool:
+    """Whether a running ovs-vswitchd has not applied the latest configuration yet
+    (cur_cfg behind next_cfg; cur_cfg 0: none has run)."""
+    rows = ovs.rows("Open_vSwitch")
+    return bool(rows) and 0 < rows[0].cur_cfg < rows[0].next_cfg
 
 
 def finish_redirects(ovs: Connection, pending: PendingRedirects) -> None:
