@@ -69,7 +69,7 @@ def main(rounds: int = 5, ports: int = 20) -> None:
     held_ready: list[float] = []
     try:
         for r in range(rounds):
-            switch.agent.stop()
+            switch.agent.stop(keep_relay=True)
             names = [f"p{r}n{i}" for i in range(ports)]
             times["plain, no agent"] += [add(switch, n, held=False) for n in names if not time.sleep(GAP)]
             clear(switch, names)

@@ -396,7 +396,7 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
     say("Each host's agent is restarted with --fleet: it publishes its host, modes and ports over SSL, as itself:")
     for agent in [a for a in started if isinstance(a, AgentProcess)]:
         name = agent.directory.name
-        agent.stop()
+        agent.stop(keep_relay=True)  # the relays, in their own process, serve on
         agent.extra = [*agent.extra, "--fleet", agents_remote, "--fleet-name", name, "--pool", "pool-1",
                        "--heartbeat", "10", *ssl[name].cli_args()]
         agent.start()

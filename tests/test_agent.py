@@ -124,11 +124,11 @@ def test_agent_killed_and_restarted_while_ports_are_added(switch: Switch):
         vs.add_vhost_port(name, switch.directory / f"{name}.sock", compat="latest" if i % 2 else None)
         if i in (3, 8):
             switch.agent.kill(signal.SIGKILL)  # a crash, between two add-ports
-            switch.agent.stop()
+            switch.agent.stop(keep_relay=True)
             switch.agent.start()
     eventually(lambda: len(_port_uuids(switch, names)) == len(names), timeout=30, what="every port resolved")
     first = _port_uuids(switch, names)
-    switch.agent.stop()
+    switch.agent.stop(keep_relay=True)
     switch.agent.start()  # a clean restart reconciles and changes nothing
     # a port added after the restart, once resolved, proves the new agent has reconciled
     vs.add_vhost_port("sentinel", switch.directory / "sentinel.sock", compat="latest")

@@ -282,7 +282,7 @@ def test_the_plugin_creates_a_held_port_without_a_path(host: Switch, held: OsVif
     Interface without vhost-server-path, naming its frontend in external_ids, in the
     transaction that created it (the agent is stopped meanwhile, so what it sees
     first is the plugin's commit as it was)."""
-    host.agent.stop()
+    host.agent.stop(keep_relay=True)
     try:
         plugged = boot(held, host, "server", plugin="ovs_vucompat")
         iface = interface(host, plugged.name)

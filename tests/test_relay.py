@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -117,7 +118,8 @@ def test_fuzzed_messages_close_one_connection_and_leak_nothing(enforcing: Switch
     fuzzed = enforcing.mirrored("fuzzed")["vhost-compat-relay"]
     bystander = enforcing.mirrored("bystander")["vhost-compat-relay"]
     keep, offered = handshake(bystander)  # a live connection on another port, open throughout
-    pid = enforcing.agent.process.pid
+    pid = enforcing.agent.relay_pid()  # the relay process
+    assert pid is not None
     time.sleep(0.5)
     before = _open_fds(pid)
     rng = random.Random(5)
@@ -150,9 +152,9 @@ def test_fuzzed_messages_close_one_connection_and_leak_nothing(enforcing: Switch
                     raise AssertionError(f"kind {kind}: the relay kept a malformed connection open") from None
             # (kinds 0 and 1 may be an incomplete message: the relay waits for the rest, and the
             # connection goes when the client closes it)
-    assert enforcing.agent.process.poll() is None  # no crash
+    assert enforcing.agent.relay_pid() == pid  # no crash
     eventually(lambda: _open_fds(pid) <= before + 1, timeout=10,
-               what=f"the agent's fds back to {before} (+1) after 150 fuzzed connections",
+               what=f"the relay process's fds back to {before} (+1) after 150 fuzzed connections",
                explain=lambda: f"{_open_fds(pid)} open")
     with keep:  # the other port's connection still works
         vu.send(keep, vu.request(vu.GET_FEATURES))
@@ -162,7 +164,9 @@ def test_fuzzed_messages_close_one_connection_and_leak_nothing(enforcing: Switch
     assert again & ~(0x15466818A | 1 << 26) == 0
 
 
-def test_after_an_agent_restart_the_relay_listens_again_and_the_port_works(enforcing: Switch):
+def test_an_agent_restart_or_crash_leaves_the_relayed_connection_alone(enforcing: Switch):
+    """The relays live in their own process: OVS sees no disconnect while the agent
+    stops, restarts or is killed, and the new agent takes the relays as they are."""
     vs, d = enforcing.vswitchd, enforcing.directory
     vs.add_vhost_port("survivor", d / "fe-survivor.sock", compat="upstream.ovs-dpdk.v2.9")
     enforcing.mirrored("survivor")
@@ -174,18 +178,21 @@ def test_after_an_agent_restart_the_relay_listens_again_and_the_port_works(enfor
     def connections() -> int:
         return enforcing.vswitchd.log.read_text().count(added)
 
-    before = connections()
-    assert before >= 1
-    enforcing.agent.stop()  # (today the relays live in the agent: its stop closes the connection)
-    enforcing.agent.start()
-
-    def reconnected() -> list[str] | None:
-        if connections() <= before:  # evidence of a new connection, not the status from before the restart
-            return None
+    before, relay_pid = connections(), enforcing.agent.relay_pid()
+    assert before >= 1 and relay_pid is not None
+    for how in ("stop", "kill"):
+        if how == "kill":
+            enforcing.agent.kill(signal.SIGKILL)
+        enforcing.agent.stop(keep_relay=True)
+        enforcing.agent.start()
+        # a port added after the restart, once resolved, proves the new agent has reconciled
+        vs.add_vhost_port(f"after-{how}", d / f"fe-after-{how}.sock", compat="upstream.ovs-dpdk.v2.9")
+        enforcing.mirrored(f"after-{how}")
         features, status = negotiated(enforcing, "survivor")
-        return features if status["socket"] == relay and status["status"] == "connected" else None
-    features = eventually(reconnected, timeout=30, what="a new connection through the new relay")
-    assert "VIRTIO_F_RING_PACKED" not in features
+        assert status["status"] == "connected" and status["socket"] == relay
+        assert "VIRTIO_F_RING_PACKED" not in features
+        assert connections() == before, f"OVS reconnected the port after the agent's {how}"
+        assert enforcing.agent.relay_pid() == relay_pid
     eventually(lambda: enforcing.port("survivor")["state"] == "applied", timeout=30)
 
 

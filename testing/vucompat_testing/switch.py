@@ -22,7 +22,7 @@ from vucompat_testing import EXAMPLES
 from vucompat_testing.daemon import Daemon
 from vucompat_testing.guest import Guest, GuestImage
 from vucompat_testing.ovsdb_server import OvsdbSandbox, select
-from vucompat_testing.processes import ENV, VUCOMPAT
+from vucompat_testing.processes import ENV, VUCOMPAT, alive, stop_pid
 from vucompat_testing.vswitchd import VSWITCHD_DPDK, Testpmd, Vswitchd
 
 # the agent probes the real backend (OVS 3.1 + DPDK 22.11 on Debian bookworm: virtio 0xd7c66a7ca,
@@ -53,8 +53,9 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "",
 @dataclass
 class AgentProcess(Daemon):
     """`vucompat agent` on the databases `remote` serves, run from `directory`: its
-    log there (agent.log, appended to across restarts), its relays in relays/, and
-    `directory` as OVS's run directory. `enforce`: --enforcement relay, else off;
+    log there (agent.log, appended to across restarts), its relays in relays/ (served
+    by the relay process it starts: log vucompat-relay.log, pid in relays/relayd.pid),
+    and `directory` as OVS's run directory. `enforce`: --enforcement relay, else off;
     `extra`: more arguments (e.g. --fleet ...)."""
 
     directory: Path
@@ -68,9 +69,29 @@ class AgentProcess(Daemon):
                     "--enforcement", "relay" if self.enforce else "off", "--relay-dir", str(self.directory / "relays"),
                     "--ovs-rundir", str(self.directory), *self.extra], env=ENV)
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (the agent closes its relays), then SIGKILL after `timeout` seconds."""
+    def stop(self, timeout: float = 20.0, keep_relay: bool = False) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; then the relay process too
+        (its relays close), unless `keep_relay` (a restart of the agent alone: the
+        relays go on serving, as they do on a real host)."""
         super().stop(timeout)
+        if not keep_relay:
+            self.stop_relay()
+
+    @property
+    def relay_log(self) -> Path:
+        return self.directory / "vucompat-relay.log"
+
+    def relay_pid(self) -> int | None:
+        """The pid of the relay process serving relays/, None when none runs."""
+        try:
+            pid = int((self.directory / "relays" / "relayd.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if alive(pid) else None
+
+    def stop_relay(self, timeout: float = 10.0) -> None:
+        """Stop the relay process (SIGTERM, then SIGKILL), when one runs."""
+        stop_pid(self.relay_pid(), timeout)
 
     def text(self) -> str:
         """Return everything the agent logged so far."""
@@ -132,7 +153,7 @@ class Switch:
                       [["name", "==", name]])
         lines.append(f"Interface {name}: {rows[0] if rows else 'none'}")
         lines.append(f"registry Port: {self.port_row(name)}")
-        tails = [("ovs-vswitchd", self.vswitchd.log), ("agent", self.agent.log)]
+        tails = [("ovs-vswitchd", self.vswitchd.log), ("agent", self.agent.log), ("relay", self.agent.relay_log)]
         tails += [(f"frontend {f.name}", f.log) for f in self.frontends if name in f.name]
         for what, log in tails:
             text = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else ["(no log)"]

@@ -41,6 +41,7 @@ from vucompat.agent.guard import DEFAULT_OVS_SOCK_DIR_MODE, RelayAccess, SockDir
 from vucompat.agent.plan import Enforcement, Plan, plan, undecided
 from vucompat.agent.sources import SourceFinder
 from vucompat.core.rules import DefaultPolicy
+from vucompat.agent.relayd import CONTROL_NAME, RelayClient
 from vucompat.vhostuser.relay import RelayManager
 from vucompat.core.modeset import Host
 from vucompat.core.portview import Action, CreatePort, Mirror, Redirect, RemovePort, UpdatePort
@@ -84,6 +85,11 @@ class Agent:
     #: directory (None: leave it alone); and who may connect to the relays (agent.guard)
     ovs_sock_dir_mode: int | None = DEFAULT_OVS_SOCK_DIR_MODE
     relay_access: RelayAccess = field(default_factory=RelayAccess)
+    #: where the relays run (agent.relayd): "spawn" (a relay process, started by the agent when
+    #: none answers, with `relay_spawn`), "external" (one a service manager runs), or
+    #: "in-process" (in the agent: its restart drops every VM's link; for tests of the agent alone)
+    relay_process: str = "in-process"
+    relay_spawn: list[str] | None = None
     #: the fleet cluster to publish into (comma-separated remotes); None: do not publish
     fleet: str | None = None
     #: this host's name in the fleet (default: its Host row's name); must be its certificate's CN
@@ -101,8 +107,12 @@ class Agent:
         os.set_blocking(self._wake_read, False)
         self._violations: dict[str, str] = {}
         self._violations_lock = threading.Lock()
-        self.relays = RelayManager(self._on_violation, self.relay_access.mode,
-                                   self.relay_access.group) if self.enforce else None
+        self.relays: RelayManager | RelayClient | None = None
+        if self.enforce and self.relay_process == "in-process":
+            self.relays = RelayManager(self._on_violation, self.relay_access.mode, self.relay_access.group)
+        elif self.enforce:
+            self.relays = RelayClient(self.relay_dir / CONTROL_NAME, self._on_violation,
+                                      self.relay_spawn if self.relay_process == "spawn" else None)
         self.guard = SockDirGuard(self.ovs_sock_dir_mode, self.relay_dir) if self.enforce else None
         self._probe_attempted: str | None = None
         self._pending: list[PendingRedirects] = []
@@ -125,7 +135,8 @@ class Agent:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         log.info("vucompat agent: registry %s, Open_vSwitch %s, enforcement %s, fleet %s", self.db,
-                 self.ovs_db or self.db, f"on (relays in {self.relay_dir})" if self.enforce else "off",
+                 self.ovs_db or self.db,
+                 f"on (relays in {self.relay_dir}, {self.relay_process} relay process)" if self.enforce else "off",
                  f"{self.fleet} (pool {self.pool or '-'}, heartbeat {self.heartbeat}s)" if self.fleet else "off")
         if self.enforce:
             self.relay_access.prepare(self.relay_dir)
@@ -166,7 +177,7 @@ class Agent:
                 self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         if self.relays is not None:
-            self.relays.stop()
+            self.relays.stop()  # (a relay process serves on)
         if self.publisher is not None:
             self.publisher.stop()
         self.finder.close()

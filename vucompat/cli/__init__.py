@@ -30,7 +30,7 @@ COMMAND_MODULES: dict[str, str] = {
     **dict.fromkeys(["features", "list", "show", "compare", "baseline", "negotiate", "lint", "frontend-args"],
                     "cmd_modes"),
     **dict.fromkeys(["check-migration", "select-mode", "traits", "plan-upgrade"], "cmd_migration"),
-    **dict.fromkeys(["agent", "port", "probe", "dump"], "cmd_ports"),
+    **dict.fromkeys(["agent", "relay", "port", "probe", "dump"], "cmd_ports"),
     **dict.fromkeys(["load", "db", "policy"], "cmd_registry"),
     "fleet": "cmd_fleet",
     "contracts": "cmd_contracts",

@@ -35,6 +35,12 @@ from vucompat.cli import _FORMAT, _conn, _connection_options, _emit, main
 @click.option("--relay-socket-mode", metavar="MODE",
               help="The mode of the relays' sockets, whatever the agent's umask. Default: 0666 (any frontend "
                    "user), or 0660 with --relay-group.")
+@click.option("--relay-process", type=click.Choice(["spawn", "external"]), default="spawn", show_default=True,
+              envvar="VUCOMPAT_RELAY_PROCESS",
+              help="Where the relays run: a `vucompat relay serve` process on <relay-dir>/relayd.ctl, which "
+                   "outlives the agent (VMs keep their links while it restarts). spawn: the agent starts it when "
+                   "none answers (and again if it dies); external: a service manager runs it "
+                   "(contrib/vucompat-relay.service). Env: VUCOMPAT_RELAY_PROCESS.")
 @click.option("--fleet", metavar="REMOTES", envvar="VUCOMPAT_FLEET",
               help="Publish this host into the fleet cluster (comma-separated ssl: remotes of its agent "
                    "listener; the --ssl-* files are this host's identity: its certificate's CN must be the "
@@ -46,19 +52,18 @@ from vucompat.cli import _FORMAT, _conn, _connection_options, _emit, main
 @_connection_options
 def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enforcement: str, relay_dir: Path,
           ovs_rundir: Path, ovs_sock_dir_mode: str, relay_group: str | None, relay_socket_mode: str | None,
-          fleet: str | None, fleet_name: str | None, pool: str | None, heartbeat: int, **kw: Any) -> None:
+          relay_process: str, fleet: str | None, fleet_name: str | None, pool: str | None, heartbeat: int, **kw: Any) -> None:
     """Run the port agent in the foreground: resolve each vhost-user port's
     options:vhost-compat once, record it (Port row, Interface external_ids) and
     verify what its frontend negotiated. Stops on SIGTERM or SIGINT."""
     import logging
 
-    from vucompat.agent.guard import RelayAccess, parse_group, parse_mode
     from vucompat.agent.loop import Agent
+    from vucompat.agent.relayd import spawn_command
 
     try:
         sock_dir_mode = None if ovs_sock_dir_mode == "keep" else parse_mode(ovs_sock_dir_mode)
-        access = RelayAccess(parse_group(relay_group) if relay_group else None,
-                             parse_mode(relay_socket_mode) if relay_socket_mode else None)
+        access = _relay_access(relay_group, relay_socket_mode)
     except ValueError as err:
         raise UsageError(message=str(err)) from None
     if sock_dir_mode is not None and sock_dir_mode & 0o700 != 0o700:
@@ -67,9 +72,115 @@ def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enfo
     logging.basicConfig(filename=str(log_file) if log_file else None,
                         level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    relay_log = log_file.with_name("vucompat-relay.log") if log_file else None
     Agent(db=db, ovs_db=ovs_db, enforce=enforcement == "relay", relay_dir=relay_dir, ovs_rundir=ovs_rundir,
           ovs_sock_dir_mode=sock_dir_mode, relay_access=access,
+          relay_process=relay_process, relay_spawn=spawn_command(relay_dir, access, relay_log),
           fleet=fleet, fleet_name=fleet_name, pool=pool, heartbeat=heartbeat, **_conn(kw)).run()
+
+
+def parse_mode(text: str) -> int:
+    from vucompat.agent.guard import parse_mode as parse
+
+    return parse(text)
+
+
+def _relay_access(group: str | None, socket_mode: str | None) -> Any:
+    """The RelayAccess of --relay-group and --relay-socket-mode. Raises ValueError."""
+    from vucompat.agent.guard import RelayAccess, parse_group
+
+    return RelayAccess(parse_group(group) if group else None, parse_mode(socket_mode) if socket_mode else None)
+
+
+_RELAY_DIR = click.option("--relay-dir", type=click.Path(path_type=Path), default="/var/run/vucompat",
+                          show_default=True, help="Where the relays' sockets live (and relayd.ctl, the relay "
+                                                  "process's control socket).")
+
+
+@main.group()
+def relay() -> None:
+    """The relay process: the masking relays, in a process that outlives the agent."""
+
+
+@relay.command("serve")
+@_RELAY_DIR
+@click.option("--relay-group", metavar="GROUP", help="The group of the relays' sockets (see `vucompat agent`).")
+@click.option("--relay-socket-mode", metavar="MODE", help="The mode of the relays' sockets (see `vucompat agent`).")
+@click.option("--max-per-port", type=click.IntRange(min=1, max=1024), default=4, show_default=True,
+              help="Connections at once on one port's relay; more are accepted and closed at once.")
+@click.option("--log-file", type=click.Path(path_type=Path), help="Log here instead of to stderr.")
+@click.option("-v", "--verbose", count=True, help="More detail in the log.")
+@click.option("--resume-fd", type=int, hidden=True, help="(internal) the state an in-place upgrade hands over.")
+def relay_serve(relay_dir: Path, relay_group: str | None, relay_socket_mode: str | None, max_per_port: int,
+                log_file: Path | None, verbose: int, resume_fd: int | None) -> None:
+    """Serve the relays the agent names, until SIGTERM (which closes them). SIGHUP, or
+    `vucompat relay upgrade`, re-executes the installed program in place, handing
+    every connection over: no frontend or OVS sees a disconnect. After a crash it
+    serves the relays it saved at once; their connections reconnect."""
+    import logging
+    import sys
+
+    from vucompat.agent.relayd import RelayDaemon, RelayDaemonError
+
+    try:
+        access = _relay_access(relay_group, relay_socket_mode)
+    except ValueError as err:
+        raise UsageError(message=str(err)) from None
+    logging.basicConfig(filename=str(log_file) if log_file else None,
+                        level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    argv = list(sys.argv[1:])
+    if "--resume-fd" in argv:  # (an upgraded process: the next upgrade gives its own)
+        at = argv.index("--resume-fd")
+        del argv[at:at + 2]
+    try:
+        RelayDaemon(relay_dir, access, max_per_port, argv=argv, resume_fd=resume_fd).run()
+    except RelayDaemonError as err:
+        raise UsageError(message=str(err)) from None
+
+
+def _relay_request(relay_dir: Path, op: str) -> dict[str, Any]:
+    from vucompat.agent.relayd import CONTROL_NAME, request
+
+    control = relay_dir / CONTROL_NAME
+    try:
+        return request(control, op)
+    except (OSError, ValueError) as err:
+        raise UsageError(message=f"no relay process answers on {control} ({err}): is `vucompat relay serve` "
+                                 "(or the agent, which starts it) running with this --relay-dir?") from None
+
+
+@relay.command("status")
+@_RELAY_DIR
+@_FORMAT
+def relay_status(relay_dir: Path, fmt: str) -> None:
+    """The relay process: pid, version, upgrades in place, relays, connections, open files."""
+    data = _relay_request(relay_dir, "status")
+    data.pop("ok", None)
+    _emit(fmt, data, lambda: "\n".join(f"{key}: {value}" for key, value in data.items()))
+
+
+@relay.command("upgrade")
+@_RELAY_DIR
+def relay_upgrade(relay_dir: Path) -> None:
+    """Re-execute the relay process's program in place (after a package upgrade),
+    keeping every connection. Returns once the new program answers."""
+    import time
+
+    before = _relay_request(relay_dir, "status")
+    _relay_request(relay_dir, "upgrade")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            after = _relay_request(relay_dir, "status")
+        except UsageError:
+            continue
+        if after["generation"] > before["generation"]:
+            click.echo(f"relay process {after['pid']} upgraded in place: version {before['version']} -> "
+                       f"{after['version']}, {after['ports']} relay(s), {after['connections']} connection(s) kept")
+            return
+    raise UsageError(message="the relay process did not come back upgraded within 30 s: see its log")
 
 
 @main.group()

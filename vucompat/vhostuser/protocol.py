@@ -102,8 +102,10 @@ class Reader:
             raise ProtocolError(f"request {code}: payload of {size} bytes (limit {MAX_PAYLOAD})")
         return HEADER.size + size - len(self.buffer)
 
-    def feed(self) -> list[Message]:
-        out = []
+    def feed(self, limit: int = 0) -> list[Message]:
+        """Read what is available; return the completed messages (at most `limit`
+        of them when it is not 0: the rest stays in the socket for the next call)."""
+        out: list[Message] = []
         while True:
             wanted = self._wanted()
             if wanted == 0:
@@ -111,6 +113,8 @@ class Reader:
                 out.append(Message(code, flags, bytes(self.buffer[HEADER.size:]), self.fds))
                 self.buffer = bytearray()
                 self.fds = []
+                if limit and len(out) >= limit:
+                    return out
                 continue
             fds = array.array("i")
             try:

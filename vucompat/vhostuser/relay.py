@@ -9,24 +9,46 @@ beyond the mode closes the connection and is reported (never passed on). Everyth
 else, file descriptors included, passes unchanged; the data path (shared memory,
 eventfds) never goes through here.
 
-One thread serves every relay of the agent with a selector: a malformed or
-oversized message closes that one connection; other ports are unaffected.
+One thread serves every relay with a selector, and nothing one peer does can stall
+or break another port (docs/enforcement.md, "Limits"):
+- every socket is non-blocking; what a peer does not read waits in that connection's
+  own queue, and a queue over MAX_QUEUED_BYTES closes that connection;
+- a readable peer is served at most MAX_MESSAGES_PER_TURN messages before the others;
+- at most `max_per_port` connections per port, and beyond the first connection of a
+  port, none that would take the open files closer than FD_RESERVE to the limit;
+- a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM, EAGAIN) is handled where it
+  happens: an accept pauses its listener for ACCEPT_PAUSE, a connect is retried, a
+  send is retried on the next turn;
+- an unexpected error is logged and the loop goes on; should the loop itself ever
+  fail, it is started again (RelayManager.supervise).
+
+The manager's state (listeners, connections, what each has half read or queued) can
+be handed to a new process: freeze() stops serving without closing anything and
+returns it, RelayManager(..., adopt=state) serves it again (vhostuser.relayd, the
+upgrade without a disconnect).
 """
 
 from __future__ import annotations
 
+import array
+import base64
+import collections
+import errno
 import logging
 import os
+import resource
 import selectors
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 from vucompat.core import catalog
-from vucompat.vhostuser import protocol as vu
+from vucompat.core.mode import Abi
 from vucompat.core.portview import RelaySpec
+from vucompat.vhostuser import protocol as vu
 
 log = logging.getLogger("vucompat.relay")
 
@@ -36,6 +58,22 @@ CONNECT_PATIENCE = 30.0
 #: the first retry of a pending connection, doubled after each failure up to CONNECT_RETRY_MAX:
 #: a frontend that starts at once is reached at once, one that takes seconds costs no busy loop
 CONNECT_RETRY, CONNECT_RETRY_MAX = 0.05, 1.0
+#: bytes a peer may leave unread before its connection is closed (a whole vhost-user
+#: handshake is a few KiB; the kernel's socket buffer holds ~200 KiB more before this starts)
+MAX_QUEUED_BYTES = 256 * 1024
+#: messages read from one peer before the other peers get their turn
+MAX_MESSAGES_PER_TURN = 64
+#: connections at once on one port's relay (a port has one frontend; a reconnect may overlap)
+DEFAULT_MAX_PER_PORT = 4
+#: open files kept free for the first connection of each port, the control channel and logs
+FD_RESERVE = 64
+#: how long a listener waits after accept() ran out of a resource
+ACCEPT_PAUSE = 0.1
+#: how long a send that ran out of kernel buffers (ENOBUFS, ENOMEM) waits
+SEND_PAUSE = 0.05
+LISTEN_BACKLOG = 128
+#: errors that say "out of a resource for now", not "this peer is broken"
+_SCARCE = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 @dataclass
@@ -43,6 +81,11 @@ class _Side:
     sock: socket.socket
     reader: vu.Reader
     role: str  # "frontend" | "backend"
+    #: what the peer has not read yet: (bytes, fds to pass with their first byte)
+    queue: collections.deque[tuple[bytes, list[int]]] = field(default_factory=collections.deque)
+    queued: int = 0
+    #: a send that ran out of kernel buffers is tried again at this time (0: not waiting)
+    send_at: float = 0.0
 
 
 @dataclass
@@ -54,6 +97,7 @@ class _Pair:
     #: when to try to connect the other side next, and the wait after that
     next_try: float = 0.0
     retry: float = CONNECT_RETRY
+    closed: bool = False
 
     def sides(self) -> list[_Side]:
         return [s for s in (self.accepted, self.other) if s is not None]
@@ -66,23 +110,35 @@ class Violation(Exception):
     """The frontend asked for more than the mode: close, report."""
 
 
+class _Unread(Exception):
+    """A peer left more than MAX_QUEUED_BYTES unread: close."""
+
+
+def nofile_limit() -> int:
+    """The soft limit on this process's open files."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 class RelayManager:
-    """Runs the relays of one agent in one thread. `ensure()` is called from the
-    agent's thread; `on_violation(port, reason)` is called from the relay thread.
-    Each listening socket gets `socket_mode` (and `socket_group`, a gid) after bind
-    and before listen, so the agent's umask never decides who may connect (None:
-    leave what bind made)."""
+    """Runs relays in one thread. `ensure()` and `freeze()` are called from another
+    thread; `on_violation(port, reason)` is called from the relay thread. Each
+    listening socket gets `socket_mode` (and `socket_group`, a gid) after bind and
+    before listen, so the umask never decides who may connect (None: leave what bind
+    made). `adopt`: a state from freeze() (of this or another process) to serve on."""
 
     def __init__(self, on_violation: Callable[[str, str], None], socket_mode: int | None = None,
-                 socket_group: int | None = None) -> None:
+                 socket_group: int | None = None, max_per_port: int = DEFAULT_MAX_PER_PORT,
+                 adopt: dict[str, Any] | None = None) -> None:
         self.on_violation = on_violation
         self.socket_mode = socket_mode
         self.socket_group = socket_group
+        self.max_per_port = max_per_port
         self.selector = selectors.DefaultSelector()
         self.specs: dict[str, RelaySpec] = {}
         self.listeners: dict[str, socket.socket] = {}
         self._pairs: dict[int, _Pair] = {}
         self._pending: list[_Pair] = []
+        self._paused: dict[str, float] = {}
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -90,11 +146,17 @@ class RelayManager:
         self._commands: list[tuple[threading.Event, dict[str, RelaySpec]]] = []
         self._served: dict[str, RelaySpec] = {}
         self._last_violation: dict[str, str] = {}
+        self._said: dict[tuple[str, str], float] = {}
         self._stop = False
-        self.thread = threading.Thread(target=self._run, name="vucompat-relay", daemon=True)
+        self._close_on_stop = True
+        #: open files this process had before any relay (the baseline of the fd budget)
+        self._base_fds = len(os.listdir("/proc/self/fd"))
+        if adopt is not None:
+            self._adopt(adopt)
+        self.thread = threading.Thread(target=self.supervise, name="vucompat-relay", daemon=True)
         self.thread.start()
 
-    # -- called from the agent -------------------------------------------------------
+    # -- called from another thread --------------------------------------------------
     def ensure(self, specs: dict[str, RelaySpec], timeout: float = 5.0) -> bool:
         """Serve exactly `specs` (by port name): start the new, stop the gone.
         Returns when the relay thread has done it (so OVS can be pointed at them),
@@ -112,31 +174,79 @@ class RelayManager:
         return True
 
     def stop(self) -> None:
+        """Stop serving and close every relay and connection."""
         self._stop = True
         os.write(self._wake_w, b"x")
         self.thread.join(timeout=10)
 
+    def freeze(self) -> dict[str, Any]:
+        """Stop serving without closing anything; return the state a new
+        RelayManager adopts: specs, and the fd numbers of listeners and connections
+        with what each side has half read or queued. The fds stay open (made
+        inheritable, for an exec)."""
+        self._close_on_stop = False
+        self.stop()
+        self._apply_commands()
+        state: dict[str, Any] = {"specs": [spec_to_json(s) for s in self.specs.values()],
+                                 "listeners": {name: _keep(s) for name, s in self.listeners.items()},
+                                 "pairs": [], "pending": []}
+        for pair in self._pairs.values():
+            assert pair.other is not None
+            state["pairs"].append({"port": pair.spec.name, "accepted": _side_state(pair.accepted),
+                                   "other": _side_state(pair.other)})
+        for pair in self._pending:
+            state["pending"].append({"port": pair.spec.name, "accepted": _side_state(pair.accepted)})
+        return state
+
+    def counts(self) -> dict[str, int]:
+        """Ports served, connections relayed, connections waiting for their other side."""
+        return {"ports": len(self.listeners), "connections": len(self._pairs), "pending": len(self._pending)}
+
     # -- the relay thread ----------------------------------------------------------
-    def _run(self) -> None:
+    def supervise(self) -> None:
+        """Serve until stop(); a failure of the loop itself is logged and the loop
+        starts again (its state is in the manager, not in the loop)."""
         while not self._stop:
-            timeout = max(0.0, min(p.next_try for p in self._pending) - time.monotonic()) if self._pending else 1.0
-            for key, _events in self.selector.select(timeout):
+            try:
+                self._serve()
+            except Exception:  # noqa: BLE001 - the relays must outlive any bug of the loop
+                log.exception("relay: the serving loop failed; starting it again")
+                time.sleep(0.1)
+        if self._close_on_stop:
+            for name in list(self.listeners):
+                self._close_listener(name)
+            for pair in list(self._pairs.values()) + self._pending:
+                self._close(pair)
+
+    def _serve(self) -> None:
+        while not self._stop:
+            for key, events in self.selector.select(self._timeout()):
                 kind, obj = key.data
                 try:
                     if kind == "wake":
                         os.read(self._wake_r, 4096)
                     elif kind == "listen":
                         self._accept(obj)
-                    elif kind == "side":
-                        self._readable(*obj)
-                except Exception:  # a relay bug must not take the other ports down
+                    elif kind == "side" and not obj[0].closed:  # (closed by an event before it)
+                        if events & selectors.EVENT_WRITE:
+                            self._flush(*obj)
+                        if events & selectors.EVENT_READ and not obj[0].closed:
+                            self._readable(*obj)
+                except Exception:  # noqa: BLE001 - a relay bug must not take the other ports down
                     log.exception("relay: unexpected error")
+                    if kind == "side":
+                        self._close(obj[0])
+            if self._stop:
+                return
             self._apply_commands()
             self._retry_pending()
-        for name in list(self.listeners):
-            self._close_listener(name)
-        for pair in list(self._pairs.values()) + self._pending:
-            self._close(pair)
+            self._resume_paused()
+            self._retry_sends()
+
+    def _timeout(self) -> float:
+        times = [p.next_try for p in self._pending] + list(self._paused.values())
+        times += [side.send_at for pair in self._pairs.values() for side in pair.sides() if side.send_at]
+        return max(0.0, min(times) - time.monotonic()) if times else 1.0
 
     def _apply_commands(self) -> None:
         with self._lock:
@@ -151,7 +261,11 @@ class RelayManager:
             done.set()
 
     def _listen(self, spec: RelaySpec) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as err:
+            log.error("%s: cannot open a socket to listen on %s: %s", spec.name, spec.listen, err)
+            return
         try:
             spec.listen.parent.mkdir(parents=True, exist_ok=True)
             spec.listen.unlink(missing_ok=True)  # a relay that restarts listens on the same path again
@@ -161,78 +275,129 @@ class RelayManager:
                 os.chown(spec.listen, -1, self.socket_group)
             if self.socket_mode is not None:
                 os.chmod(spec.listen, self.socket_mode)
-            sock.listen(8)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
         except OSError as err:
             sock.close()
             log.error("%s: cannot listen on %s: %s", spec.name, spec.listen, err)
             return
+        self._serve_listener(spec, sock)
+        log.info("%s: relay listening on %s -> %s", spec.name, spec.listen, spec.connect)
+
+    def _serve_listener(self, spec: RelaySpec, sock: socket.socket) -> None:
         self.specs[spec.name] = spec
         self.listeners[spec.name] = sock
         self.selector.register(sock, selectors.EVENT_READ, ("listen", spec))
-        log.info("%s: relay listening on %s -> %s", spec.name, spec.listen, spec.connect)
 
     def _close_listener(self, name: str) -> None:
         sock = self.listeners.pop(name, None)
         spec = self.specs.pop(name, None)
         if sock is not None:
-            self.selector.unregister(sock)
+            if self._paused.pop(name, None) is None:
+                self.selector.unregister(sock)
             sock.close()
         if spec is not None:
             spec.listen.unlink(missing_ok=True)
             for pair in [p for p in list(self._pairs.values()) + self._pending if p.spec.name == name]:
                 self._close(pair)
 
+    def _connections_of(self, name: str) -> int:
+        return sum(1 for p in list(self._pairs.values()) + self._pending if p.spec.name == name)
+
+    def _fds_in_use(self) -> int:
+        return self._base_fds + len(self.listeners) + 2 * len(self._pairs) + len(self._pending)
+
     def _accept(self, spec: RelaySpec) -> None:
         listener = self.listeners.get(spec.name)
-        if listener is None:
-            return
-        try:
-            conn, _ = listener.accept()
-        except BlockingIOError:
-            return
-        role = "backend" if spec.backend_connects else "frontend"
-        pair = _Pair(spec, _Side(conn, vu.Reader(conn), role))
-        conn.setblocking(False)
-        self._pending.append(pair)
-        self._retry_pending()
+        for _ in range(MAX_MESSAGES_PER_TURN):
+            if listener is None or spec.name in self._paused:
+                return
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno not in _SCARCE:
+                    raise
+                self._say(spec.name, "accept", f"cannot accept a connection ({err.strerror}): "
+                                               f"pausing {ACCEPT_PAUSE:g}s")
+                self.selector.unregister(listener)
+                self._paused[spec.name] = time.monotonic() + ACCEPT_PAUSE
+                return
+            refused = self._refusal(spec.name)
+            if refused:
+                self._say(spec.name, "limit", f"connection refused: {refused}")
+                conn.close()
+                continue
+            role = "backend" if spec.backend_connects else "frontend"
+            conn.setblocking(False)
+            self._pending.append(_Pair(spec, _Side(conn, vu.Reader(conn), role)))
+            self._retry_pending()
+
+    def _refusal(self, name: str) -> str | None:
+        """Why a new connection on port `name` is refused (None: it is not)."""
+        held = self._connections_of(name)
+        if held >= self.max_per_port:
+            return f"{held} connections already (at most {self.max_per_port} per port)"
+        limit = nofile_limit()
+        if held and self._fds_in_use() + 2 > limit - FD_RESERVE:
+            return (f"{self._fds_in_use()} open files of {limit}: beyond a port's first connection, "
+                    f"{FD_RESERVE} are kept for other ports")
+        return None
+
+    def _resume_paused(self) -> None:
+        now = time.monotonic()
+        for name, until in list(self._paused.items()):
+            if until <= now:
+                del self._paused[name]
+                if name in self.listeners:
+                    self.selector.register(self.listeners[name], selectors.EVENT_READ, ("listen", self.specs[name]))
 
     def _retry_pending(self) -> None:
         now = time.monotonic()
         for pair in [p for p in self._pending if p.next_try <= now]:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            except OSError as err:
+                self._failed_connect(pair, now, err)
+                continue
             try:
                 sock.connect(str(pair.spec.connect))
             except OSError as err:
                 sock.close()
-                pair.next_try, pair.retry = now + pair.retry, min(pair.retry * 2, CONNECT_RETRY_MAX)
-                if time.monotonic() - pair.started > CONNECT_PATIENCE:
-                    log.warning("%s: %s did not answer within %gs (%s): closing", pair.spec.name,
-                                pair.spec.connect, CONNECT_PATIENCE, err)
-                    self._pending.remove(pair)
-                    self._close(pair)
+                self._failed_connect(pair, now, err)
                 continue
             self._pending.remove(pair)
             sock.setblocking(False)
             role = "frontend" if pair.spec.backend_connects else "backend"
             pair.other = _Side(sock, vu.Reader(sock), role)
-            self._pairs[id(pair)] = pair
-            for side in pair.sides():
-                self.selector.register(side.sock, selectors.EVENT_READ, ("side", (pair, side)))
+            self._relay(pair)
             log.debug("%s: relaying a connection", pair.spec.name)
+
+    def _relay(self, pair: _Pair) -> None:
+        """Start relaying a pair whose sides are both connected."""
+        self._pairs[id(pair)] = pair
+        for side in pair.sides():
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if side.queue else 0)
+            self.selector.register(side.sock, events, ("side", (pair, side)))
+
+    def _failed_connect(self, pair: _Pair, now: float, err: OSError) -> None:
+        pair.next_try, pair.retry = now + pair.retry, min(pair.retry * 2, CONNECT_RETRY_MAX)
+        if time.monotonic() - pair.started > CONNECT_PATIENCE:
+            log.warning("%s: %s did not answer within %gs (%s): closing", pair.spec.name, pair.spec.connect,
+                        CONNECT_PATIENCE, err)
+            self._close(pair)
 
     def _readable(self, pair: _Pair, side: _Side) -> None:
         peer = pair.peer(side)
         try:
-            for message in side.reader.feed():
+            for message in side.reader.feed(MAX_MESSAGES_PER_TURN):
                 try:
                     out = self._rewrite(pair.spec, side.role, message)
                     assert peer is not None
-                    peer.sock.settimeout(2.0)
-                    vu.send(peer.sock, out)
-                    peer.sock.setblocking(False)
+                    self._queue(pair, peer, out)
                 finally:
-                    vu.close_fds(message.fds)  # sent (the kernel duplicated them) or dropped
+                    vu.close_fds(message.fds)  # queued (as duplicates) or dropped
         except EOFError:
             self._close(pair)
         except Violation as err:
@@ -243,9 +408,71 @@ class RelayManager:
                 self._last_violation[pair.spec.name] = reason
                 self.on_violation(pair.spec.name, reason)
             self._close(pair)
+        except _Unread as err:
+            self._say(pair.spec.name, "unread", f"{err}: connection closed")
+            self._close(pair)
         except (vu.ProtocolError, OSError) as err:
             log.warning("%s: %s from the %s: connection closed", pair.spec.name, err, side.role)
             self._close(pair)
+
+    def _queue(self, pair: _Pair, side: _Side, message: vu.Message) -> None:
+        """Queue `message` for `side` (its fds duplicated) and send what the socket takes.
+        Raises _Unread when the side's queue would exceed MAX_QUEUED_BYTES."""
+        data = message.encode()
+        if side.queued + len(data) > MAX_QUEUED_BYTES:
+            raise _Unread(f"the {side.role} left more than {MAX_QUEUED_BYTES // 1024} KiB unread")
+        side.queue.append((data, [os.dup(fd) for fd in message.fds]))
+        side.queued += len(data)
+        if len(side.queue) == 1 and not side.send_at:
+            self._flush(pair, side)
+
+    def _flush(self, pair: _Pair, side: _Side) -> None:
+        """Send what `side`'s socket takes now; watch it for room while anything is left."""
+        while side.queue:
+            data, fds = side.queue[0]
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            try:
+                sent = side.sock.sendmsg([data], ancillary)
+            except BlockingIOError:
+                break
+            except OSError as err:
+                if err.errno not in _SCARCE:
+                    raise
+                side.send_at = time.monotonic() + SEND_PAUSE  # no room in the kernel: try again soon
+                break
+            vu.close_fds(fds)  # the kernel holds its own duplicates now
+            side.queued -= sent
+            if sent < len(data):
+                side.queue[0] = (data[sent:], [])
+            else:
+                side.queue.popleft()
+        try:
+            waiting = side.queue and not side.send_at
+            self.selector.modify(side.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if waiting else 0),
+                                 ("side", (pair, side)))
+        except (KeyError, ValueError):
+            pass  # not relaying yet (adopted) or closed
+
+    def _retry_sends(self) -> None:
+        now = time.monotonic()
+        for pair in list(self._pairs.values()):
+            for side in pair.sides():
+                if side.send_at and side.send_at <= now:
+                    side.send_at = 0.0
+                    try:
+                        self._flush(pair, side)
+                    except OSError as err:
+                        log.warning("%s: %s to the %s: connection closed", pair.spec.name, err, side.role)
+                        self._close(pair)
+                        break
+
+    def _say(self, port: str, what: str, message: str) -> None:
+        """Log `message` about `port` at most once per 10 s for each kind `what` (a peer
+        that hammers a relay must not flood the log)."""
+        now = time.monotonic()
+        if now - self._said.get((port, what), -60.0) >= 10.0:
+            self._said[(port, what)] = now
+            log.warning("%s: %s", port, message)
 
     def _rewrite(self, spec: RelaySpec, role: str, message: vu.Message) -> vu.Message:
         abi = spec.abi
@@ -288,4 +515,72 @@ class RelayManager:
             except (KeyError, ValueError):
                 pass
             side.reader.close_fds()
+            for _data, fds in side.queue:
+                vu.close_fds(fds)
+            side.queue.clear()
             side.sock.close()
+        pair.closed = True
+
+    # -- adopting a frozen state ---------------------------------------------------
+    def _adopt(self, state: dict[str, Any]) -> None:
+        specs = {s.name: s for s in map(spec_from_json, state["specs"])}
+        for name, fd in state["listeners"].items():
+            self._serve_listener(specs[name], _adopted_socket(int(fd)))
+        self._served = dict(self.specs)
+        for item in state["pairs"]:
+            spec = specs[item["port"]]
+            pair = _Pair(spec, _side_from_state(item["accepted"]), _side_from_state(item["other"]))
+            self._relay(pair)
+        for item in state["pending"]:
+            self._pending.append(_Pair(specs[item["port"]], _side_from_state(item["accepted"])))
+
+
+# -- what a frozen state holds -------------------------------------------------------
+def spec_to_json(spec: RelaySpec) -> dict[str, Any]:
+    """A RelaySpec as JSON data (spec_from_json reads it back equal)."""
+    abi = spec.abi
+    return {"name": spec.name, "listen": str(spec.listen), "connect": str(spec.connect),
+            "backend_connects": spec.backend_connects,
+            "abi": [abi.virtio, abi.protocol, abi.max_queue_pairs, abi.max_rx_queue_size, abi.max_tx_queue_size]}
+
+
+def spec_from_json(data: dict[str, Any]) -> RelaySpec:
+    """The RelaySpec of spec_to_json's data. Raises KeyError, TypeError, ValueError."""
+    return RelaySpec(str(data["name"]), Path(data["listen"]), Path(data["connect"]), bool(data["backend_connects"]),
+                     Abi(*(int(v) for v in data["abi"])))
+
+
+def _keep(sock: socket.socket) -> int:
+    """The fd of `sock`, detached from its socket object and inheritable across exec."""
+    fd = sock.detach()
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def _adopted_socket(fd: int) -> socket.socket:
+    os.set_inheritable(fd, False)
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return sock
+
+
+def _side_state(side: _Side) -> dict[str, Any]:
+    for fd in side.reader.fds + [fd for _data, fds in side.queue for fd in fds]:
+        os.set_inheritable(fd, True)
+    return {"fd": _keep(side.sock), "role": side.role,
+            "read": base64.b64encode(bytes(side.reader.buffer)).decode(), "read_fds": list(side.reader.fds),
+            "queue": [[base64.b64encode(data).decode(), fds] for data, fds in side.queue]}
+
+
+def _side_from_state(data: dict[str, Any]) -> _Side:
+    sock = _adopted_socket(int(data["fd"]))
+    side = _Side(sock, vu.Reader(sock), str(data["role"]))
+    side.reader.buffer = bytearray(base64.b64decode(data["read"]))
+    side.reader.fds = [int(fd) for fd in data["read_fds"]]
+    for encoded, fds in data["queue"]:
+        chunk = base64.b64decode(encoded)
+        side.queue.append((chunk, [int(fd) for fd in fds]))
+        side.queued += len(chunk)
+    for fd in side.reader.fds + [fd for _data, fds in side.queue for fd in fds]:
+        os.set_inheritable(fd, False)
+    return side
