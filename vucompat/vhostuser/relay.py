@@ -11,8 +11,10 @@ eventfds) never goes through here.
 
 One thread serves every relay with a selector, and nothing one peer does can stall
 or break another port (docs/enforcement.md, "Limits"):
-- every socket is non-blocking; what a peer does not read waits in that connection's
-  own queue, and a queue over MAX_QUEUED_BYTES closes that connection;
+- every socket is non-blocking; what a frontend does not read waits in that
+  connection's own queue, and a queue over MAX_QUEUED_BYTES closes that connection;
+  what OVS has not read yet (over BACKEND_PAUSE) pauses reading from that connection's
+  frontend, never from OVS (a frontend sets its own pace, never OVS's);
 - a readable peer is served at most MAX_MESSAGES_PER_TURN messages before the others;
 - at most `max_per_port` connections per port, and beyond the first connection of a
   port, none that would take the open files closer than FD_RESERVE to the limit;
@@ -61,6 +63,8 @@ CONNECT_RETRY, CONNECT_RETRY_MAX = 0.05, 1.0
 #: bytes a peer may leave unread before its connection is closed (a whole vhost-user
 #: handshake is a few KiB; the kernel's socket buffer holds ~200 KiB more before this starts)
 MAX_QUEUED_BYTES = 256 * 1024
+#: bytes queued for OVS beyond which the relay stops reading from that connection's frontend
+BACKEND_PAUSE = 64 * 1024
 #: messages read from one peer before the other peers get their turn
 MAX_MESSAGES_PER_TURN = 64
 #: connections at once on one port's relay (a port has one frontend; a reconnect may overlap)
@@ -84,6 +88,8 @@ class _Side:
     #: what the peer has not read yet: (bytes, fds to pass with their first byte)
     queue: collections.deque[tuple[bytes, list[int]]] = field(default_factory=collections.deque)
     queued: int = 0
+    #: False while the relay does not read from this side (its peer has too much queued)
+    reading: bool = True
     #: a send that ran out of kernel buffers is tried again at this time (0: not waiting)
     send_at: float = 0.0
 
@@ -378,7 +384,19 @@ class RelayManager:
         """Start relaying a pair whose sides are both connected."""
         self._pairs[id(pair)] = pair
         for side in pair.sides():
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if side.queue else 0)
+            self._watch(pair, side)
+
+    def _watch(self, pair: _Pair, side: _Side) -> None:
+        """Watch `side` for what it waits for now: data to read (unless paused), room to send."""
+        events = (selectors.EVENT_READ if side.reading else 0) | \
+            (selectors.EVENT_WRITE if side.queue and not side.send_at else 0)
+        registered = side.sock in self.selector.get_map() if side.sock.fileno() >= 0 else False
+        if not events:
+            if registered:
+                self.selector.unregister(side.sock)
+        elif registered:
+            self.selector.modify(side.sock, events, ("side", (pair, side)))
+        else:
             self.selector.register(side.sock, events, ("side", (pair, side)))
 
     def _failed_connect(self, pair: _Pair, now: float, err: OSError) -> None:
@@ -417,14 +435,19 @@ class RelayManager:
 
     def _queue(self, pair: _Pair, side: _Side, message: vu.Message) -> None:
         """Queue `message` for `side` (its fds duplicated) and send what the socket takes.
-        Raises _Unread when the side's queue would exceed MAX_QUEUED_BYTES."""
+        Raises _Unread when a frontend's queue would exceed MAX_QUEUED_BYTES; pauses
+        reading from the frontend while OVS's queue is over BACKEND_PAUSE."""
         data = message.encode()
-        if side.queued + len(data) > MAX_QUEUED_BYTES:
-            raise _Unread(f"the {side.role} left more than {MAX_QUEUED_BYTES // 1024} KiB unread")
+        if side.role == "frontend" and side.queued + len(data) > MAX_QUEUED_BYTES:
+            raise _Unread(f"the frontend left more than {MAX_QUEUED_BYTES // 1024} KiB unread")
         side.queue.append((data, [os.dup(fd) for fd in message.fds]))
         side.queued += len(data)
         if len(side.queue) == 1 and not side.send_at:
             self._flush(pair, side)
+        peer = pair.peer(side)
+        if side.role == "backend" and side.queued > BACKEND_PAUSE and peer is not None and peer.reading:
+            peer.reading = False
+            self._watch(pair, peer)
 
     def _flush(self, pair: _Pair, side: _Side) -> None:
         """Send what `side`'s socket takes now; watch it for room while anything is left."""
@@ -446,12 +469,13 @@ class RelayManager:
                 side.queue[0] = (data[sent:], [])
             else:
                 side.queue.popleft()
-        try:
-            waiting = side.queue and not side.send_at
-            self.selector.modify(side.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if waiting else 0),
-                                 ("side", (pair, side)))
-        except (KeyError, ValueError):
-            pass  # not relaying yet (adopted) or closed
+        if pair.closed or id(pair) not in self._pairs:
+            return  # not relaying yet (adopted) or closed
+        self._watch(pair, side)
+        peer = pair.peer(side)
+        if peer is not None and not peer.reading and side.queued <= BACKEND_PAUSE // 2:
+            peer.reading = True
+            self._watch(pair, peer)
 
     def _retry_sends(self) -> None:
         now = time.monotonic()
