@@ -347,6 +347,28 @@ def ports_screens(host: OvsdbSandbox, started: list) -> None:
     wait_connected(host, "vhu4")
     vucompat("port", "show", "vhu4", "--db", host.unix_remote)
 
+    screen("10b. The agent is restarted, killed, and the relay process upgraded in place: no VM notices")
+    say("The relays run in a process of their own (`vucompat relay serve`, started by the agent or by")
+    say("contrib/vucompat-relay.service); the agent only tells it which relays to serve.")
+    agent = next(a for a in started if isinstance(a, AgentProcess) and a.directory == host.directory)
+    log = switch.log
+
+    def connections() -> int:  # ovs-vswitchd's line for each vhost-user connection it takes on vhu0's relay
+        return log.read_text().count("relays/vhu0.sock' has been added")
+
+    before = connections()
+    agent.stop(keep_relay=True)
+    agent.start()
+    agent.kill()
+    agent.stop(keep_relay=True)
+    agent.start()
+    vucompat("relay", "upgrade", "--relay-dir", str(host.directory / "relays"))
+    vucompat("relay", "status", "--relay-dir", str(host.directory / "relays"))
+    wait_connected(host, "vhu0")
+    say(f"vm1's connections as ovs-vswitchd counts them: {before} before, {connections()} after a restart, a "
+        "SIGKILL and a restart of the agent, and an upgrade of the relay process (tests/test_relay_process.py "
+        "checks the same with a real guest's traffic)")
+
 
 def migration_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
     screen("11. Before a live migration: may this port move? (what Nova asks; docs/nova-integration.md)")

@@ -118,6 +118,8 @@ CASES = [
     Case("probe", "vucompat.probe", "switch",
          lambda e: ["probe", "--db", e.remote, "--ovs-rundir", str(e.switch.directory)]),
     Case("list", "vucompat.modes", "switch", lambda e: ["list", "--host", e.remote]),
+    Case("relay status", "vucompat.relay-status", "switch",
+         lambda e: ["relay", "status", "--relay-dir", str(e.switch.directory / "relays")]),
     Case("show", "vucompat.mode", "switch", lambda e: ["show", "acme.ovs-dpdk.v2.8", "--db", e.remote]),
     Case("port list", "vucompat.ports", "switch", lambda e: ["port", "list", "--db", e.remote]),
     Case("port show", "vucompat.port", "switch", lambda e: ["port", "show", "guest", "--db", e.remote]),

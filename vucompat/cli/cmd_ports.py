@@ -155,9 +155,12 @@ def _relay_request(relay_dir: Path, op: str) -> dict[str, Any]:
 @_FORMAT
 def relay_status(relay_dir: Path, fmt: str) -> None:
     """The relay process: pid, version, upgrades in place, relays, connections, open files."""
+    from vucompat.core.contracts import stamp
+
     data = _relay_request(relay_dir, "status")
     data.pop("ok", None)
-    _emit(fmt, data, lambda: "\n".join(f"{key}: {value}" for key, value in data.items()))
+    _emit(fmt, stamp("vucompat.relay-status", data),
+          lambda: "\n".join(f"{key}: {value}" for key, value in data.items()))
 
 
 @relay.command("upgrade")
