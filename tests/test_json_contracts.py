@@ -339,6 +339,10 @@ def switch_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwitchHos
             eventually(lambda: switch.port("packed")["state"] == "nonconformant", timeout=30,
                        what="the packed-ring guest caught", explain=lambda: switch.explain("packed"))
             load("--db", switch.server.unix_remote, "--tables", str(corrected))  # v2.8 kept for its port
+            # a relay process of its own (this agent enforces nothing); stopped with the agent
+            subprocess.Popen([VUCOMPAT, "relay", "serve", "--relay-dir", str(switch.directory / "relays")], env=ENV,
+                             stderr=subprocess.DEVNULL)
+            eventually(lambda: (switch.directory / "relays" / "relayd.ctl").exists(), what="the relay process")
             yield SwitchHosts(switch, old, old_tables, fresh, corrected)
     finally:
         for server in servers:
