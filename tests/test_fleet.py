@@ -20,7 +20,7 @@ import pytest
 from conftest import build_host, capabilities_toml
 from vucompat_testing.ovsdb_server import select
 from vucompat_testing.switch import VUCOMPAT, AgentProcess, eventually
-from vucompat.core.fleet import HostRecord, hosts_that_can_run
+from vucompat.core.fleet import HostRecord, hosts_that_can_run, unavailable_features
 from vucompat.cli.hosts import load_host
 from vucompat_testing.fleetgen import FleetShape, generate, synthetic_record
 from vucompat.core.migration import Scope, check_migration, select_mode
@@ -28,7 +28,7 @@ from vucompat_testing.fleet_cluster import FleetCluster
 from vucompat_testing.pki import Pki
 from vucompat.ovsdb.fleet_publish import FleetPublisher, publish
 from vucompat.ovsdb.fleet_read import FleetView
-from vucompat.ovsdb.fleet_rows import now_ms
+from vucompat.ovsdb.fleet_rows import Published, now_ms, publish_operations
 from vucompat.ovsdb.rpc import OvsdbError
 from vucompat.ovsdb.session import Session
 from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
@@ -585,4 +585,59 @@ def test_the_documented_cli_steps_build_a_cluster(tmp_path: Path):
     finally:
         for pid in pids:
             stop_pid(pid)
+        subprocess.run(["rm", "-rf", str(run)], check=False)
+
+
+def test_a_fleet_from_before_the_counts_lists_right_and_upgrades_online(tmp_path: Path):
+    """`fleet hosts` reads the counts hosts publish, not every host's mode references.
+    A fleet on schema 1.1 (no counts) and hosts published before them are listed right
+    all the same; `vucompat fleet upgrade` converts it online and keeps its listeners."""
+    old_schema = Path(__file__).parent / "fixtures" / "vucompat-fleet-1.1.0.ovsschema"
+    run = Path(tempfile.mkdtemp(prefix="vuc-upg-", dir="/tmp"))
+    cluster = FleetCluster(run, size=1, schema=old_schema)
+    cluster.start()
+    try:
+        admin = cluster.members[0].admin_remote
+        subprocess.run([VUCOMPAT, "fleet", "configure", "--db", admin, "--host-listener", "ptcp:0:127.0.0.1"],
+                       check=True, capture_output=True)
+        shape = FleetShape(hosts=3)
+        records = [synthetic_record(i, shape) for i in range(3)]
+        session = Session(admin, FLEET_DB, 20)
+        for rec in records:  # as a vucompat from before the counts publishes
+            ops = publish_operations(rec, Published(), now_ms())
+            for op in ops:
+                for column in ("mode_count", "runnable_count"):
+                    op.get("row", {}).pop(column, None)
+            session.transact(ops)
+        session.close()
+        want = [{"name": r.name, "modes": len(r.host.modeset.modes),
+                 "runnable": len(r.host.modeset.modes) - len(unavailable_features(r))} for r in records]
+        assert 0 < want[0]["runnable"] <= want[0]["modes"]
+
+        def listed() -> list[dict]:
+            done = subprocess.run([VUCOMPAT, "fleet", "hosts", "--fleet", admin, "--format", "json"],
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return [{k: h[k] for k in ("name", "modes", "runnable")} for h in json.loads(done.stdout)["hosts"]]
+
+        assert listed() == want  # schema 1.1: the references are counted
+        done = subprocess.run([VUCOMPAT, "fleet", "upgrade", "--db", admin], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "converted from schema 1.1.0 to 1.2.0" in done.stdout and "agents on ptcp:0:127.0.0.1" in done.stdout
+        (connection,) = Fleet(cluster, None).rows("Connection")  # type: ignore[arg-type]
+        assert connection["target"] == "ptcp:0:127.0.0.1"
+        assert listed() == want  # converted, rows without counts: the references are counted
+        session = Session(admin, FLEET_DB, 20)
+        publish(session, records[0])  # published again by today's agent: the counts are written
+        (row,) = session.transact([{"op": "select", "table": "Host", "where": [["name", "==", records[0].name]],
+                                    "columns": ["mode_count", "runnable_count"]}])[0]["rows"]
+        session.close()
+        assert (row["mode_count"], row["runnable_count"]) == (want[0]["modes"], want[0]["runnable"])
+        assert listed() == want
+        again = subprocess.run([VUCOMPAT, "fleet", "upgrade", "--db", admin], capture_output=True, text=True,
+                               timeout=60)
+        assert again.returncode == 0 and "already at schema 1.2.0" in again.stdout
+    finally:
+        cluster.stop()
         subprocess.run(["rm", "-rf", str(run)], check=False)

@@ -70,6 +70,8 @@ class FleetCluster:
     directory: Path
     size: int = 3
     ssl: SslOptions | None = None
+    #: the schema the cluster is created with (default: the shipped one)
+    schema: Path | None = None
     members: list[Member] = field(default_factory=list, init=False)
 
     def start(self, timeout: float = 30) -> None:
@@ -81,7 +83,7 @@ class FleetCluster:
             for i, member in enumerate(self.members):
                 member.directory.mkdir(parents=True, exist_ok=True)
                 if i == 0:
-                    create_cluster(member.db_file, member.raft)
+                    create_cluster(member.db_file, member.raft, *([self.schema] if self.schema else []))
                 else:
                     join_cluster(member.db_file, member.raft, [self.members[0].raft])
         for member in self.members:

@@ -132,6 +132,28 @@ def configure(admin: str, host_targets: tuple[str, ...], reader_targets: tuple[s
                f"{', '.join(reader_targets) or '(none)'}")
 
 
+@fleet.command()
+@click.option("--db", "admin", required=True, metavar="REMOTE",
+              help="An admin remote of any member: its unix socket (<rundir>/fleet.sock).")
+@_connection_options
+def upgrade(admin: str, **kw: Any) -> None:
+    """Convert the fleet database to this vucompat's schema, online (every server
+    follows), keeping its rows, and write the RBAC roles again for its columns,
+    keeping the listeners. Run it before upgrading the agents."""
+    from vucompat.ovsdb.admin import upgrade as convert
+    from vucompat.ovsdb.fleet_config import configure as apply, listeners
+    from vucompat.ovsdb.schema import FLEET_DB, FLEET_SCHEMA_FILE
+
+    options = _conn(kw)
+    done = convert(remote=admin, schema=FLEET_SCHEMA_FILE, timeout=options["timeout"], database=FLEET_DB)
+    click.echo(done.summary())
+    agents, readers = listeners(admin, **options)
+    if agents:
+        apply(admin, agents, readers, **options)
+        click.echo(f"roles written again for schema {done.after}: agents on {', '.join(agents)}; schedulers on "
+                   f"{', '.join(readers) or '(none)'}")
+
+
 # ---- scheduler queries ---------------------------------------------------------------------------
 
 
@@ -147,18 +169,18 @@ def hosts(remotes: str, mode: str | None, pool: str | None, include_stale: bool,
     when none can)."""
     from vucompat.core.contracts import stamp
     from vucompat.core.fleet import hosts_that_can_run
-    from vucompat.ovsdb.fleet_read import read_can_run, read_fleet
+    from vucompat.ovsdb.fleet_read import read_can_run, read_host_summaries
     from vucompat.ovsdb.fleet_rows import now_ms
 
-    found = _with_session(remotes, kw, lambda s: read_can_run(s, mode) if mode else read_fleet(s, pool=pool))
-    now = now_ms()
     if mode is None:
-        listed = sorted(found, key=lambda h: h.name)  # of --pool already: the server filtered
+        listed = sorted(_with_session(remotes, kw, lambda s: read_host_summaries(s, pool)), key=lambda h: h.name)
+        now = now_ms()
         _emit(fmt, stamp("vucompat.fleet-hosts", {"hosts": [h.as_dict(now) for h in listed]}), lambda: "\n".join(
-            f"{h.name:24} {h.pool or '-':12} ovs {h.ovs_version or '?':8} {len(h.runnable):3}/"
-            f"{len(h.host.modeset.modes):<3} modes runnable" + ("  STALE" if h.stale(now) else "")
-            for h in listed) or "no hosts")
+            f"{h.name:24} {h.pool or '-':12} ovs {h.ovs_version or '?':8} {h.runnable:3}/{h.modes:<3} modes runnable"
+            + ("  STALE" if h.stale(now) else "") for h in listed) or "no hosts")
         return
+    found = _with_session(remotes, kw, lambda s: read_can_run(s, mode))
+    now = now_ms()
     answer = hosts_that_can_run(found, mode, now, include_stale, pool)
 
     def text() -> str:

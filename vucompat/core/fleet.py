@@ -125,11 +125,36 @@ class FleetHost:
         """No publish for STALE_FACTOR heartbeat intervals."""
         return now_ms - self.last_seen > STALE_FACTOR * self.heartbeat_interval * 1000
 
+    def summary(self) -> HostSummary:
+        """What a whole-fleet listing shows of it."""
+        return HostSummary(self.name, self.pool, self.ovs_version, self.dpdk_version, self.last_seen,
+                           self.heartbeat_interval, len(self.host.modeset.modes), len(self.runnable))
+
+
+@dataclass(frozen=True)
+class HostSummary:
+    """A host as `vucompat fleet hosts` lists it: who, where, how fresh, how many
+    modes it defines and can run (counts as the host published them)."""
+
+    name: str
+    pool: str | None
+    ovs_version: str | None
+    dpdk_version: str | None
+    last_seen: int
+    heartbeat_interval: int
+    modes: int
+    runnable: int
+
+    def stale(self, now_ms: int) -> bool:
+        """No publish for STALE_FACTOR heartbeat intervals."""
+        return now_ms - self.last_seen > STALE_FACTOR * self.heartbeat_interval * 1000
+
     def as_dict(self, now_ms: int) -> dict[str, Any]:
+        """One host of contract vucompat.fleet-hosts."""
         return {"name": self.name, "pool": self.pool, "ovs_version": self.ovs_version,
                 "dpdk_version": self.dpdk_version, "stale": self.stale(now_ms),
                 "seconds_since_publish": round((now_ms - self.last_seen) / 1000, 1),
-                "modes": len(self.host.modeset.modes), "runnable": len(self.runnable)}
+                "modes": self.modes, "runnable": self.runnable}
 
 
 @dataclass(frozen=True)

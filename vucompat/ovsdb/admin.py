@@ -64,19 +64,20 @@ class Upgrade:
 
 
 def upgrade(file: Path | None = None, remote: str | None = None, schema: Path = SCHEMA_FILE,
-            timeout: float = DEFAULT_TIMEOUT) -> Upgrade:
+            timeout: float = DEFAULT_TIMEOUT, database: str = DB_NAME) -> Upgrade:
     """Convert a database file (offline, ovsdb-tool convert) or a served database
-    (online, ovsdb-client convert) to `schema`, keeping its rows.
+    `database` (online, ovsdb-client convert: a clustered one too) to `schema`,
+    keeping its rows.
 
     Refuses a downgrade. Raises UsageError or OvsdbError; nothing changes then."""
     target_version = json.loads(schema.read_text())["version"]
     if remote is not None:
-        before = rpc.get_schema(remote, DB_NAME, timeout).get("version", "0")
+        before = rpc.get_schema(remote, database, timeout).get("version", "0")
         _refuse_downgrade(remote, before, target_version)
         if before != target_version:
             _tool("ovsdb-client", f"--timeout={max(1, int(timeout))}", "convert", remote, str(schema),
                   timeout=timeout + 5)
-        after = rpc.get_schema(remote, DB_NAME, timeout).get("version", "0")
+        after = rpc.get_schema(remote, database, timeout).get("version", "0")
         return Upgrade(remote, before, after)
     if file is None:
         raise UsageError(message="give the database FILE, or --db REMOTE for a database a server holds")

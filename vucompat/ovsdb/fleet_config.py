@@ -62,3 +62,16 @@ def configure(admin_remote: str, host_targets: Sequence[str], reader_targets: Se
         session.transact(configuration_operations(host_targets, reader_targets))
     finally:
         session.close()
+
+
+def listeners(admin_remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None
+              ) -> tuple[list[str], list[str]]:
+    """The fleet's configured listeners: (agents' targets, schedulers' targets). Raises OvsdbError."""
+    session = Session(admin_remote, FLEET_DB, timeout, ssl)
+    try:
+        (reply,) = session.transact([{"op": "select", "table": "Connection", "where": [],
+                                      "columns": ["target", "role"]}])
+    finally:
+        session.close()
+    rows = sorted(reply["rows"], key=lambda r: r["target"])
+    return ([r["target"] for r in rows if r["role"] == HOST_ROLE], [r["target"] for r in rows if r["role"] != HOST_ROLE])

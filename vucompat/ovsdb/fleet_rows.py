@@ -30,8 +30,8 @@ MODE_COLUMNS = ("name", "lineage", "version", "released", "digest", "virtio_feat
                 "derived_from", "provenance", "note")
 #: Host columns a publish writes (last_seen apart)
 HOST_COLUMNS = ("name", "pool", "capabilities_source", "virtio_features", "protocol_features", *LIMITS,
-                "type_offers", "ovs_version", "dpdk_version", "default_policy", "modes", "runnable", "unavailable",
-                "heartbeat_interval", "agent_version", "ports")
+                "type_offers", "ovs_version", "dpdk_version", "default_policy", "modes", "runnable", "mode_count",
+                "runnable_count", "unavailable", "heartbeat_interval", "agent_version", "ports")
 
 
 def now_ms() -> int:
@@ -56,6 +56,7 @@ def host_row(record: HostRecord, mode_refs: Mapping[tuple[str, str], list[str]],
     caps = record.host.capabilities
     unavailable = unavailable_features(record)
     own = [(m.name, m.digest) for m in record.host.modeset.modes.values()]
+    runnable = [mode_refs[key] for key in own if key[0] not in unavailable]
     return encode_row({
         "name": record.name,
         "pool": record.pool,
@@ -68,7 +69,10 @@ def host_row(record: HostRecord, mode_refs: Mapping[tuple[str, str], list[str]],
         "dpdk_version": record.dpdk_version,
         "default_policy": record.default_policy,
         "modes": [mode_refs[key] for key in own],
-        "runnable": [mode_refs[key] for key in own if key[0] not in unavailable],
+        "runnable": runnable,
+        # the sizes of modes and runnable: a whole-fleet listing reads these, not 100 references a host
+        "mode_count": len(own),
+        "runnable_count": len(runnable),
         "unavailable": sorted(unavailable.items()),
         "heartbeat_interval": record.heartbeat_interval,
         "agent_version": record.agent_version,
