@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from vucompat.core.tables import read_table, shipped_tables_dir
 
 #: the opt-in distribution lineages (compat_tables/distros/README.md)
 DISTROS = shipped_tables_dir() / "distros"
+#: ovsdb-server restarts in the restart test, and the seconds from each restart within which
+#: the agent must have resolved a port added right after it
+RESTARTS, RESTART_BUDGET = 5, 2.0
 
 
 @pytest.fixture(scope="module")
@@ -147,19 +151,33 @@ def test_agent_killed_and_restarted_while_ports_are_added(switch: Switch):
 
 
 def test_ovsdb_server_restarted_under_the_agent(switch: Switch):
+    """After each of several ovsdb-server restarts, a port added next is resolved as
+    promptly as before: its Port row within RESTART_BUDGET seconds of the restart. The
+    ovs IDL's own reconnect backoff made it 1, 2, 4, 8 and 8 s after five restarts
+    (issue 15: the agent's idle unix connection never counted as stable, so every
+    restart doubled the wait); the port resolved before stays as it was."""
     vs = switch.vswitchd
     vs.add_vhost_port("before", switch.directory / "before.sock", compat="upstream.ovs-dpdk.v2.6")
     switch.mirrored("before")
     uuid_before = _port_uuids(switch, ["before"])
-    switch.server.stop()
-    switch.server.start()
-    eventually(lambda: vs.vsctl("get", "Open_vSwitch", ".", "cur_cfg"), timeout=30, what="vswitchd to reconnect")
-    vs.add_vhost_port("after", switch.directory / "after.sock", compat="upstream.ovs-dpdk.v2.8")
-    ids = eventually(lambda: switch.external_ids("after").get("vhost-compat-mode") and switch.external_ids("after"),
-                     timeout=30, what="the agent to reconnect and resolve a new port")
-    assert ids["vhost-compat-mode"] == "upstream.ovs-dpdk.v2.8"
+    names, delays = [f"after{i}" for i in range(RESTARTS)], []
+    for name in names:
+        switch.server.stop()
+        switch.server.start()
+        restarted = time.monotonic()
+        # --no-wait: an add-port that waits for ovs-vswitchd waits for *its* reconnect backoff
+        vs.vsctl("add-port", "br0", name, "--", "set", "Interface", name, "type=dpdkvhostuserclient",
+                 f"options:vhost-server-path={switch.directory / name}.sock",
+                 "options:vhost-compat=upstream.ovs-dpdk.v2.8", wait=False)
+        eventually(lambda: _port_uuids(switch, [name]), timeout=30, what=f"the agent to resolve {name}")
+        delays.append(round(time.monotonic() - restarted, 2))
+    assert max(delays) < RESTART_BUDGET, f"seconds from each restart to the new port's Port row: {delays}"
+    for name in names:
+        assert switch.mirrored(name)["vhost-compat-mode"] == "upstream.ovs-dpdk.v2.8"
     assert _port_uuids(switch, ["before"]) == uuid_before  # untouched, not resolved twice
-    switch.unplug("before", "after")
+    log = switch.agent.text()
+    assert log.count("before: requested ") == 1 and all(log.count(f"{n}: requested ") == 1 for n in names)
+    switch.unplug("before", *names)
 
 
 def test_a_concurrent_registry_writer_makes_the_agent_read_and_plan_again(ovsdb_servers, tmp_path: Path, caplog):

@@ -21,6 +21,14 @@ from vucompat.ovsdb.schema import COLUMNS, DB_NAME
 
 T = TypeVar("T")
 
+#: the IDL's reconnect backoff (ms): after losing a connection that was monitoring, the
+#: first attempt comes RECONNECT_MIN_MS later and each failed one doubles the wait, up to
+#: RECONNECT_MAX_MS. The ovs library's own floor is 1 s, and it doubles the wait at every
+#: disconnect of a connection that saw no traffic for a backoff's length after it was
+#: made: an idle unix connection (no inactivity probes) never does, so the agent waited
+#: 1, 2, 4, 8 s after consecutive ovsdb-server restarts (issue 15)
+RECONNECT_MIN_MS, RECONNECT_MAX_MS = 100, 8000
+
 
 class _TrackingIdl(ovs.db.idl.Idl):
     """An IDL that remembers which rows changed (its documented notify() hook), so
@@ -79,9 +87,11 @@ class Connection:
         for table, columns in tables.items():
             helper.register_columns(table, list(columns))
         self.idl = _TrackingIdl(remote, helper, leader_only=False)
+        self._reconnect = _prompt_reconnect(self.idl)
         #: converted views of rows, per table, for callers that re-read often (ovsdb.ports)
         self.view_cache: dict[str, dict[Any, Any]] = {}
         self._wait_until(lambda: self.idl.state == self.idl.IDL_S_MONITORING, "the database contents")
+        self._settled()
 
     def __enter__(self) -> "Connection":
         return self
@@ -103,7 +113,15 @@ class Connection:
 
     def refresh(self) -> bool:
         """Process what the server sent, without blocking; return whether anything changed."""
-        return bool(self.idl.run())
+        changed = bool(self.idl.run())
+        self._settled()
+        return changed
+
+    def _settled(self) -> None:
+        """Once monitoring again, the next loss of the connection starts over at the
+        shortest backoff (RECONNECT_MIN_MS), however idle the connection stays."""
+        if self._reconnect is not None and self.ready():
+            self._reconnect.backoff = 0
 
     def transact(self, build: Callable[[ovs.db.idl.Transaction], T], attempts: int = 5,
                  reads_fresh: bool = False) -> tuple[T, bool]:
@@ -198,6 +216,18 @@ class Connection:
             self.idl.wait(poller)
             poller.timer_wait(max(1, int((deadline - time.monotonic()) * 1000)))
             poller.block()
+
+
+def _prompt_reconnect(idl: ovs.db.idl.Idl) -> Any:
+    """Give `idl`'s session the backoff of RECONNECT_MIN_MS..RECONNECT_MAX_MS; return its
+    reconnect state machine (ovs.reconnect.Reconnect), or None when this ovs library
+    keeps it elsewhere (its defaults then apply)."""
+    fsm = getattr(getattr(idl, "_session", None), "reconnect", None)
+    if fsm is None or not hasattr(fsm, "min_backoff") or not hasattr(fsm, "backoff"):
+        return None
+    fsm.set_backoff(RECONNECT_MIN_MS, RECONNECT_MAX_MS)  # (which raises the minimum to its floor, 1 s)
+    fsm.min_backoff = RECONNECT_MIN_MS
+    return fsm
 
 
 def _is_conflict(error: str | None) -> bool:
