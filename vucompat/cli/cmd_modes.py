@@ -304,10 +304,9 @@ def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_
     from vucompat.core.lint import add_erratum, lint as lint_dirs, update_lock as add_to_lock
     from vucompat.core.tables import search_path
 
-    for directory in dirs:
-        if not directory.is_dir():
-            raise UsageError(message=f"{directory} is not a directory of table files")
-    targets = list(dirs) or search_path(tables, os.environ)
+    # lint DIR checks DIR as `load --tables DIR` does, and what that search path would refuse
+    search = search_path([*dirs, *tables], os.environ)
+    targets = list(dirs) or search
     if update_lock or erratum:
         if not dirs or (erratum and len(dirs) != 1):
             raise UsageError(message="--update-lock and --erratum need the directory to release, "
@@ -320,8 +319,7 @@ def lint(dirs: tuple[Path, ...], tables: tuple[Path, ...], strict: bool, update_
         _emit(fmt, stamp("vucompat.lock-update", {"added": added}), lambda: "\n".join(
             f"{d}: added {', '.join(names) or 'nothing'} to released.lock" for d, names in added.items()))
         return
-    # lint DIR reports what `load --tables DIR` would refuse: the same search path, merged
-    report = lint_dirs(targets, search_path([*dirs, *tables], os.environ) if dirs else None)
+    report = lint_dirs(targets, search if dirs else None)
     _emit(fmt, stamp("vucompat.lint", {"ok": not report.failed(strict), **report.as_dict()}),
           lambda: render.lint_text(report, strict))
     if report.failed(strict):

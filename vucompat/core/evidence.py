@@ -227,8 +227,15 @@ def check_evidence(evidence: Evidence, modes: Mapping[str, Mode]) -> tuple[int, 
 def check_evidence_dir(directory: Path, modes: Mapping[str, Mode]) -> tuple[int, list[Problem]]:
     """check_evidence() for every evidence file of a tables directory whose lineage it
     defines."""
+    from vucompat.core.tomlfile import list_dir
+
     checked, problems = 0, []
-    for path in sorted((directory / EVIDENCE_DIR).glob("*" + SUFFIX)):
+    if EVIDENCE_DIR not in list_dir(directory)[0]:
+        return checked, problems
+    names, problem = list_dir(directory / EVIDENCE_DIR)
+    if problem is not None:
+        return checked, [problem]
+    for path in [directory / EVIDENCE_DIR / name for name in names if name.endswith(SUFFIX)]:
         try:
             evidence = read_evidence(path)
         except EvidenceError as err:

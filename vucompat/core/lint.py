@@ -10,7 +10,6 @@ by feature.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -21,7 +20,8 @@ from vucompat.core.errors import Problem, TableError, UsageError
 from vucompat.core.lock import LOCK_FILE, LOCK_HEADER, Erratum, Lock, check_errata, entry_text, new_erratum, read_lock, \
     render_lock, superseded_digests
 from vucompat.core.mode import Mode
-from vucompat.core.tables import read_dirs, load_modeset
+from vucompat.core.tables import load_modeset, read_dirs, real_path
+from vucompat.core.tomlfile import list_dir
 
 __all__ = ["LOCK_FILE", "LintReport", "lint", "update_lock", "add_erratum", "read_lock"]
 
@@ -67,7 +67,7 @@ def lint(dirs: Sequence[Path], search: Sequence[Path] | None = None) -> LintRepo
             load_modeset(dirs)  # shadowing conflicts across directories
         except TableError as err:
             report.errors += err.problems
-    if search is not None and [d.resolve() for d in search] != [d.resolve() for d in dirs]:
+    if search is not None and [real_path(d) for d in search] != [real_path(d) for d in dirs]:
         try:
             load_modeset(search)
         except TableError as err:
@@ -75,7 +75,7 @@ def lint(dirs: Sequence[Path], search: Sequence[Path] | None = None) -> LintRepo
     for directory in dirs:
         modes = {m.name: m for t in files if t.path.parent == directory for m in t.modes}
         lock_path = directory / LOCK_FILE
-        if os.path.lexists(lock_path):
+        if LOCK_FILE in list_dir(directory)[0]:  # (as the load sees it; a directory it cannot list is an error)
             _check_lock(lock_path, modes, report)
         if not problems:
             checked, evidence_problems = check_evidence_dir(directory, modes)

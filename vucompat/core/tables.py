@@ -24,7 +24,7 @@ from vucompat.core import catalog, tablecache
 from vucompat.core.errors import Problem, TableError, UnknownFeatureError, UsageError, suggestions_hint
 from vucompat.core.mode import PORT_TYPES, Abi, Capabilities, Mode
 from vucompat.core.modeset import Lineage, ModeSet
-from vucompat.core.tomlfile import key_path, load as load_toml_file, read_bytes
+from vucompat.core.tomlfile import key_path, list_dir, load as load_toml_file, read_bytes
 
 #: a host directory may hold this file next to its tables; it is not a table
 CAPABILITIES_FILE = "capabilities.toml"
@@ -57,22 +57,48 @@ class TableFile:
 def search_path(tables: Sequence[Path] = (), environ: Mapping[str, str] | None = None) -> list[Path]:
     """Return the directories to load, first wins per lineage: each `tables` dir,
     then $VUCOMPAT_TABLES (colon-separated), /etc/vucompat/compat_tables.d/ when it
-    exists, then the shipped tables.
+    exists, then the shipped tables. A directory named twice (or two names of one
+    directory) counts once, at its first place.
 
-    Raises UsageError for a named directory that does not exist.
+    Raises UsageError for a named directory that does not exist. Any other problem of
+    a directory (not a directory, a symbolic link loop, not readable) is the load's
+    (and lint's) TableError naming it, when its files are listed.
     """
     environ = os.environ if environ is None else environ
     named = list(tables) + [Path(p) for p in environ.get("VUCOMPAT_TABLES", "").split(":") if p]
     for directory in named:
-        if not directory.is_dir():
+        if _absent(directory):
             raise UsageError(message=f"tables directory {directory} does not exist: "
                              "check --tables and $VUCOMPAT_TABLES")
-    dirs = named + ([SYSTEM_TABLES_DIR] if SYSTEM_TABLES_DIR.is_dir() else []) + [shipped_tables_dir()]
+    system = [] if _absent(SYSTEM_TABLES_DIR) else [SYSTEM_TABLES_DIR]
     unique: list[Path] = []
-    for directory in dirs:
-        if directory.resolve() not in [d.resolve() for d in unique]:
+    seen: set[str] = set()
+    for directory in named + system + [shipped_tables_dir()]:
+        real = real_path(directory)
+        if real not in seen:
+            seen.add(real)
             unique.append(directory)
     return unique
+
+
+def _absent(path: Path) -> bool:
+    """Whether nothing at all is at `path` (not even a dangling or looping symbolic link)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False  # there, but unusable: listing it says why
+    return False
+
+
+def real_path(path: Path) -> str:
+    """The canonical path of `path` (os.path.realpath: never raises on a symbolic link
+    loop, which Path.resolve() does)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return os.path.abspath(path)
 
 
 def load_modeset(dirs: Sequence[Path], where: str | None = None) -> ModeSet:
@@ -101,7 +127,8 @@ class _Files:
         self.tables: dict[Path, list[Path]] = {}
         #: the bytes of every table file and released.lock that could be read
         self.data: dict[Path, bytes] = {}
-        #: files that could not be read, and why (their readers read them again, and say so)
+        #: files that could not be read, and why (their readers read them again, and say so);
+        #: directories that could not be listed, and why
         self.unreadable: dict[Path, Problem] = {}
 
     @classmethod
@@ -112,9 +139,12 @@ class _Files:
         for directory in dirs:
             if directory in files.tables:
                 continue
-            files.tables[directory] = table_files(directory)
+            names, problem = list_dir(directory)
+            if problem is not None:
+                files.unreadable[directory] = problem
+            files.tables[directory] = _table_names(directory, names)
             lock = directory / LOCK_FILE
-            for path in files.tables[directory] + ([lock] if os.path.lexists(lock) else []):
+            for path in files.tables[directory] + ([lock] if LOCK_FILE in names else []):
                 content, problem = read_bytes(path)
                 if content is not None:
                     files.data[path] = content
@@ -263,8 +293,19 @@ def _offer(data: Mapping[str, Any], prefix: str, path: Path, problems: list[Prob
 
 
 def table_files(directory: Path) -> list[Path]:
-    """Return the table files of `directory`, sorted by name."""
-    return sorted(p for p in directory.glob("*.toml") if p.name != CAPABILITIES_FILE)
+    """Return the table files of `directory`, sorted by name: every name ending in .toml
+    but capabilities.toml (what they are is checked when they are read).
+
+    Raises TableError naming the directory when it cannot be listed (not a directory, a
+    symbolic link loop, permissions)."""
+    names, problem = list_dir(directory)
+    if problem is not None:
+        raise TableError(problems=[problem])
+    return _table_names(directory, names)
+
+
+def _table_names(directory: Path, names: Iterable[str]) -> list[Path]:
+    return [directory / name for name in sorted(names) if name.endswith(".toml") and name != CAPABILITIES_FILE]
 
 
 def read_dirs(dirs: Iterable[Path]) -> tuple[list[TableFile], list[Problem]]:
@@ -279,6 +320,8 @@ def _read_dirs(dirs: Iterable[Path], files: _Files,
     tables: list[TableFile] = []
     problems: list[Problem] = []
     for directory in dirs:
+        if directory in files.unreadable:
+            problems.append(files.unreadable[directory])
         for path in files.tables[directory]:
             try:
                 tables.append(_read_table(path, files.data.get(path), shipped))
@@ -318,7 +361,7 @@ def _upstream_problems(path: Path, lineage: str, modes: Sequence[Mode],
     if not lineage.startswith(UPSTREAM_PREFIX):
         return []
     shipped_dir = shipped_tables_dir()
-    if path.parent.resolve() == shipped_dir.resolve():
+    if real_path(path.parent) == real_path(shipped_dir):
         return []
     shipped = shipped_modes()
     problems = []

@@ -72,6 +72,19 @@ def read_bytes(path: Path) -> tuple[bytes | None, Problem | None]:
         os.close(fd)
 
 
+def list_dir(directory: Path) -> tuple[list[str], Problem | None]:
+    """Return the names in `directory`, sorted; or [] and the problem: it does not exist,
+    is not a directory, is a symbolic link loop, or cannot be listed (permissions).
+    Nothing in it is opened or followed: a directory of it is refused by read_bytes()."""
+    try:
+        with os.scandir(directory) as scan:
+            return sorted(entry.name for entry in scan), None
+    except OSError as err:
+        return [], Problem(directory, "", _dir_error(err))
+    except ValueError as err:  # e.g. an embedded NUL byte in the name
+        return [], Problem(directory, "", f"cannot list the directory: {err}")
+
+
 def parse(path: Path, content: bytes) -> tuple[dict[str, Any] | None, Problem | None]:
     """Parse `content` (the bytes of `path`) as TOML; return the data, or None and the problem."""
     import tomllib
@@ -130,6 +143,19 @@ def _os_error(err: OSError) -> str:
     if err.errno == errno.ENOENT:
         return "cannot read: it does not exist (a dangling symbolic link?): fix or remove it"
     return f"cannot read: {err.strerror or err}"
+
+
+def _dir_error(err: OSError) -> str:
+    if err.errno == errno.ENOTDIR:
+        return "is not a directory: name a directory of *.toml table files"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return (f"cannot list the directory: {err.strerror}: make it readable and searchable (r-x) by the user "
+                "running vucompat, or leave it out of the search path")
+    if err.errno == errno.ELOOP:
+        return "cannot list the directory: a symbolic link loop: fix or remove the link"
+    if err.errno == errno.ENOENT:
+        return "cannot list the directory: it does not exist (a dangling symbolic link?): fix or remove it"
+    return f"cannot list the directory: {err.strerror or err}"
 
 
 def _first_line(err: BaseException) -> str:
