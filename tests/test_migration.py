@@ -285,7 +285,7 @@ def test_frontend_args_cli_formats():
 def test_traits_have_placement_syntax(ovsdb_servers):
     import re
 
-    from vucompat.core.migration import placement_trait
+    from vucompat.core.names import placement_trait
 
     assert placement_trait("upstream.ovs-dpdk.v2.13") == "CUSTOM_VHOSTUSER_COMPAT_UPSTREAM_OVS_DPDK_V2_13"
     server = ovsdb_servers("traits")

@@ -104,7 +104,7 @@ def traits(db: str, fmt: str, **kw: Any) -> None:
 
     from vucompat.api import Client
     from vucompat.core.contracts import stamp
-    from vucompat.core.migration import node_label, placement_trait
+    from vucompat.core.names import node_label, placement_trait
 
     with Client(**_conn(kw)) as client:
         runnable = [m.name for m in client.modes(db) if m.runnable]

@@ -78,7 +78,8 @@ def mode_text(mode: Mode, hex_masks: bool = False) -> str:
             out.append(f"  {name}" + (f"  ({', '.join(marks)})" if marks else ""))
         return out
 
-    fields = [("name", click.style(mode.name, bold=True)), ("lineage", mode.lineage), ("version", mode.version),
+    version = mode.version + (f"  ({mode.version_scheme} version scheme)" if mode.version_scheme != "natural" else "")
+    fields = [("name", click.style(mode.name, bold=True)), ("lineage", mode.lineage), ("version", version),
               ("released", mode.released.isoformat() if mode.released else "-"), ("digest", mode.digest)]
     if mode.provenance:
         fields.append(("provenance", ", ".join(f"{k} {v}" for k, v in mode.provenance.items())))

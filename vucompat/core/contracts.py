@@ -91,7 +91,7 @@ _ALL = (
     Contract("vucompat.feature-decode", "1.0", "the feature names of a mask"),
     Contract("vucompat.modes", "1.0", "modes, newest first (with --host: whether the host runs each)",
              stamped=False),
-    Contract("vucompat.mode", "1.0", "one expanded mode"),
+    Contract("vucompat.mode", "1.1", "one expanded mode"),
     Contract("vucompat.baseline", "1.0", "the greatest mode every input can run, and the inputs"),
     Contract("vucompat.comparison", "1.0", "how mode A compares with mode B"),
     Contract("vucompat.negotiation", "1.0", "the newest mode two hosts share, and the candidates tried"),

@@ -6,22 +6,19 @@ Pure: takes the schema-valid entries of one table file, returns modes and proble
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from vucompat.core import catalog
+from vucompat.core import catalog, versions
 from vucompat.core.errors import Problem, suggestions_hint
-from vucompat.core.mode import LIMITS, Abi, Mode, natural_key
+from vucompat.core.mode import LIMITS, Abi, Mode
 
 #: the earliest release date accepted: vhost-user dates from 2014 (QEMU 2.1), so a date
 #: before 1990 is a typo (0001-01-01, 1023 for 2023) and would sort the mode first for
 #: ever. Not 2014: generated test and bench tables start in 2000
 EARLIEST_RELEASE = date(1990, 1, 1)
-#: the most digits in one number of a version (a date stamp such as 20240131 has 8)
-MAX_VERSION_DIGITS = 18
 
 _FULL_LISTS = ("virtio_features", "protocol_features")
 _DELTAS = ("enable", "disable")
@@ -36,23 +33,22 @@ class Expansion:
     warnings: list[Problem] = field(default_factory=list)
 
 
-def expand_lineage(lineage: str, entries: Sequence[Mapping[str, Any]], path: Path) -> Expansion:
-    """Expand the `[[mode]]` entries of the table file at `path` (already schema-valid).
+def expand_lineage(lineage: str, entries: Sequence[Mapping[str, Any]], path: Path,
+                   scheme: str = versions.NATURAL) -> Expansion:
+    """Expand the `[[mode]]` entries of the table file at `path` (already schema-valid,
+    versions valid under `scheme`, the table's version_scheme).
 
     Returns every mode when there is no error; with errors, `modes` is empty.
     """
     out = Expansion()
     state: dict[str, int] | None = None
-    seen_versions: dict[str, int] = {}
+    seen = _Seen()
     reported: set[tuple[str, tuple[str, ...]]] = set()
-    previous: Mapping[str, Any] | None = None
 
     for index, entry in enumerate(entries):
         key = f"mode[{index}]"
         version = entry["version"]
-        _check_version_order(entry, index, previous, seen_versions, path, out)
-        seen_versions.setdefault(version, index)
-        previous = entry
+        _check_version_order(entry, index, seen, scheme, path, out)
 
         if state is None:
             state = _first_version(entry, key, path, out)
@@ -68,7 +64,7 @@ def expand_lineage(lineage: str, entries: Sequence[Mapping[str, Any]], path: Pat
 
         out.modes.append(
             Mode(
-                name=f"{lineage}.v{version}",
+                name=f"{lineage}.v{versions.name_part(version, scheme)}",
                 lineage=lineage,
                 version=version,
                 released=entry["released"],
@@ -76,6 +72,7 @@ def expand_lineage(lineage: str, entries: Sequence[Mapping[str, Any]], path: Pat
                 provenance=dict(entry.get("provenance", {})),
                 note=entry.get("note", ""),
                 source=str(path),
+                version_scheme=scheme,
             )
         )
     if out.errors:
@@ -145,33 +142,62 @@ def _resolve(name: str, where: str, path: Path, out: Expansion) -> catalog.Featu
     return feature
 
 
-def _check_version_order(entry: Mapping[str, Any], index: int, previous: Mapping[str, Any] | None,
-                         seen: Mapping[str, int], path: Path, out: Expansion) -> None:
+class _Seen:
+    """The versions of a lineage met so far, by version, by the name each gives and by
+    its sort key (each to its first index), and the last entry."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.names: dict[str, int] = {}
+        self.keys: dict[Any, int] = {}
+        self.last: Mapping[str, Any] | None = None
+        self.last_key: Any = None
+
+
+def _check_version_order(entry: Mapping[str, Any], index: int, seen: _Seen, scheme: str, path: Path,
+                         out: Expansion) -> None:
+    """The release date's floor; each version once (by name, and by the scheme's order:
+    dpkg's 1.0 and 1.0-0 are one version); each newer than the one before it: released
+    later, or on the same date and later in the scheme's order. Records `entry` in `seen`."""
     version = entry["version"]
-    longest = max((len(run) for run in re.findall(r"[0-9]+", version)), default=0)
-    if longest > MAX_VERSION_DIGITS:
-        out.errors.append(Problem(path, f"mode[{index}].version",
-                                  f"a number of {longest} digits in the version: at most {MAX_VERSION_DIGITS} "
-                                  "digits per number (a version is e.g. 3.1.0 or 3.1.0-2-deb12u1)"))
     if entry["released"] < EARLIEST_RELEASE:
         out.errors.append(Problem(path, f"mode[{index}].released",
                                   f"{entry['released'].isoformat()} is before {EARLIEST_RELEASE.isoformat()}: "
                                   "a typo (vhost-user dates from 2014); write the date the "
                                   "release was published"))
-    if version in seen:
-        out.errors.append(Problem(path, f"mode[{index}].version",
-                                  f"version {version} is listed twice (first at mode[{seen[version]}]): "
-                                  "give each version once"))
+    name = versions.name_part(version, scheme)
+    key = versions.sort_key(version, scheme)
+    previous, previous_key = seen.last, seen.last_key
+    first = {"version": seen.versions.setdefault(version, index), "name": seen.names.setdefault(name, index),
+             "key": seen.keys.setdefault(key, index) if scheme != versions.NATURAL else index}
+    seen.last, seen.last_key = entry, key
+    where = f"mode[{index}].version"
+    if first["version"] != index:
+        out.errors.append(Problem(path, where, f"version {version} is listed twice (first at "
+                                  f"mode[{first['version']}]): give each version once"))
+        return
+    if first["name"] != index:
+        other = next(v for v, i in seen.versions.items() if i == first["name"])
+        out.errors.append(Problem(path, where, f"version {version} gives the mode name v{name}, as {other} "
+                                  f"(mode[{first['name']}]) does: an epoch is not part of a mode's name (as it is "
+                                  "not of a package's file name); give one of them another version"))
+        return
+    if first["key"] != index:
+        other = next(v for v, i in seen.versions.items() if i == first["key"])
+        manager = "dpkg" if scheme == versions.DEBIAN else "rpm"
+        out.errors.append(Problem(path, where, f"version {version} is the same version as {other} "
+                                  f"(mode[{first['key']}]) to {manager}: give each version once"))
         return
     if previous is None:
         return
     released: date = entry["released"]
     before: date = previous["released"]
-    if released < before or (released == before and natural_key(version) <= natural_key(previous["version"])):
+    if released < before or (released == before and key <= previous_key):
+        order = "" if scheme == versions.NATURAL else f" ({'dpkg' if scheme == versions.DEBIAN else 'rpm'}'s order)"
         out.errors.append(Problem(path, f"mode[{index}].released",
                                   f"v{version} ({released}) is not newer than the version before it, "
-                                  f"v{previous['version']} ({before}): list versions oldest first, "
-                                  "each released after the one before"))
+                                  f"v{previous['version']} ({before}){order}: list versions oldest first, "
+                                  "each released after the one before (on the same date: in version order)"))
 
 
 def _check_requirements(state: Mapping[str, int], key: str, version: str, path: Path, out: Expansion,

@@ -270,23 +270,6 @@ def select_mode(scope: Scope, hosts: Sequence[Host], explain: int = 5) -> Select
     return Selection(scope, names, None, refused=refused)
 
 
-def placement_trait(mode_name: str) -> str:
-    """The Placement custom trait of a mode: CUSTOM_VHOSTUSER_COMPAT_<NAME>, where
-    <NAME> is the name in upper case with every other character than A-Z0-9 as '_'
-    (Placement allows ^CUSTOM_[A-Z0-9_]+$, at most 255 characters)."""
-    name = "".join(c if c.isalnum() else "_" for c in mode_name.upper())
-    return f"CUSTOM_VHOSTUSER_COMPAT_{name}"[:255]
-
-
-#: the Kubernetes label prefix of the modes a node can run: <prefix>/<mode name>=true
-LABEL_PREFIX = "vhostuser-compat.vucompat.io"
-
-
-def node_label(mode_name: str) -> str:
-    """A Kubernetes node label key for a mode (the name part allows [A-Za-z0-9._-], 63 characters)."""
-    return f"{LABEL_PREFIX}/{mode_name[:63]}"
-
-
 @dataclass(frozen=True)
 class Impact:
     """What an upgrade would do to one port."""

@@ -6,13 +6,14 @@ All are frozen dataclasses. Masks are ints; names are derived on demand.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 from vucompat.core import catalog
+from vucompat.core.versions import NATURAL, sort_key
+from vucompat.core.versions import natural_key as natural_key  # (where it was defined before versions.py)
 
 #: the limits of an ABI, in display order
 LIMITS: tuple[str, ...] = ("max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size")
@@ -115,10 +116,11 @@ class Abi:
 class Mode:
     """A named compat mode, fully expanded."""
 
-    #: <lineage>.v<version>
+    #: <lineage>.v<version> (without a Debian or RPM epoch: versions.name_part)
     name: str
     #: <vendor>.<product>
     lineage: str
+    #: as the table writes it (with its epoch, if any)
     version: str
     #: orders modes: newest = latest date, then name; None for custom modes
     released: date | None
@@ -135,15 +137,25 @@ class Mode:
     superseded_by: str = ""
     #: the digests of the definitions of this name that errata corrected to this one
     supersedes: tuple[str, ...] = ()
+    #: how the versions of its lineage are ordered (versions.SCHEMES): its table's version_scheme
+    version_scheme: str = NATURAL
 
     @property
     def digest(self) -> str:
         return self.abi.digest
 
     @cached_property
-    def order_key(self) -> tuple[date, tuple[Any, ...]]:
-        """Sort key: newer modes sort later (released date, then natural name order)."""
-        return (self.released or date.min, natural_key(self.name))
+    def order_key(self) -> tuple[Any, ...]:
+        """Sort key: newer modes sort later: by released date, then by name in natural
+        order; within a lineage of the debian or rpm scheme, by version as dpkg or rpm
+        order them."""
+        released = self.released or date.min
+        if self.version_scheme == NATURAL:
+            return (released, natural_key(self.name))
+        # (no natural mode's second item equals natural_key("<lineage>.v"), so its third item,
+        # of another shape, is only ever compared with the third item of a mode of a scheme)
+        return (released, natural_key(f"{self.lineage}.v"), (self.version_scheme, sort_key(self.version,
+                                                                                           self.version_scheme)))
 
     def as_dict(self) -> dict[str, Any]:
         """Return the mode as JSON-ready data (the `show` contract of docs/cli.md)."""
@@ -163,6 +175,7 @@ class Mode:
             "derived_from": list(self.derived_from),
             **({"superseded_by": self.superseded_by} if self.superseded_by else {}),
             **({"supersedes": list(self.supersedes)} if self.supersedes else {}),
+            **({"version_scheme": self.version_scheme} if self.version_scheme != NATURAL else {}),
         }
 
 
@@ -223,16 +236,5 @@ def recommended(mode: Mode) -> Mode:
         provenance=mode.provenance,
         note=f"{mode.name} without deprecated features",
         derived_from=(mode.name,),
+        version_scheme=mode.version_scheme,
     )
-
-
-_NATURAL = re.compile(r"([0-9]+)")
-
-
-def natural_key(text: str) -> tuple[Any, ...]:
-    """Return a key that orders 'v2.9' before 'v2.10'.
-
-    A run of digits compares as a number without converting it (int() refuses over
-    4300 digits): by its count of significant digits, then the digits."""
-    parts = _NATURAL.split(text)
-    return tuple(part if i % 2 == 0 else (len(part.lstrip("0")), part.lstrip("0")) for i, part in enumerate(parts))

@@ -64,6 +64,7 @@ _PREFIX, _SUFFIX = "modeset-", ".bin"
 CODE_FILES: tuple[str, ...] = (
     "core/tables.py", "core/expand.py", "core/catalog.py", "core/mode.py", "core/modeset.py", "core/errors.py",
     "core/lock.py", "core/compare.py", "core/tomlwrite.py", "core/tomlfile.py", "core/tablecache.py",
+    "core/versions.py", "core/names.py",
     "schemas/table.schema.json",
 )
 

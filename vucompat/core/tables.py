@@ -20,10 +20,11 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from vucompat.core import catalog, tablecache
+from vucompat.core import catalog, tablecache, versions
 from vucompat.core.errors import Problem, TableError, UnknownFeatureError, UsageError, suggestions_hint
 from vucompat.core.mode import PORT_TYPES, Abi, Capabilities, Mode
 from vucompat.core.modeset import Lineage, ModeSet
+from vucompat.core.names import clashes as name_clashes
 from vucompat.core.tomlfile import key_path, list_dir, load as load_toml_file, read_bytes
 
 #: a host directory may hold this file next to its tables; it is not a table
@@ -199,6 +200,7 @@ def _load(dirs: Sequence[Path], where: str, files: _Files, shipped_dir: Path) ->
             winners[table.lineage] = table
     for lineage, losers in shadowed.items():
         problems += _same_meaning(winners[lineage], losers)
+    problems += _clashing_names(list(winners.values()))
     if problems:
         raise TableError(problems=problems)
     modes = {m.name: m for t in winners.values() for m in t.modes}
@@ -239,7 +241,7 @@ def _read_table(path: Path, content: bytes | None, shipped: Callable[[], Mapping
     data, problems = _load_toml(path, content)
     if data is None:
         raise TableError(problems=problems)
-    problems = _schema_problems(data, "table", path)
+    problems = _schema_problems(data, "table", path) + _version_problems(data, path)
     if problems:
         raise TableError(problems=problems)
     lineage = data["lineage"]
@@ -248,13 +250,31 @@ def _read_table(path: Path, content: bytes | None, shipped: Callable[[], Mapping
                                            f"name: name the file {lineage}.toml or fix the lineage")])
     from vucompat.core.expand import expand_lineage  # lazy, as tomllib and jsonschema: a cache hit needs none
 
-    expansion = expand_lineage(lineage, data["mode"], path)
+    expansion = expand_lineage(lineage, data["mode"], path, data.get("version_scheme", versions.NATURAL))
     if expansion.errors:
         raise TableError(problems=expansion.errors)
     problems = _upstream_problems(path, lineage, expansion.modes, shipped)
     if problems:
         raise TableError(problems=problems)
     return TableFile(path, lineage, data["summary"], tuple(expansion.modes), tuple(expansion.warnings))
+
+
+def _version_problems(data: Mapping[str, Any], path: Path) -> list[Problem]:
+    """Each mode's version under the table's version_scheme (core/versions.py: one
+    message per pattern). Versions the schema refuses already (not a string, too long)
+    and tables whose scheme it refuses are left to its message."""
+    scheme = data.get("version_scheme", versions.NATURAL)
+    entries = data.get("mode")
+    if not versions.is_scheme(scheme) or not isinstance(entries, list):
+        return []
+    problems = []
+    for index, entry in enumerate(entries):
+        version = entry.get("version") if isinstance(entry, dict) else None
+        if isinstance(version, str) and len(version) <= versions.MAX_LENGTH:
+            found = versions.problem(version, scheme)
+            if found:
+                problems.append(Problem(path, f"mode[{index}].version", f"{_shown(version)} {found}"))
+    return problems
 
 
 def read_capabilities(path: Path, content: bytes | None = None) -> Capabilities:
@@ -342,6 +362,19 @@ def _same_meaning(winner: TableFile, losers: Sequence[TableFile]) -> list[Proble
                                         f"{mode.name} is also defined in {winner.path} with other contents "
                                         f"({_difference_text(other, mode)}): a name means the same thing "
                                         "everywhere; give the new contents a new version"))
+    return problems
+
+
+def _clashing_names(tables: Sequence[TableFile]) -> list[Problem]:
+    """Two modes of one search path may not share a Placement trait or a node label
+    (core/names.py: traits are upper case, with '.', '-' and '_' alike)."""
+    where = {m.name: (t.path, i) for t in tables for i, m in enumerate(t.modes)}
+    problems = []
+    for name, first, what in name_clashes(where):
+        path, index = where[name]
+        problems.append(Problem(path, f"mode[{index}].version", f"{name} has the {what}, as {first} "
+                                f"({where[first][0]}) has: a scheduler could not tell them apart; give one of "
+                                "them another version"))
     return problems
 
 
@@ -447,6 +480,10 @@ def _describe(error: Any, path: Path) -> list[Problem]:
         else:
             message = f"must be of type {expected}, not {type(error.instance).__name__}"
         return [Problem(path, key, message)]
+    if kind == "enum" and key == "version_scheme":
+        return [Problem(path, key, f"{_shown(error.instance)} is not a version scheme: write one of "
+                                   f"{', '.join(map(repr, versions.SCHEMES))} (natural, the default, when "
+                                   "the versions are not a package manager's)")]
     if kind == "enum":
         return [Problem(path, key, f"{_shown(error.instance)} is out of range: a queue size is a power of two "
                                    "from 1 to 32768")]

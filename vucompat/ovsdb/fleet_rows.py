@@ -24,10 +24,11 @@ from vucompat.ovsdb.rows import bits_to_mask, host_capabilities, mode_row, offer
 #: holds the port's iface-id (its Neutron port), as OVS's Interface external_ids do
 PORT_COLUMNS = ("interface_name", "interface_type", "requested", "resolved", "state", "error",
                 "negotiated_features", "verification", "violation", "external_ids")
-#: Compat_Mode columns readers read (the fleet's and the registry's are the same)
+#: Compat_Mode columns readers read (the fleet's and the registry's are the same; external_ids
+#: holds a mode's version scheme, which orders it)
 MODE_COLUMNS = ("name", "lineage", "version", "released", "digest", "virtio_features", "protocol_features",
                 "max_queue_pairs", "max_rx_queue_size", "max_tx_queue_size", "deprecated_features",
-                "derived_from", "provenance", "note")
+                "derived_from", "provenance", "note", "external_ids")
 #: Host columns a publish writes (last_seen apart)
 HOST_COLUMNS = ("name", "pool", "capabilities_source", "virtio_features", "protocol_features", *LIMITS,
                 "type_offers", "ovs_version", "dpdk_version", "default_policy", "modes", "runnable", "mode_count",

@@ -12,6 +12,7 @@ from typing import Any
 from vucompat.core import catalog
 from vucompat.core.errors import VucompatError
 from vucompat.core.mode import LIMITS, Abi, Capabilities, Mode
+from vucompat.core.versions import NATURAL
 from vucompat.ovsdb.codec import encode_row, optional
 
 
@@ -26,6 +27,8 @@ class CorruptRowError(VucompatError):
 #: Compat_Mode external_ids: the corrected digest of a definition an erratum corrected
 #: but ports still use; the erratum's reason; the digests a corrected definition supersedes
 SUPERSEDED_BY, ERRATUM_REASON, SUPERSEDES = "vucompat-superseded-by", "vucompat-erratum", "vucompat-supersedes"
+#: Compat_Mode external_ids: the version scheme of the mode's table when not natural (it orders the modes)
+VERSION_SCHEME = "vucompat-version-scheme"
 
 
 def bits_to_mask(bits: Any) -> int:
@@ -52,7 +55,8 @@ def mode_values(mode: Mode) -> dict[str, Any]:
         "derived_from": list(mode.derived_from),
         "provenance": mode.provenance,
         "note": mode.note,
-        "external_ids": {SUPERSEDES: ",".join(mode.supersedes)} if mode.supersedes else {},
+        "external_ids": {**({SUPERSEDES: ",".join(mode.supersedes)} if mode.supersedes else {}),
+                         **({VERSION_SCHEME: mode.version_scheme} if mode.version_scheme != NATURAL else {})},
     }
 
 
@@ -76,7 +80,8 @@ def row_to_mode(row: Any, remote: str) -> Mode:
                 provenance=dict(row.provenance), note=row.note, source=remote,
                 derived_from=tuple(row.derived_from),
                 superseded_by=ids.get(SUPERSEDED_BY, ""),
-                supersedes=tuple(d for d in ids.get(SUPERSEDES, "").split(",") if d))
+                supersedes=tuple(d for d in ids.get(SUPERSEDES, "").split(",") if d),
+                version_scheme=ids.get(VERSION_SCHEME, NATURAL))
 
 
 def host_capabilities(row: Any, remote: str) -> Capabilities | None:
