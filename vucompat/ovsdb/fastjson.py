@@ -21,6 +21,9 @@ import ovs.json
 
 #: outside a string, the characters that matter
 _SPECIAL = re.compile(r'["{}\[\]]')
+#: a whole string without escapes, quotes included
+_PLAIN_STRING = re.compile(r'"[^"]*"')
+_NOT_BRACKET = re.compile(r'[^{}\[\]]+')
 #: the rest of a string after its opening quote, up to and including the closing one
 _STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
@@ -40,6 +43,21 @@ class StdlibJsonParser:
             return 0
         carried = len(self._tail)
         text = self._tail + data
+        # most chunks do not end the value: follow only their brackets, found outside
+        # strings by two regex subs in C, not one token at a time. Without a backslash
+        # every quote delimits a string: an odd count means the last string goes on in the
+        # next chunk, and waits there as the tail. (Otherwise: the scan below.)
+        if "\\" not in text:
+            cut = text.rfind('"') if text.count('"') % 2 else len(text)
+            depth = self._depth
+            for char in _NOT_BRACKET.sub("", _PLAIN_STRING.sub("", text[:cut])):
+                depth += 1 if char in "{[" else -1
+                if depth == 0:
+                    break  # the value ends in this chunk: find where, below
+            else:
+                self._chunks.append(text[:cut])
+                self._tail, self._depth = text[cut:], depth
+                return len(data)
         position = 0
         while True:
             match = _SPECIAL.search(text, position)
