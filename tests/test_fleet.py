@@ -225,6 +225,40 @@ def test_a_warm_scheduler_sees_changes(fleet: Fleet, published: dict[str, HostRe
         view.close()
 
 
+def _summary(host) -> tuple:
+    return (host.name, host.pool, tuple(sorted(host.host.modeset.modes)), tuple(sorted(host.runnable)),
+            tuple(sorted(host.unavailable.items())), host.host.capabilities.abi if host.host.capabilities else None)
+
+
+def test_a_pool_replica_holds_its_pool_only_and_follows_hosts_in_and_out(fleet: Fleet,
+                                                                          published: dict[str, HostRecord]):
+    """FleetView(pools=...) monitors only the hosts of its pools (the server filters),
+    and answers for them exactly as a full read does; a host that moves into the pool
+    appears, one that moves out goes."""
+    whole = FleetView(fleet.readers(), 20, fleet.pki.identity("scheduler"))
+    rack2 = FleetView(fleet.readers(), 20, fleet.pki.identity("scheduler"), pools=["rack-2"])
+    rec = replace(published["host-b"], pool="rack-2")
+    session = Session(fleet.agents(), FLEET_DB, 20, fleet.pki.identity("host-b"))
+    try:
+        assert {h.name for h in whole.hosts()} >= {"host-a", "host-b"}
+        assert [h.name for h in rack2.hosts()] == []
+        publish(session, rec)  # host-b moves to rack-2
+        eventually(lambda: [h.name for h in rack2.hosts()] == ["host-b"], what="host-b in the rack-2 replica")
+        eventually(lambda: [h.pool for h in whole.hosts() if h.name == "host-b"] == ["rack-2"],
+                   what="the whole replica to follow")
+        (mine,) = rack2.hosts(pool="rack-2")
+        (full,) = [h for h in whole.hosts() if h.name == "host-b"]
+        assert _summary(mine) == _summary(full)
+        mode = "upstream.ovs-dpdk.v2.13"
+        assert hosts_that_can_run(rack2.hosts(defining=mode), mode, now_ms()).all_hosts == ["host-b"]
+        publish(session, published["host-b"])  # and back to rack-1: it leaves the rack-2 replica
+        eventually(lambda: rack2.hosts() == [], what="host-b to leave the rack-2 replica")
+    finally:
+        session.close()
+        whole.close()
+        rack2.close()
+
+
 def test_what_the_fleet_holds_is_what_the_host_published_after_every_change(fleet: Fleet,
                                                                             published: dict[str, HostRecord]):
     """40 random changes to host-a (ports added, removed, re-stated; its backend

@@ -91,6 +91,26 @@ def _kind(column_type: ColumnType) -> tuple[str, bool, bool]:
     return "set", key_uuid, False
 
 
+def column_kind(column_type: ColumnType) -> str:
+    """"scalar", "set" or "map": how a column's values are shaped."""
+    return _kind(column_type)[0]
+
+
+_ATOM_DEFAULTS = {"integer": 0, "real": 0.0, "boolean": False, "string": "",
+                  "uuid": ["uuid", "00000000-0000-0000-0000-000000000000"]}
+
+
+def default_json(column_type: ColumnType) -> Any:
+    """A column's default value in OVSDB JSON (what a monitor leaves out of a row)."""
+    kind = column_kind(column_type)
+    if kind == "map":
+        return ["map", []]
+    if kind == "set":
+        return ["set", []]
+    base = column_type if isinstance(column_type, str) else column_type["key"]
+    return _ATOM_DEFAULTS[_atomic(base)]
+
+
 def _atom_to_python(atom: Any) -> Any:
     return atom[1] if isinstance(atom, list) else atom  # the only list atoms are references
 

@@ -6,21 +6,26 @@ row is left out of every answer."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import time
+from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
+
+import ovs.jsonrpc
 
 from vucompat.core.fleet import FleetHost, HostSummary
 from vucompat.core.mode import Mode
 from vucompat.core.portview import IFACE_ID, PortView
 from vucompat.core.modeset import Host, ModeSet
-from vucompat.ovsdb.codec import decode_row, optional, shipped_types, to_json, uuid_ref
-from vucompat.ovsdb.connection import Connection
-from vucompat.ovsdb.fleet_rows import HOST_COLUMNS, MODE_COLUMNS, PORT_COLUMNS, fleet_host, fleet_port
-from vucompat.ovsdb.rows import CorruptRowError, row_to_mode
+from vucompat.ovsdb.codec import column_kind, decode_row, default_json, optional, shipped_types, to_json, to_python, uuid_ref
+from vucompat.ovsdb.fleet_rows import HOST_COLUMNS, LIMITS, MODE_COLUMNS, PORT_COLUMNS, fleet_host, fleet_port
+from vucompat.ovsdb.rows import CorruptRowError, host_capabilities, row_to_mode
 from vucompat.ovsdb.schema import FLEET_DB
-from vucompat.ovsdb.rpc import OvsdbError
+from vucompat.ovsdb.rpc import OvsdbError, connect, receive
 from vucompat.ovsdb.session import Session
-from vucompat.ovsdb.tls import SslOptions
+from vucompat.ovsdb.tls import SslOptions, configure_ssl
 
 log = logging.getLogger("vucompat.fleet")
 
@@ -197,24 +202,51 @@ def read_port_modes(session: Session) -> list[tuple[str, Mode | None]]:
 
 
 class FleetView:
-    """A warm scheduler's replica of the fleet's hosts (an IDL monitor on any
-    cluster member; it fails over along the remotes), indexed by pool and by mode
-    name. Each call rebuilds only the hosts that changed since the last one.
-    Not thread-safe."""
+    """A warm scheduler's replica of the fleet's hosts: all of them, or only those of
+    `pools` (conditional monitoring: the server sends nothing of the others), and of
+    each host only the columns the scheduler's questions need (no ports, no counts,
+    no policy). It monitors any member and fails over along the remotes, and it
+    keeps itself small: a host's mode references are held as small integers, and
+    hosts that define the same modes share one dict of them (most hosts of a pool
+    run the same tables). Indexed by pool and by mode name; each call rebuilds only
+    the hosts that changed since the last one. Not thread-safe."""
 
-    TABLES = {"Compat_Mode": MODE_COLUMNS, "Host": READ_HOST_COLUMNS}
+    #: the Host columns a can-run or select-mode answer needs
+    HOST_COLUMNS = ("name", "pool", "capabilities_source", "virtio_features", "protocol_features", *LIMITS,
+                    "type_offers", "ovs_version", "dpdk_version", "modes", "runnable", "unavailable", "last_seen",
+                    "heartbeat_interval")
+    #: a monitor's id in the JSON-RPC notifications
+    MONITOR = "vucompat-fleet-view"
 
-    def __init__(self, remotes: str, timeout: float = 60.0, ssl: SslOptions | None = None) -> None:
-        self.connection = Connection(remotes, timeout, ssl, tables=self.TABLES, database=FLEET_DB)
-        self._modes: dict[str, Mode] = {}
-        self._hosts: dict[Any, FleetHost] = {}
-        self._by_pool: dict[str | None, dict[Any, FleetHost]] = {}
-        self._by_mode: dict[str, dict[Any, FleetHost]] = {}
+    def __init__(self, remotes: str, timeout: float = 60.0, ssl: SslOptions | None = None,
+                 pools: Sequence[str] | None = None) -> None:
+        self.remotes = [r.strip() for r in remotes.split(",") if r.strip()]
+        self.timeout = timeout
+        self.pools = tuple(pools) if pools is not None else None
+        configure_ssl(ssl)
+        self.remote: str | None = None
+        self._rpc: Any = None
+        self._next = 0
+        self._ids: dict[str, int] = {}  # a mode's uuid -> its small integer
+        self._modes: dict[int, Mode] = {}
+        self._rows: dict[str, dict[str, Any]] = {}  # host uuid -> its columns, decoded; references as ints
+        self._dirty: set[str] = set()
+        self._modes_changed = False
+        self._shared: dict[tuple[int, ...], dict[str, Mode]] = {}
+        self._shared_runnable: dict[tuple[int, ...], frozenset[str]] = {}
+        self._hosts: dict[str, FleetHost] = {}
+        self._by_pool: dict[str | None, dict[str, FleetHost]] = {}
+        self._by_mode: dict[str, dict[str, FleetHost]] = {}
+        self._types = shipped_types("Host", "fleet")
+        self._host_defaults = {c: default_json(self._types[c]) for c in self.HOST_COLUMNS}
+        modes = shipped_types("Compat_Mode", "fleet")
+        self._mode_defaults = {c: default_json(modes[c]) for c in MODE_COLUMNS}
+        self._monitor()
 
     def hosts(self, pool: str | None = None, defining: str | None = None) -> list[FleetHost]:
         """The hosts as the replica holds them now: all, those of `pool`, and/or
         those that define mode `defining` ("NAME" or "NAME@DIGEST": by name here;
-        hosts_that_can_run checks the digest)."""
+        hosts_that_can_run checks the digest). Raises OvsdbError when no server answers."""
         self._update()
         if defining is not None:
             found = self._by_mode.get(defining.partition("@")[0], {}).values()
@@ -223,42 +255,178 @@ class FleetView:
             return list(self._by_pool.get(pool, {}).values())
         return list(self._hosts.values())
 
-    def _update(self) -> None:
-        self.connection.refresh()
-        idl = self.connection.idl
-        changed, idl.changed = idl.changed, {}
-        if not changed:
-            return
-        remote = self.connection.remote
-        mode_table = idl.tables["Compat_Mode"].rows
-        for uuid in changed.get("Compat_Mode", ()):
-            row = mode_table.get(uuid)
-            mode = checked_mode(row, remote) if row is not None else None
-            if mode is None:
-                self._modes.pop(str(uuid), None)
-            else:
-                self._modes[str(uuid)] = mode
-        host_table = idl.tables["Host"].rows
-        # a new mode can make a host's reference resolvable: then look at every host again
-        rebuild = set(changed.get("Host", ())) if not changed.get("Compat_Mode") else set(host_table)
-        for uuid in rebuild | (set(self._hosts) - set(host_table)):
-            self._drop(uuid)
-            row = host_table.get(uuid)
-            if row is not None:
-                self._add(uuid, fleet_host(row, self._modes, remote))
+    def close(self) -> None:
+        if self._rpc is not None:
+            self._rpc.close()
+        self._rpc = self.remote = None
 
-    def _add(self, uuid: Any, host: FleetHost) -> None:
+    # -- the monitor -------------------------------------------------------------
+    def _request(self) -> list[Any]:
+        host: dict[str, Any] = {"columns": list(self.HOST_COLUMNS)}
+        if self.pools is not None:  # the clauses of a monitor condition are ORed
+            host["where"] = [_in_pool(p) for p in self.pools] or [False]
+        tables = {"Compat_Mode": [{"columns": list(MODE_COLUMNS)}], "Host": [host]}
+        return [FLEET_DB, self.MONITOR, tables]
+
+    def _monitor(self) -> None:
+        """Connect to the next remote that answers and load the whole replica again.
+        Raises OvsdbError when none does."""
+        self.close()
+        errors = []
+        deadline = time.monotonic() + self.timeout
+        for _ in range(len(self.remotes)):
+            remote = self.remotes[self._next % len(self.remotes)]
+            self._next += 1
+            try:
+                rpc = connect(remote, deadline, self.timeout)
+            except OvsdbError as err:
+                errors.append(err.reason)
+                continue
+            request = ovs.jsonrpc.Message.create_request("monitor_cond", self._request())
+            error = rpc.send(request)
+            while not error:
+                error, reply = receive(rpc, deadline)
+                if not error and reply.type == ovs.jsonrpc.Message.T_REPLY and reply.id == request.id:
+                    self._rpc, self.remote = rpc, remote
+                    self._load(reply.result)
+                    return
+                if not error and reply.type == ovs.jsonrpc.Message.T_ERROR and reply.id == request.id:
+                    error = -1
+                    errors.append(f"{remote}: {reply.error}")
+            rpc.close()
+            errors.append(f"{remote}: {os.strerror(error) if error > 0 else 'no monitor'}")
+        raise OvsdbError(remote=",".join(self.remotes), reason="no server answers: " + " | ".join(errors))
+
+    def _load(self, updates: dict[str, Any]) -> None:
+        self._rows.clear()
+        self._hosts.clear()
+        self._by_pool.clear()
+        self._by_mode.clear()
+        self._modes.clear()
+        self._shared.clear()
+        self._shared_runnable.clear()
+        self._apply(updates)
+
+    def _poll(self) -> None:
+        """Apply every notification that has arrived; on a lost connection, monitor again."""
+        while self._rpc is not None:
+            self._rpc.run()
+            error, message = self._rpc.recv()
+            if error == errno.EAGAIN:
+                return
+            if error:
+                log.warning("lost the fleet replica's server %s (%s): monitoring another", self.remote,
+                            os.strerror(error) if error > 0 else "end of stream")
+                self._monitor()
+                return
+            if message.type == ovs.jsonrpc.Message.T_NOTIFY and message.method == "update2":
+                self._apply(message.params[1])
+            elif message.type == ovs.jsonrpc.Message.T_REQUEST and message.method == "echo":
+                self._rpc.send(ovs.jsonrpc.Message.create_reply(message.params, message.id))
+
+    def _apply(self, updates: dict[str, Any]) -> None:
+        for uuid, change in updates.get("Compat_Mode", {}).items():
+            ident = self._ids.setdefault(uuid, len(self._ids))
+            row = change.get("initial") or change.get("insert")
+            if row is not None:
+                row = {**self._mode_defaults, **row}  # (a monitor leaves out columns at their default)
+                mode = checked_mode(decode_row(row, "Compat_Mode", "fleet"), self.remote or "")
+                if mode is not None:
+                    self._modes[ident] = mode
+                self._modes_changed = True
+            elif "delete" in change:
+                self._modes.pop(ident, None)
+                self._modes_changed = True
+            # (a mode is never updated: its rows are content-addressed)
+        for uuid, change in updates.get("Host", {}).items():
+            row = change.get("initial") or change.get("insert")
+            if row is not None:
+                self._rows[uuid] = self._compact(row)
+            elif "modify" in change and uuid in self._rows:
+                self._modify(self._rows[uuid], change["modify"])
+            elif "delete" in change:
+                self._rows.pop(uuid, None)
+            self._dirty.add(uuid)
+
+    def _compact(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A Host row as the replica keeps it: decoded, its references as small integers."""
+        row = {**self._host_defaults, **row}  # (a monitor leaves out columns at their default)
+        out = vars(decode_row({c: v for c, v in row.items() if c not in ("modes", "runnable")}, "Host", "fleet"))
+        for column in ("modes", "runnable"):
+            refs = to_python(row.get(column, ["set", []]), self._types[column])
+            out[column] = tuple(sorted(self._ids.setdefault(u, len(self._ids)) for u in refs))
+        return out
+
+    def _modify(self, held: dict[str, Any], diff: dict[str, Any]) -> None:
+        """Apply an update2 "modify": a set's diff holds the elements that come or go
+        (an optional column that had a value: its new value), a map's the pairs that
+        come, change or go (same pair: it goes); other columns get their new value."""
+        for column, value in diff.items():
+            if column in ("modes", "runnable"):
+                toggled = {self._ids.setdefault(u, len(self._ids)) for u in to_python(value, self._types[column])}
+                held[column] = tuple(sorted(set(held[column]) ^ toggled))
+                continue
+            column_type = self._types[column]
+            kind = column_kind(column_type)
+            new = to_python(value, column_type)
+            if kind == "set" and column_type.get("max", 1) == 1 and held[column]:
+                held[column] = new  # an optional value that was set: the diff is the new value (as the IDL reads it)
+            elif kind == "set":
+                held[column] = list(set(held[column]) ^ set(new))
+            elif kind == "map":
+                current = dict(held[column])
+                for key, item in new.items():
+                    if current.get(key) == item:
+                        del current[key]
+                    else:
+                        current[key] = item
+                held[column] = current
+            else:
+                held[column] = new
+
+    # -- the hosts, rebuilt when they changed ---------------------------------------
+    def _update(self) -> None:
+        if self._rpc is None:
+            self._monitor()
+        self._poll()
+        if self._modes_changed:  # a mode that arrives can make a reference resolvable
+            self._dirty |= set(self._rows) | set(self._hosts)
+            self._shared.clear()
+            self._shared_runnable.clear()
+            self._modes_changed = False
+        for uuid in self._dirty:
+            self._drop(uuid)
+            held = self._rows.get(uuid)
+            if held is not None:
+                self._add(uuid, self._build(held))
+        self._dirty.clear()
+
+    def _build(self, held: dict[str, Any]) -> FleetHost:
+        own = self._shared.get(held["modes"])
+        if own is None:
+            found = (self._modes[i] for i in held["modes"] if i in self._modes)
+            own = self._shared[held["modes"]] = {m.name: m for m in found}
+        runnable = self._shared_runnable.get(held["runnable"])
+        if runnable is None:
+            runnable = self._shared_runnable[held["runnable"]] = frozenset(
+                self._modes[i].name for i in held["runnable"] if i in self._modes)
+        row = SimpleNamespace(**held)
+        host = Host(name=row.name, modeset=ModeSet(own, where=f"the fleet's copy of {row.name}"),
+                    capabilities=host_capabilities(row, self.remote or ""))
+        return FleetHost(host=host, pool=optional(row.pool), ovs_version=optional(row.ovs_version),
+                         dpdk_version=optional(row.dpdk_version), last_seen=int(row.last_seen),
+                         heartbeat_interval=int(row.heartbeat_interval), runnable=runnable,
+                         unavailable=dict(row.unavailable))
+
+    def _add(self, uuid: str, host: FleetHost) -> None:
         self._hosts[uuid] = host
         self._by_pool.setdefault(host.pool, {})[uuid] = host
         for name in host.host.modeset.modes:
             self._by_mode.setdefault(name, {})[uuid] = host
 
-    def _drop(self, uuid: Any) -> None:
+    def _drop(self, uuid: str) -> None:
         old = self._hosts.pop(uuid, None)
         if old is not None:
             self._by_pool[old.pool].pop(uuid, None)
             for name in old.host.modeset.modes:
                 self._by_mode[name].pop(uuid, None)
-
-    def close(self) -> None:
-        self.connection.close()
