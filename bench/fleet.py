@@ -50,6 +50,32 @@ def rss_mb(pid: int) -> float:
     return int(subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True).stdout) / 1024
 
 
+def pool_replica(remotes: str, ssl: SslOptions, pool: str = "pool-3") -> tuple[float, float, int]:
+    """A scheduler that cares about one pool: (sync seconds, retained KB per host, hosts held)."""
+    start = time.perf_counter()
+    view = FleetView(remotes, 120, ssl, pools=[pool])
+    held = len(view.hosts())
+    sync = time.perf_counter() - start
+    view.close()
+    return sync, retained_kb_per_host(remotes, ssl, [pool]), held
+
+
+def retained_kb_per_host(remotes: str, ssl: SslOptions, pools: list[str] | None) -> float:
+    """What a FleetView of `pools` keeps once synced, per host it holds (tracemalloc:
+    the memory still allocated after the sync, not the peak of reading it)."""
+    import gc
+    import tracemalloc
+
+    tracemalloc.start()
+    view = FleetView(remotes, 120, ssl, pools=pools)
+    held = len(view.hosts())
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    view.close()
+    return kept / 1024 / max(1, held)
+
+
 def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float]:
     shape = FleetShape(hosts=hosts)
     cluster = FleetCluster(root / f"cluster-{hosts}", ssl=files["fleet-server"])
@@ -118,6 +144,8 @@ def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float
             select.append(time.perf_counter() - start)
             assert selection.mode is not None
         view.close()
+        pool_sync, pool_kb, pool_hosts = pool_replica(cluster.remotes(READERS), files["scheduler"])
+        whole_kb = retained_kb_per_host(cluster.remotes(READERS), files["scheduler"], None)
         servers = [rss_mb(m.pid) for m in cluster.members]
         db_mb = max(m.db_file.stat().st_size for m in cluster.members) / 2**20
     finally:
@@ -126,7 +154,8 @@ def run(hosts: int, files: dict[str, SslOptions], root: Path) -> dict[str, float
             "heartbeats_per_s": hosts / heartbeat_s, "change_read_ms": statistics.median(with_read) * 1e3,
             "change_state_ms": statistics.median(from_state) * 1e3,
             "server_rss_mb": max(servers), "db_file_mb": db_mb, "one_shot_can_run_ms": statistics.median(one_shot) * 1e3,
-            "sync_s": sync, "replica_mb": replica, "cli": cli,
+            "sync_s": sync, "replica_mb": replica, "cli": cli, "pool_sync_s": pool_sync, "pool_kb": pool_kb,
+            "pool_hosts": pool_hosts, "whole_kb": whole_kb,
             "can_run_p50": pct(can_run, 0.5), "can_run_p99": pct(can_run, 0.99),
             "select_p50": pct(select, 0.5), "select_p99": pct(select, 0.99)}
 
@@ -145,7 +174,10 @@ def main() -> None:
                   f"({row['hosts_per_s']:.0f} hosts/s); one heartbeat of every host: {row['heartbeats_per_s']:.0f}/s; "
                   f"server RSS max {row['server_rss_mb']:.0f} MB, db file "
                   f"{row['db_file_mb']:.0f} MB; one-shot --can-run (server filters) {row['one_shot_can_run_ms']:.0f} ms; "
-                  f"warm replica sync {row['sync_s']:.1f} s, +{row['replica_mb']:.0f} MB", flush=True)
+                  f"warm replica sync {row['sync_s']:.1f} s, +{row['replica_mb']:.0f} MB (peak RSS), keeps "
+                  f"{row['whole_kb']:.1f} KB/host", flush=True)
+            print(f"        a one-pool replica ({row['pool_hosts']} hosts): sync {row['pool_sync_s']:.2f} s, keeps "
+                  f"{row['pool_kb']:.1f} KB/host   [targets < 2 s at 10,000 hosts, <= 10 KB/host]", flush=True)
             print(f"        a port changes, one publish: reading the fleet first {row['change_read_ms']:.1f} ms, "
                   f"from what the last publish wrote {row['change_state_ms']:.1f} ms (medians of 50)", flush=True)
             print("        one-shot CLI (a cold `vucompat fleet` process): " +
