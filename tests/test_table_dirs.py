@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ from vucompat.core import tables as tables_module
 from vucompat.core.errors import TableError, UsageError
 from vucompat.core.lint import lint
 from vucompat.core.tables import load_modeset, search_path, shipped_tables_dir, table_files
+from vucompat_testing.timing import within
 
 NOBODY = 65534
 SHIPPED = shipped_tables_dir()
@@ -48,25 +48,6 @@ def world(tmp_path: Path) -> Path:
         except OSError:
             pass
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def _within(seconds: float, fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args) in a thread; fail (not hang) when it takes longer than `seconds`."""
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            result["value"] = fn(*args)
-        except BaseException as err:  # noqa: BLE001 - handed to the test
-            result["error"] = err
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"{getattr(fn, '__name__', fn)} blocked for more than {seconds} s"
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 def outcome(directory: Path) -> dict[str, Any]:
@@ -136,25 +117,25 @@ def _agree(result: dict[str, Any], needle: str) -> None:
 def test_a_directory_named_like_a_table_file(world: Path):
     (world / "acme.x.toml").write_text(_table())
     (world / "x.toml").mkdir()
-    _agree(_within(5, outcome, world), f"{world}/x.toml: is a directory, not a file")
+    _agree(within(5, outcome, world), f"{world}/x.toml: is a directory, not a file")
     (world / "x.toml").rmdir()
     (world / "released.lock").mkdir()
-    _agree(_within(5, outcome, world), f"{world}/released.lock: is a directory, not a file")
+    _agree(within(5, outcome, world), f"{world}/released.lock: is a directory, not a file")
 
 
 def test_a_symbolic_link_to_a_directory_named_like_a_table_file(world: Path):
     (world / "acme.x.toml").write_text(_table())
     (world / "self.toml").symlink_to(world)
-    _agree(_within(5, outcome, world), f"{world}/self.toml: is a directory, not a file")
+    _agree(within(5, outcome, world), f"{world}/self.toml: is a directory, not a file")
 
 
 def test_a_directory_symlink_loop_in_the_search_path(world: Path, monkeypatch: pytest.MonkeyPatch):
     (world / "a").symlink_to(world / "b")
     (world / "b").symlink_to(world / "a")
-    _agree(_within(5, outcome, world / "a"), f"{world}/a: cannot list the directory: a symbolic link loop")
+    _agree(within(5, outcome, world / "a"), f"{world}/a: cannot list the directory: a symbolic link loop")
     monkeypatch.setenv("VUCOMPAT_TABLES", str(world / "b"))
     with pytest.raises(TableError, match="b: cannot list the directory: a symbolic link loop"):
-        _within(5, load_modeset, search_path())
+        within(5, load_modeset, search_path())
     # the system directory, when something (here a loop) is there, is listed like any other
     monkeypatch.delenv("VUCOMPAT_TABLES")
     monkeypatch.setattr(tables_module, "SYSTEM_TABLES_DIR", world / "a")
@@ -171,10 +152,10 @@ def test_links_and_loops_inside_a_directory(world: Path):
     followed; table names that loop are a TableError each."""
     (world / "acme.x.toml").write_text(_table())
     (world / "sub").symlink_to(world)
-    assert sorted(_within(5, outcome, world)["modes"]) == sorted(load_modeset(search_path([world], {})).modes)
+    assert sorted(within(5, outcome, world)["modes"]) == sorted(load_modeset(search_path([world], {})).modes)
     (world / "l1.toml").symlink_to(world / "l2.toml")
     (world / "l2.toml").symlink_to(world / "l1.toml")
-    _agree(_within(5, outcome, world), f"{world}/l1.toml: cannot read: a symbolic link loop")
+    _agree(within(5, outcome, world), f"{world}/l1.toml: cannot read: a symbolic link loop")
 
 
 def test_a_path_that_is_not_a_directory(world: Path):

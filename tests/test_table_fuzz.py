@@ -12,7 +12,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from vucompat.core.lint import lint
 from vucompat.core.lock import read_lock
 from vucompat.core.mode import natural_key
 from vucompat.core.tables import _read_table, read_capabilities, read_table, search_path, shipped_tables_dir
+from vucompat_testing.timing import within
 
 SHIPPED = shipped_tables_dir()
 SEEDS = [SHIPPED / "upstream.ovs-dpdk.toml", SHIPPED / "fc26.ovs-dpdk.toml",
@@ -262,38 +262,19 @@ def test_good_version_strings(tmp_path):
         assert read_table(path).modes[0].version == version
 
 
-def _within(seconds: float, fn, *args):
-    """Run fn in a thread; fail (not hang) when it takes longer than `seconds`."""
-    result: dict[str, object] = {}
-
-    def run():
-        try:
-            result["value"] = fn(*args)
-        except BaseException as err:  # noqa: BLE001 - handed to the test
-            result["error"] = err
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"{fn.__name__} blocked for more than {seconds} s"
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result.get("value")
-
-
 def test_fifo_is_refused_without_opening_it(tmp_path):
     os.mkfifo(tmp_path / "x.toml")
     os.mkfifo(tmp_path / "released.lock")
     from vucompat.core.tables import load_modeset
 
     with pytest.raises(TableError, match=r"x.toml: is a FIFO \(named pipe\), not a file"):
-        _within(2, load_modeset, [tmp_path])
-    report = _within(2, lint, [tmp_path])
+        within(2, load_modeset, [tmp_path])
+    report = within(2, lint, [tmp_path])
     assert any("is a FIFO" in p.message for p in report.errors)
     with pytest.raises(TableError, match="is a FIFO"):
-        _within(2, read_capabilities, tmp_path / "x.toml")
+        within(2, read_capabilities, tmp_path / "x.toml")
     with pytest.raises(TableError, match="released.lock: is a FIFO"):
-        _within(2, read_lock, tmp_path / "released.lock")
+        within(2, read_lock, tmp_path / "released.lock")
 
 
 def test_fifo_in_the_cli_exits_2(tmp_path):
