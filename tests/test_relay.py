@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from vucompat_testing.ovsdb_server import select
 from vucompat_testing.switch import ENV, VUCOMPAT, Switch, eventually, negotiated, start_switch
 from vucompat.core import catalog
 from vucompat.vhostuser import protocol as vu
@@ -194,6 +195,37 @@ def test_an_agent_restart_or_crash_leaves_the_relayed_connection_alone(enforcing
         assert connections() == before, f"OVS reconnected the port after the agent's {how}"
         assert enforcing.agent.relay_pid() == relay_pid
     eventually(lambda: enforcing.port("survivor")["state"] == "applied", timeout=30)
+
+
+def test_a_move_onto_the_relay_cut_short_by_a_crash_is_finished_by_the_next_agent(enforcing: Switch):
+    """A client port is moved onto its relay in two halves (type flipped to
+    dpdkvhostuser and back). An agent killed in between leaves the flipped type and
+    its mark; the next agent finishes the move (same Port row, the relay's path, a
+    client port again) instead of taking the port for one an operator re-typed."""
+    vs, d = enforcing.vswitchd, enforcing.directory
+    vs.add_vhost_port("halfway", d / "fe-halfway.sock", compat="upstream.ovs-dpdk.v2.9")
+    relay = enforcing.mirrored("halfway")["vhost-compat-relay"]
+
+    def interface() -> dict:
+        (row,) = select(enforcing.remote, "Interface", ["type", "options", "external_ids"], "Open_vSwitch",
+                        [["name", "==", "halfway"]])
+        return {"type": row["type"], "path": dict(row["options"][1]).get("vhost-server-path"),
+                "moving": dict(row["external_ids"][1]).get("vhost-compat-moving")}
+
+    eventually(lambda: interface() == {"type": "dpdkvhostuserclient", "path": relay, "moving": None},
+               what="halfway moved onto its relay")
+    port = enforcing.port_row("halfway")
+    enforcing.agent.stop(keep_relay=True)
+    # what an agent killed between the two halves leaves behind
+    vs.vsctl("set", "Interface", "halfway", "type=dpdkvhostuser", f"external_ids:vhost-compat-moving={relay}")
+    enforcing.agent.start()
+    eventually(lambda: interface() == {"type": "dpdkvhostuserclient", "path": relay, "moving": None},
+               what="the next agent to finish the move", explain=lambda: enforcing.explain("halfway"))
+    assert enforcing.port_row("halfway")["_uuid"] == port["_uuid"]  # resolved once: the same Port row
+    assert "finishing a move an agent stopped half-way" in enforcing.agent.text()
+    enforcing.frontend("fe-halfway", queues=1, queue_size=256, packed=True)
+    features, status = negotiated(enforcing, "halfway")
+    assert status["socket"] == relay and "VIRTIO_F_RING_PACKED" not in features
 
 
 def test_a_rejected_port_fails_closed(enforcing: Switch):

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from vucompat.core import catalog
-from vucompat.core.mode import CLIENT_TYPE, PORT_TYPES, PROBE_MARK, Mode
+from vucompat.core.mode import CLIENT_TYPE, PORT_TYPES, PROBE_MARK, SERVER_TYPE, Mode
 from vucompat.core.modeset import Host
-from vucompat.core.portview import (OPTION, Action, CreatePort, InterfaceAction, InterfaceView, Mirror, PortView,
-                                    Redirect, RegistryAction, RelaySpec, RemovePort, UpdatePort)
+from vucompat.core.portview import (MOVING, OPTION, Action, CreatePort, InterfaceAction, InterfaceView, Mirror,
+                                    PortView, Redirect, RegistryAction, RelaySpec, RemovePort, UpdatePort)
 from vucompat.core.resolve import (APPLIED, CHANGE_REFUSED, EXPLICIT, NONCONFORMANT, PASSTHROUGH, REJECTED,
                                    Resolution, parse_status, verify)
 from vucompat.core.rules import DefaultPolicy, Source, decide
@@ -105,6 +105,17 @@ def plan(interfaces: Sequence[InterfaceView], ports: Mapping[str, PortView], hos
                            port.frontend_socket, enforcement)
             if relay is not None:
                 relays[port.name] = relay
+            continue
+        if port is not None and port.interface_uuid == iface.uuid and iface.type == SERVER_TYPE \
+                and port.interface_type == CLIENT_TYPE and iface.external_ids.get(MOVING) and port.relay_socket:
+            # an agent was stopped half-way through moving this client port onto its relay
+            # (its type flipped for a moment): finish the move, as that agent would have
+            relay = _relay(port.name, port.interface_type, port.mode, port.state, port.relay_socket,
+                           port.frontend_socket, enforcement)
+            if relay is not None:
+                relays[port.name] = relay
+            ovs_side.append(Redirect(iface.uuid, iface.name, str(port.relay_socket), True,
+                                     "the relay: finishing a move an agent stopped half-way", resume=True))
             continue
         if port is not None and (port.interface_uuid != iface.uuid or iface.type != port.interface_type):
             # deleted and re-added under the same name, or made another type of port by the

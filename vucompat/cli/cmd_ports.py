@@ -52,7 +52,8 @@ from vucompat.cli import _FORMAT, _conn, _connection_options, _emit, main
 @_connection_options
 def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enforcement: str, relay_dir: Path,
           ovs_rundir: Path, ovs_sock_dir_mode: str, relay_group: str | None, relay_socket_mode: str | None,
-          relay_process: str, fleet: str | None, fleet_name: str | None, pool: str | None, heartbeat: int, **kw: Any) -> None:
+          relay_process: str, fleet: str | None, fleet_name: str | None, pool: str | None, heartbeat: int,
+          **kw: Any) -> None:
     """Run the port agent in the foreground: resolve each vhost-user port's
     options:vhost-compat once, record it (Port row, Interface external_ids) and
     verify what its frontend negotiated. Stops on SIGTERM or SIGINT."""

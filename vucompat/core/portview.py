@@ -24,6 +24,10 @@ IFACE_ID = "iface-id"
 #: created without vhost-server-path names its frontend's socket here; the agent sets
 #: the path (to the relay) once it has decided, so OVS first connects through the relay
 FRONTEND_PATH = "vhost-compat-frontend-path"
+#: external_ids key the agent sets with the first half of a move onto the relay (the type
+#: flipped to dpdkvhostuser) and removes with the second: a port found with it is a move
+#: an agent did not finish (it was killed in between), not a port an operator re-typed
+MOVING = "vhost-compat-moving"
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,8 @@ class Redirect:
     in_place: bool = False
     #: for the log: where the path points and why
     why: str = "the relay"
+    #: the second half of a move another agent started (type back to dpdkvhostuserclient, with the path)
+    resume: bool = False
 
 
 RegistryAction = CreatePort | RemovePort | UpdatePort

@@ -74,4 +74,5 @@ def listeners(admin_remote: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptio
     finally:
         session.close()
     rows = sorted(reply["rows"], key=lambda r: r["target"])
-    return ([r["target"] for r in rows if r["role"] == HOST_ROLE], [r["target"] for r in rows if r["role"] != HOST_ROLE])
+    agents = [r["target"] for r in rows if r["role"] == HOST_ROLE]
+    return agents, [r["target"] for r in rows if r["role"] != HOST_ROLE]

@@ -19,7 +19,8 @@ from vucompat.core.fleet import FleetHost, HostSummary
 from vucompat.core.mode import Mode
 from vucompat.core.portview import IFACE_ID, PortView
 from vucompat.core.modeset import Host, ModeSet
-from vucompat.ovsdb.codec import column_kind, decode_row, default_json, optional, shipped_types, to_json, to_python, uuid_ref
+from vucompat.ovsdb.codec import (column_kind, decode_row, default_json, optional, shipped_types, to_json, to_python,
+                                  uuid_ref)
 from vucompat.ovsdb.fleet_rows import HOST_COLUMNS, LIMITS, MODE_COLUMNS, PORT_COLUMNS, fleet_host, fleet_port
 from vucompat.ovsdb.rows import CorruptRowError, host_capabilities, row_to_mode
 from vucompat.ovsdb.schema import FLEET_DB

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from vucompat.core.catalog import bits_of
-from vucompat.core.portview import (OPTION, SERVER_PATH, CreatePort, InterfaceAction, InterfaceView, Mirror, PortView,
-                                    Redirect, RegistryAction, RemovePort, UpdatePort)
+from vucompat.core.portview import (MOVING, OPTION, SERVER_PATH, CreatePort, InterfaceAction, InterfaceView, Mirror,
+                                    PortView, Redirect, RegistryAction, RemovePort, UpdatePort)
 from vucompat.core.resolve import FOLLOWS_SOURCE, REJECTED, Resolution
 from vucompat.ovsdb.connection import Connection
 from vucompat.ovsdb import rpc
@@ -175,6 +175,7 @@ def finish_redirects(ovs: Connection, pending: PendingRedirects) -> None:
             if row is not None:
                 row.type = "dpdkvhostuserclient"
                 row.setkey("options", SERVER_PATH, redirect.path)
+                row.delkey("external_ids", MOVING)
 
     ovs.transact(build)
 
@@ -266,10 +267,17 @@ def _stage_interfaces(ovs: Connection, txn: Any, mirrors: Sequence[Mirror], redi
             row.delkey("external_ids", key)
     for redirect in in_place:
         if redirect.interface_uuid in rows:
-            rows[redirect.interface_uuid].setkey("options", SERVER_PATH, redirect.path)
+            row = rows[redirect.interface_uuid]
+            if redirect.resume:  # the second half of a move an agent stopped half-way
+                row.type = "dpdkvhostuserclient"
+                row.delkey("external_ids", MOVING)
+            row.setkey("options", SERVER_PATH, redirect.path)
     for redirect in redirects:
         if redirect.interface_uuid in rows:
             rows[redirect.interface_uuid].type = "dpdkvhostuser"
+            # (in the same transaction: an agent killed before the second half leaves the mark,
+            # and the next one finishes the move instead of taking the port for a re-typed one)
+            rows[redirect.interface_uuid].setkey("external_ids", MOVING, redirect.path)
     switch = ovs.rows("Open_vSwitch")
     if redirects and switch and switch[0].cur_cfg > 0:  # a vswitchd has applied config: it must see this
         switch[0].increment("next_cfg")

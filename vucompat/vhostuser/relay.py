@@ -233,6 +233,8 @@ class RelayManager:
                         os.read(self._wake_r, 4096)
                     elif kind == "listen":
                         self._accept(obj)
+                    elif kind == "pending" and not obj.closed:
+                        self._pending_readable(obj)
                     elif kind == "side" and not obj[0].closed:  # (closed by an event before it)
                         if events & selectors.EVENT_WRITE:
                             self._flush(*obj)
@@ -240,8 +242,8 @@ class RelayManager:
                             self._readable(*obj)
                 except Exception:  # noqa: BLE001 - a relay bug must not take the other ports down
                     log.exception("relay: unexpected error")
-                    if kind == "side":
-                        self._close(obj[0])
+                    if kind in ("side", "pending"):
+                        self._close(obj[0] if kind == "side" else obj)
             if self._stop:
                 return
             self._apply_commands()
@@ -337,8 +339,24 @@ class RelayManager:
                 continue
             role = "backend" if spec.backend_connects else "frontend"
             conn.setblocking(False)
-            self._pending.append(_Pair(spec, _Side(conn, vu.Reader(conn), role)))
+            log.debug("%s: accepted a connection from the %s", spec.name, role)
+            self._wait_for_other_side(_Pair(spec, _Side(conn, vu.Reader(conn), role)))
             self._retry_pending()
+
+    def _wait_for_other_side(self, pair: _Pair) -> None:
+        """Keep an accepted connection until its other side answers, watching it for a close."""
+        self._pending.append(pair)
+        self.selector.register(pair.accepted.sock, selectors.EVENT_READ, ("pending", pair))
+
+    def _pending_readable(self, pair: _Pair) -> None:
+        """A waiting connection closed (drop it: relayed later, it would reach the other
+        side only to close) or sent its first bytes (they wait in the socket: stop watching)."""
+        if _closed(pair.accepted.sock):
+            log.debug("%s: the %s closed its connection before the other side answered", pair.spec.name,
+                      pair.accepted.role)
+            self._close(pair)
+        else:
+            self.selector.unregister(pair.accepted.sock)
 
     def _refusal(self, name: str) -> str | None:
         """Why a new connection on port `name` is refused (None: it is not)."""
@@ -362,6 +380,9 @@ class RelayManager:
     def _retry_pending(self) -> None:
         now = time.monotonic()
         for pair in [p for p in self._pending if p.next_try <= now]:
+            if _closed(pair.accepted.sock):
+                self._close(pair)
+                continue
             try:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             except OSError as err:
@@ -417,6 +438,7 @@ class RelayManager:
                 finally:
                     vu.close_fds(message.fds)  # queued (as duplicates) or dropped
         except EOFError:
+            log.debug("%s: the %s closed the connection", pair.spec.name, side.role)
             self._close(pair)
         except Violation as err:
             reason = f"relay closed the connection: {err}"
@@ -556,7 +578,7 @@ class RelayManager:
             pair = _Pair(spec, _side_from_state(item["accepted"]), _side_from_state(item["other"]))
             self._relay(pair)
         for item in state["pending"]:
-            self._pending.append(_Pair(specs[item["port"]], _side_from_state(item["accepted"])))
+            self._wait_for_other_side(_Pair(specs[item["port"]], _side_from_state(item["accepted"])))
 
 
 # -- what a frozen state holds -------------------------------------------------------
@@ -579,6 +601,16 @@ def _keep(sock: socket.socket) -> int:
     fd = sock.detach()
     os.set_inheritable(fd, True)
     return fd
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the peer of a connection not read yet has closed it (nothing is consumed)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _adopted_socket(fd: int) -> socket.socket:
