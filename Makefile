@@ -3,10 +3,10 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup demo demo-stop test bench bench-coldstart bench-fleet bench-live lint evidence measure clean
+.PHONY: help setup demo demo-stop test bench bench-coldstart bench-fleet bench-live bench-reliability lint evidence measure clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 setup: ## install Debian packages and the venvs (.venv; os-vif's .venv-osvif), only what is missing
 	@scripts/setup.sh
@@ -38,6 +38,9 @@ bench-live: setup ## live migration with relays on both sides against without (Q
 
 bench-fleet: setup ## the fleet cluster at scale: SIZES="1000 3000 10000" hosts (the default); minutes
 	$(PY) bench/fleet.py $(SIZES)
+
+bench-reliability: setup ## faults on real parts, repeated: held/lost counts (ROUNDS=10, QUICK=1 for 2 rounds); ~15 min
+	$(PY) bench/reliability.py $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(QUICK),--quick)
 
 lint: setup ## lint the shipped compat tables, the distribution lineages, their locks, errata and evidence
 	$(VENV)/bin/vucompat lint compat_tables
