@@ -71,14 +71,12 @@ def cmdline(pid: int) -> list[str]:
 
 
 def describe(pid: int) -> str:
-    """'pid N (vucompat agent)': the program's name and its first word after it."""
+    """'pid N (vucompat relay)': the program's name and the first word after it
+    (python's own arguments skipped: `python .../vucompat agent`, `python -m vucompat relay`)."""
     args = cmdline(pid)
-    words = [os.path.basename(args[0])] if args else ["?"]
-    if len(args) > 1 and words[0].startswith("python"):  # python .../vucompat agent ...
-        words = [os.path.basename(args[1])]
-        args = args[1:]
-    if len(args) > 1 and not args[1].startswith("-"):
-        words.append(args[1])
+    if args and os.path.basename(args[0]).startswith("python"):
+        args = args[2:] if args[1:2] == ["-m"] else args[1:]
+    words = [os.path.basename(a) for a in args[:2] if not a.startswith("-")][:2] or ["?"]
     return f"pid {pid} ({' '.join(words)})"
 
 
