@@ -39,7 +39,7 @@ bench-live: setup ## live migration with relays on both sides against without (Q
 bench-fleet: setup ## the fleet cluster at scale: SIZES="1000 3000 10000" hosts (the default); minutes
 	$(PY) bench/fleet.py $(SIZES)
 
-bench-reliability: setup ## faults on real parts, repeated: held/lost counts (ROUNDS=10, QUICK=1 for 2 rounds); ~15 min
+bench-reliability: setup ## faults on real parts, repeated: held/lost counts (ROUNDS=10, QUICK=1 for 2 rounds); ~10 min
 	$(PY) bench/reliability.py $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(QUICK),--quick)
 
 lint: setup ## lint the shipped compat tables, the distribution lineages, their locks, errata and evidence
