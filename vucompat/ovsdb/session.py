@@ -3,12 +3,13 @@ and one-shot readers): pipelined transactions, failing over along the remotes.""
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import Any
 
 import ovs.jsonrpc
 
-from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, connect, failed_operation, receive
+from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, connect, describe_error, failed_operation, receive
 from vucompat.ovsdb.tls import SslOptions, configure_ssl
 
 
@@ -29,6 +30,9 @@ class Session:
         self._rpc: ovs.jsonrpc.Connection | None = None
         self._index = 0
         self.remote: str | None = None
+        #: why the last connection was lost, in words (None: it was not)
+        self.lost_reason: str | None = None
+        self._tls_refused = False
 
     def close(self) -> None:
         if self._rpc is not None:
@@ -50,8 +54,13 @@ class Session:
                 self._index += 1
         raise OvsdbError(remote=",".join(self.remotes), reason="no server answers: " + " | ".join(errors))
 
-    def _lost(self) -> None:
-        """The connection failed: drop it; the next call tries the next remote."""
+    def _lost(self, error: int = 0) -> None:
+        """The connection failed (`error`: an errno, EAGAIN for no answer in time):
+        drop it; the next call tries the next remote."""
+        if self._rpc is not None:
+            self.lost_reason = f"no answer within {self.timeout:g}s" if error == errno.EAGAIN else \
+                describe_error(error, self._rpc.stream)
+            self._tls_refused = bool(getattr(self._rpc.stream, "tls_error", None))
         self.close()
         self._index += 1
 
@@ -68,14 +77,15 @@ class Session:
         while sent < len(batches) or in_flight:
             while sent < len(batches) and len(in_flight) < window:
                 request = ovs.jsonrpc.Message.create_request("transact", [self.database, *batches[sent]])
-                if rpc.send(request):
-                    self._lost()
+                error = rpc.send(request)
+                if error:
+                    self._lost(error)
                     return out
                 in_flight[request.id] = sent
                 sent += 1
             error, reply = receive(rpc, deadline)
             if error:
-                self._lost()
+                self._lost(error)
                 return out
             index = in_flight.pop(reply.id, None)
             if index is None:
@@ -92,8 +102,10 @@ class Session:
         operation failed, or the connection was lost (outcome unknown)."""
         results = self.transact_many([operations])[0]
         if results is None:
-            raise OvsdbError(remote=",".join(self.remotes), reason="lost the connection before the reply; "
-                             "the transaction may or may not have been applied")
+            if self._tls_refused:  # the server read nothing of it
+                raise OvsdbError(remote=",".join(self.remotes), reason=f"{self.lost_reason}; nothing was applied")
+            raise OvsdbError(remote=",".join(self.remotes), reason=f"lost the connection before the reply "
+                             f"({self.lost_reason}); the transaction may or may not have been applied")
         failed = failed_operation(results)
         if failed is not None:
             raise OvsdbError(remote=self.remote, reason=f"transaction failed: {failed.get('error')}: "
