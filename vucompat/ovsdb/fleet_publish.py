@@ -9,6 +9,7 @@ cluster, failing over along the comma-separated remotes.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from vucompat.core.fleet import HostRecord, needed_modes
 from vucompat.ovsdb.codec import decode_row
+from vucompat.ovsdb.fleet_config import READER_ROLE
 from vucompat.ovsdb.fleet_read import port_rows_of
 from vucompat.ovsdb.fleet_rows import (HOST_COLUMNS, MODE_COLUMNS, Published, now_ms, published_after,
                                        publish_operations)
@@ -32,6 +34,9 @@ log = logging.getLogger("vucompat.fleet")
 #: failure, and at start. Only admins can write a host's rows besides the host (RBAC), so this is a
 #: safety net (bench/README.md has what a read costs)
 REREAD_EVERY = 1440
+#: a refusal that only a change of configuration can end (configuration_error) is tried again
+#: this often (s): the certificate may be replaced, or the roles configured, meanwhile
+CONFIG_RETRY = 300.0
 
 
 def read_published(session: Session, record: HostRecord) -> Published:
@@ -53,6 +58,36 @@ def read_published(session: Session, record: HostRecord) -> Published:
     host = hosts[0] if hosts else None
     ports = port_rows_of(session, host) if host is not None else []
     return Published(host=host, ports={p["interface_name"]: p for p in ports}, modes=known)
+
+
+def configuration_error(err: Exception, name: str, ssl: SslOptions | None = None) -> str | None:
+    """What to change when the fleet refused a publish of host `name` for a reason
+    that retrying cannot end (None: any other failure, transient as far as we
+    know): RBAC refused the write (the certificate's CN is not the host's fleet
+    name; or the roles are missing or older than this vucompat), or the remote is
+    a read-only listener. The words say what is wrong and what to change."""
+    text = getattr(err, "reason", None) or str(err)
+    if "permission error" in text:
+        found = re.search(r'client "([^"]*)" role "([^"]*)"', text)
+        client, role = found.groups() if found else ("?", "?")
+        if role == READER_ROLE:
+            return ("the fleet refuses this host's writes: --fleet names a read-only listener (the schedulers'). "
+                    "Give the agents' listener (role vucompat-host: docs/fleet.md)")
+        if client != name:
+            certificate = f" ({ssl.certificate})" if ssl is not None else ""
+            return (f"the fleet refuses this host's writes: it publishes as {name!r}, but its certificate"
+                    f"{certificate} has CN {client!r}, and a host may write only the rows named after its "
+                    f"certificate's CN. Change one of them: give the agent a certificate whose CN is {name!r} "
+                    f"(ovs-pki -u req+sign {name} switch; --ssl-key/--ssl-cert), or publish under the "
+                    f"certificate's name (--fleet-name {client})")
+        return (f"the fleet refuses this host's writes ({text.split('permission error: ', 1)[-1]}): its role "
+                f"{role!r} does not allow them. Configure the fleet's roles with this vucompat: `vucompat fleet "
+                "configure` (an older vucompat's roles lack columns this one writes; a fleet never configured "
+                "has no roles)")
+    if "not allowed" in text and "read only" in text:  # a read-only listener without a role
+        return ("the fleet refuses this host's writes: --fleet names a read-only listener (the schedulers'). "
+                "Give the agents' listener (role vucompat-host: docs/fleet.md)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -95,12 +130,18 @@ class FleetPublisher:
     heartbeat interval. Each publish diffs against what the last one wrote (no
     read), and every REREAD_EVERY publishes against what the fleet holds. While the fleet is
     unreachable it warns once, retries with backoff and, when the fleet returns,
-    publishes what changed meanwhile."""
+    publishes what changed meanwhile. A refusal that is a configuration error
+    (configuration_error: a certificate whose CN is not the host's name, roles
+    missing, a read-only listener) is logged once, as an error that says what to
+    change, and tried again every `config_retry` seconds only, on a new connection
+    (which reads the certificate files again)."""
 
     def __init__(self, remotes: str, timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None,
-                 backoff_max: float = 8.0) -> None:
+                 backoff_max: float = 8.0, config_retry: float = CONFIG_RETRY) -> None:
         self.session = Session(remotes, FLEET_DB, timeout, ssl)
+        self.ssl = ssl
         self.backoff_max = backoff_max
+        self.config_retry = config_retry
         self._record: HostRecord | None = None
         #: what the fleet holds for this host after the last successful publish (None: read first)
         self._state: Published | None = None
@@ -111,6 +152,10 @@ class FleetPublisher:
         #: for status and tests: successful publishes, and the error of the last failure (None once it works)
         self.published = 0
         self.last_error: str | None = None
+        #: what to change, while the fleet refuses this host for a configuration error (None otherwise)
+        self.config_error: str | None = None
+        #: publishes tried (for tests: a configuration error is not retried in a loop)
+        self.attempts = 0
         self._thread = threading.Thread(target=self._run, name="vucompat-fleet", daemon=True)
         self._thread.start()
 
@@ -131,9 +176,13 @@ class FleetPublisher:
     def _run(self) -> None:
         backoff = 0.25
         next_heartbeat = 0.0
+        retry_at = 0.0
         while True:
             with self._wake:
-                if self.last_error is not None:  # failing: wait out the backoff (an offer or stop() cuts it short)
+                if self.config_error is not None:  # a configuration error: only stop() cuts the wait short
+                    while not self._stop and time.monotonic() < retry_at:
+                        self._wake.wait(retry_at - time.monotonic())
+                elif self.last_error is not None:  # failing: wait out the backoff (an offer or stop() cuts it short)
                     self._wake.wait(backoff)
                 elif not self._dirty:
                     self._wake.wait(None if self._record is None else max(0.0, next_heartbeat - time.monotonic()))
@@ -147,25 +196,41 @@ class FleetPublisher:
                 continue
             known = self._state if self.last_error is None and self._since_read < REREAD_EVERY else None
             self._state = None
+            self.attempts += 1
             try:
                 self._state = publish(self.session, record, heartbeat=heartbeat, known=known).state
                 self._since_read = self._since_read + 1 if known is not None else 0
             except Exception as err:  # noqa: BLE001 - unreachable, refused, a forged mode row: keep the agent up
-                if "permission error" in str(err):
-                    err = OvsdbError(remote=self.session.remote, reason=f"{err}; this host publishes as "
-                                     f"{record.name!r}: its certificate's CN must be that name (or give the CN "
-                                     "as --fleet-name)")
-                if self.last_error is None:  # once per outage; the rest at debug level
+                wrong = configuration_error(err, record.name, self.ssl)
+                if wrong is not None:
+                    if wrong != self.config_error:  # once per cause; the retries at debug level
+                        log.error("%s: %s. This host keeps working but is not in the fleet; the agent tries "
+                                  "again every %s (and at once when restarted)", self.session.remote or
+                                  self.session.remotes[0], wrong, _duration(self.config_retry))
+                    else:
+                        log.debug("fleet publish refused again: %s", err)
+                    self.config_error = self.last_error = wrong
+                    retry_at = time.monotonic() + self.config_retry
+                    self.session.close()  # the next try connects anew: a replaced certificate is read then
+                    continue
+                if self.last_error is None or self.config_error is not None:  # once per outage; the rest at debug
                     log.warning("fleet database unreachable or refusing (%s); this host keeps working and "
                                 "publishes when it answers again", err)
                 else:
                     log.debug("fleet publish failed again: %s", err)
+                self.config_error = None
                 self.last_error = str(err)
                 backoff = min(backoff * 2, self.backoff_max)
                 continue
-            if self.last_error is not None:
+            if self.config_error is not None:
+                log.warning("fleet database accepts this host's writes again: %s is published", record.name)
+            elif self.last_error is not None:
                 log.warning("fleet database reachable again: %s is published", record.name)
-            self.last_error = None
+            self.config_error = self.last_error = None
             backoff = 0.25
             self.published += 1
             next_heartbeat = time.monotonic() + record.heartbeat_interval
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
