@@ -376,7 +376,8 @@ def fleet_hosts(offline: Offline) -> Iterator[FleetHosts]:
     pid = None
     try:
         for args in (["create-cluster", "--db-file", str(run / "fleet.db"), "--local", f"tcp:127.0.0.1:{free_port()}"],
-                     ["start", "--db-file", str(run / "fleet.db"), "--rundir", str(run)]):
+                     ["start", "--db-file", str(run / "fleet.db"), "--rundir", str(run),  # its own listener:
+                      "--reader-listener", "ptcp:0:127.0.0.1"]):  # fleet status shows its bound port
             subprocess.run([VUCOMPAT, "fleet", *args], check=True, capture_output=True, timeout=60)
         pid = int((run / "fleet.pid").read_text())
         remote = f"unix:{run / 'fleet.sock'}"

@@ -73,29 +73,62 @@ def join_cluster(db_file: Path, local: str, remotes: tuple[str, ...]) -> None:
 @click.option("--ssl-key", type=click.Path(exists=True), help="The server's private key (listeners and raft).")
 @click.option("--ssl-cert", type=click.Path(exists=True), help="The server's certificate.")
 @click.option("--ssl-ca", type=click.Path(exists=True), help="The CA that signed every certificate.")
+@click.option("--host-listener", "host_targets", multiple=True, metavar="TARGET",
+              help="This server's own listener for agents, e.g. pssl:6650[:IP] (role vucompat-host). Repeatable.")
+@click.option("--reader-listener", "reader_targets", multiple=True, metavar="TARGET",
+              help="This server's own read-only listener for schedulers, e.g. pssl:6651[:IP]. Repeatable.")
+@click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The server's log (default: <rundir>/fleet.log).")
 @click.option("--dry-run", is_flag=True, help="Print the ovsdb-server command line only.")
 def start(db_file: Path, rundir: Path, ssl_key: str | None, ssl_cert: str | None, ssl_ca: str | None,
+          host_targets: tuple[str, ...], reader_targets: tuple[str, ...], log_file: Path | None,
           dry_run: bool) -> None:
-    """Start one fleet server (ovsdb-server, detached) with the listeners the
-    database itself configures (vucompat fleet configure)."""
+    """Start one fleet server (ovsdb-server, detached) with its own listeners
+    (--host-listener, --reader-listener) and those the database configures for
+    every server (vucompat fleet configure)."""
     import shlex
     import subprocess
 
     from vucompat.ovsdb.cluster import server_command
+    from vucompat.ovsdb.fleet_config import check_listeners
+    from vucompat.ovsdb.fleet_listeners import SERVER_DB_FILE, write_server_db
     from vucompat.ovsdb.tls import SslOptions
 
     files = (ssl_key, ssl_cert, ssl_ca)
     if any(files) and not all(files):
         raise UsageError(message="give all of --ssl-key, --ssl-cert and --ssl-ca, or none")
-    command = server_command(db_file.resolve(), rundir.resolve(), SslOptions(*files) if all(files) else None)  # type: ignore[arg-type]
+    check_listeners([*host_targets, *reader_targets], "--host-listener/--reader-listener")
+    own = rundir.resolve() / SERVER_DB_FILE if host_targets or reader_targets else None
+    command = server_command(db_file.resolve(), rundir.resolve(), SslOptions(*files) if all(files) else None,  # type: ignore[arg-type]
+                             own, log_file.resolve() if log_file else None)
     if dry_run:
         click.echo(shlex.join(command))
         return
+    running = _running_pid(rundir / "fleet.pid")
+    if running is not None:
+        raise UsageError(message=f"a fleet server already runs from {rundir} (pid {running}): stop it first "
+                         f"(ovs-appctl -t {rundir / 'fleet.ctl'} exit)")
     rundir.mkdir(parents=True, exist_ok=True)
+    if own is not None:
+        write_server_db(own, host_targets, reader_targets)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise UsageError(message=f"ovsdb-server did not start: {done.stderr.strip()}")
-    click.echo(f"started: pid {(rundir / 'fleet.pid').read_text().strip()}, admin socket unix:{rundir / 'fleet.sock'}")
+    click.echo(f"started: pid {(rundir / 'fleet.pid').read_text().strip()}, admin socket unix:{rundir / 'fleet.sock'}"
+               + (f"; its listeners and the ports they bound: vucompat fleet status --ctl {rundir / 'fleet.ctl'}"
+                  if own is not None else ""))
+
+
+def _running_pid(pidfile: Path) -> int | None:
+    """The pid in `pidfile` when that process runs, else None."""
+    import os
+
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
 
 
 @fleet.command()
@@ -104,32 +137,34 @@ def start(db_file: Path, rundir: Path, ssl_key: str | None, ssl_cert: str | None
 @_FORMAT
 def status(ctl: Path, fmt: str) -> None:
     """This server's view of the cluster: role, term, leader, members
-    (ovs-appctl cluster/status)."""
+    (ovs-appctl cluster/status), and its listeners with the ports they bound."""
     from vucompat.core.contracts import stamp
     from vucompat.ovsdb.cluster import cluster_status
+    from vucompat.ovsdb.fleet_listeners import describe, listeners
 
-    found = cluster_status(ctl)
+    found = {**cluster_status(ctl), "listeners": listeners(ctl)}
     _emit(fmt, stamp("vucompat.cluster-status", found), lambda: "\n".join(
-        [f"{k}: {v}" for k, v in found.items() if k != "servers"] + ["servers:"] +
-        [f"  {s}" for s in found["servers"]]))
+        [f"{k}: {v}" for k, v in found.items() if k not in ("servers", "listeners")] + ["servers:"] +
+        [f"  {s}" for s in found["servers"]] + ["listeners:"] + [f"  {describe(one)}" for one in found["listeners"]]))
 
 
 @fleet.command()
 @click.option("--db", "admin", required=True, metavar="REMOTE",
               help="An admin remote of any member: its unix socket (<rundir>/fleet.sock).")
-@click.option("--host-listener", "host_targets", multiple=True, required=True, metavar="TARGET",
-              help="Where agents connect, e.g. pssl:6650 (role vucompat-host: own rows only). Repeatable.")
+@click.option("--host-listener", "host_targets", multiple=True, metavar="TARGET",
+              help="Where agents connect on every server, e.g. pssl:6650 (role vucompat-host: own rows only). "
+                   "Repeatable. (Several servers on one machine: give each its own with fleet start.)")
 @click.option("--reader-listener", "reader_targets", multiple=True, metavar="TARGET",
-              help="Where schedulers connect, e.g. pssl:6651 (read-only). Repeatable.")
+              help="Where schedulers connect on every server, e.g. pssl:6651 (read-only). Repeatable.")
 @_connection_options
 def configure(admin: str, host_targets: tuple[str, ...], reader_targets: tuple[str, ...], **kw: Any) -> None:
-    """Set the cluster's listeners and RBAC roles (replaces the previous ones;
-    every server applies them)."""
+    """Set the RBAC roles of agents and schedulers, and the listeners every
+    server of the cluster opens (replaces the previous ones)."""
     from vucompat.ovsdb.fleet_config import configure as apply
 
     apply(admin, host_targets, reader_targets, **_conn(kw))
-    click.echo(f"configured: agents on {', '.join(host_targets)}; schedulers on "
-               f"{', '.join(reader_targets) or '(none)'}")
+    click.echo(f"configured: roles vucompat-host and vucompat-reader; on every server, agents on "
+               f"{', '.join(host_targets) or '(none)'}, schedulers on {', '.join(reader_targets) or '(none)'}")
 
 
 @fleet.command()

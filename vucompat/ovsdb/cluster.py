@@ -53,14 +53,20 @@ def _check_address(address: str, what: str) -> None:
                          "(the port peers connect to, e.g. 6644)")
 
 
-def server_command(db_file: Path, rundir: Path, ssl: SslOptions | None) -> list[str]:
+def server_command(db_file: Path, rundir: Path, ssl: SslOptions | None, own_listeners: Path | None = None,
+                   log_file: Path | None = None) -> list[str]:
     """The ovsdb-server command line of one fleet server: its database file, an
     admin unix socket in `rundir` (no RBAC role: full rights; keep it local), the
-    listeners configured in the database itself (`vucompat fleet configure`), and
-    the SSL files used by both the listeners and the raft links."""
-    command = ["ovsdb-server", str(db_file), f"--remote=punix:{rundir / 'fleet.sock'}", f"--remote={DB_REMOTES}",
-               f"--unixctl={rundir / 'fleet.ctl'}", f"--pidfile={rundir / 'fleet.pid'}",
-               f"--log-file={rundir / 'fleet.log'}", "--detach", "--no-chdir"]
+    listeners configured in the database itself (`vucompat fleet configure`), with
+    `own_listeners` also this server's own listener database (fleet_listeners), the
+    SSL files used by both the listeners and the raft links, and its log (default
+    <rundir>/fleet.log)."""
+    from vucompat.ovsdb.fleet_listeners import SERVER_REMOTES
+
+    own = [str(own_listeners), f"--remote={SERVER_REMOTES}"] if own_listeners is not None else []
+    command = ["ovsdb-server", str(db_file), *own[:1], f"--remote=punix:{rundir / 'fleet.sock'}",
+               f"--remote={DB_REMOTES}", *own[1:], f"--unixctl={rundir / 'fleet.ctl'}",
+               f"--pidfile={rundir / 'fleet.pid'}", f"--log-file={log_file or rundir / 'fleet.log'}", "--detach", "--no-chdir"]
     if ssl is not None:
         command += [f"--private-key={ssl.private_key}", f"--certificate={ssl.certificate}",
                     f"--ca-cert={ssl.ca_cert}"]

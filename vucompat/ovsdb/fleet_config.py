@@ -49,14 +49,19 @@ def configuration_operations(host_targets: Sequence[str], reader_targets: Sequen
     return ops
 
 
+def check_listeners(targets: Sequence[str], where: str) -> None:
+    """Raise OvsdbError (naming `where`) for a target that is not a passive remote."""
+    for target in targets:
+        if not target.startswith(("pssl:", "ptcp:", "punix:")):
+            raise OvsdbError(remote=where, reason=f"listener {target!r} is not a passive remote: "
+                             "write pssl:PORT[:IP] (ptcp: only for tests; RBAC needs SSL to know who connects)")
+
+
 def configure(admin_remote: str, host_targets: Sequence[str], reader_targets: Sequence[str],
               timeout: float = DEFAULT_TIMEOUT, ssl: SslOptions | None = None) -> None:
     """Write the fleet's listeners and roles (configuration_operations) through an
     admin remote (one without a role, e.g. a server's unix socket). Raises OvsdbError."""
-    for target in (*host_targets, *reader_targets):
-        if not target.startswith(("pssl:", "ptcp:", "punix:")):
-            raise OvsdbError(remote=admin_remote, reason=f"listener {target!r} is not a passive remote: "
-                             "write pssl:PORT[:IP] (ptcp: only for tests; RBAC needs SSL to know who connects)")
+    check_listeners([*host_targets, *reader_targets], admin_remote)
     session = Session(admin_remote, FLEET_DB, timeout, ssl)
     try:
         session.transact(configuration_operations(host_targets, reader_targets))
