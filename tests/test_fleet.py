@@ -180,7 +180,8 @@ def test_scheduler_queries_give_the_per_host_answers(fleet: Fleet, published: di
                          "--dest", dst, "--format", "json")
         verdict = verdicts[port] = json.loads(done.stdout)
         want = check_migration(published[src].ports[port], published[src].host, published[dst].host)
-        assert {k: v for k, v in verdict.items() if k != "stale"} == want.as_dict()
+        assert {k: v for k, v in verdict.items() if k not in ("stale", "freshness")} == want.as_dict()
+        assert verdict["freshness"]["stale_source"] is False and verdict["freshness"]["model"] == "clustered"
         assert done.returncode == (0 if want.allowed else 1)
     # ... and what those verdicts are, as a user would check them: 2.13 moves both ways; host-b
     # does not define 2.15, so vm4 stays

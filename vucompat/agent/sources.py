@@ -45,7 +45,9 @@ class SourceFinder:
                  ssl: SslOptions | None = None) -> None:
         self.fleet_name = fleet_name
         self.pool = pool
-        self.session = Session(fleet, FLEET_DB, FLEET_READ_TIMEOUT, ssl) if fleet else None
+        # a reading session: it prefers a server connected to its cluster, and says when none is
+        self.session = Session(fleet, FLEET_DB, FLEET_READ_TIMEOUT, ssl, check_source=True) if fleet else None
+        self._stale = False
         #: the fleet's last failure: (monotonic time, what it said)
         self._failed: tuple[float, str] | None = None
 
@@ -113,6 +115,13 @@ class SourceFinder:
         if self._failed is not None:
             log.info("fleet: answers again")
             self._failed = None
+        freshness, self.session.freshness = self.session.freshness, None  # each lookup says for itself
+        stale = freshness is not None and freshness.stale_source
+        if stale and not self._stale:
+            log.warning("fleet: %s was read from a copy that may be stale: %s", what, freshness.why)
+        elif self._stale and not stale:
+            log.info("fleet: answered by a server connected to its cluster again")
+        self._stale = stale
         return answer
 
 

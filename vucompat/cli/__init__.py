@@ -1,7 +1,8 @@
 """The `vucompat` command line: a thin shell around the core.
 
 Exit codes: 0 success or a positive verdict; 1 a negative verdict (incompatible,
-no common mode, lint findings); 2 bad input or usage. Errors a user can cause are
+no common mode, lint findings); 2 bad input or usage; 3 a fleet query answered from
+a copy that may be stale (docs/fleet.md, "Honest reads"). Errors a user can cause are
 printed as one message on stderr, never as a traceback.
 """
 

@@ -3,18 +3,63 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from vucompat.cli import _FORMAT, _conn, _connection_options, _emit, main
+from vucompat.cli import _FORMAT, _conn, _connection_options, main
+from vucompat.cli import _emit as _emit_plain
 from vucompat.cli.cmd_migration import check_options, print_verdict
 from vucompat.core.errors import UsageError
 
-_FLEET = click.option("--fleet", "remotes", metavar="REMOTES", envvar="VUCOMPAT_FLEET", required=True,
-                      help="The fleet cluster: comma-separated remotes of its servers "
-                           "(ssl:IP:PORT,...); any member answers. Env: VUCOMPAT_FLEET.")
+#: the exit code of a query whose answer may be stale (docs/fleet.md, "Honest reads")
+EXIT_STALE = 3
+#: where a query's freshness waits for its output (the click context's meta)
+_FRESHNESS = "vucompat.fleet.freshness"
+
+
+def _FLEET(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--fleet and --allow-stale, for a query. Its answer says how fresh it is
+    ("freshness" in JSON); one that may be stale (its server is not connected to its
+    cluster, or is a relay not connected to its source, and no remote had better)
+    also gets a warning on stderr, and exit code 3 unless --allow-stale."""
+    @functools.wraps(command)
+    def query(*args: Any, allow_stale: bool, **kw: Any) -> None:
+        code: Any = 0
+        stale = None
+        try:
+            command(*args, **kw)
+        except SystemExit as done:
+            code = done.code
+        finally:  # also when it fails after reading: say that what it read may be stale
+            freshness = click.get_current_context().meta.get(_FRESHNESS)
+            if freshness is not None and freshness.stale_source:
+                stale = freshness
+                click.echo(freshness.warning() + ("" if allow_stale else " (exit 3; --allow-stale accepts it)"),
+                           err=True)
+        if stale is not None and not allow_stale and code in (0, 1, None):
+            code = EXIT_STALE
+        if code:
+            raise SystemExit(code)
+
+    query = click.option("--allow-stale", is_flag=True,
+                         help="Exit as usual with an answer that may be stale (it is marked all the same).")(query)
+    return click.option("--fleet", "remotes", metavar="REMOTES", envvar="VUCOMPAT_FLEET", required=True,
+                        help="The fleet: comma-separated remotes of its relays or its servers' reader listener "
+                             "(ssl:IP:PORT,...); any one answers. Env: VUCOMPAT_FLEET.")(query)
+
+
+def _emit(fmt: str, data: Any, text: Callable[[], str]) -> None:
+    """Print an answer; a query's JSON gets its `freshness`."""
+    _emit_plain(fmt, {**data, **_freshness()} if isinstance(data, dict) else data, text)
+
+
+def _freshness() -> dict[str, Any]:
+    """{"freshness": ...} of this command's reads, or {} when it read nothing."""
+    freshness = click.get_current_context().meta.get(_FRESHNESS)
+    return {"freshness": freshness.as_dict()} if freshness is not None else {}
 
 
 @main.group()
@@ -23,18 +68,22 @@ def fleet() -> None:
     cluster, for schedulers (docs/fleet.md)."""
 
 
-def _session(remotes: str, kw: dict[str, Any]):  # -> Session
+def _session(remotes: str, kw: dict[str, Any], reads: bool = True):  # -> Session
     from vucompat.ovsdb.session import Session
     from vucompat.ovsdb.schema import FLEET_DB
 
-    return Session(remotes, FLEET_DB, **_conn(kw))
+    return Session(remotes, FLEET_DB, **_conn(kw), check_source=reads)
 
 
-def _with_session(remotes: str, kw: dict[str, Any], work: Callable[[Any], Any]) -> Any:
-    session = _session(remotes, kw)
+def _with_session(remotes: str, kw: dict[str, Any], work: Callable[[Any], Any], reads: bool = True) -> Any:
+    """work(a session); with `reads`, the session says how fresh its answers are
+    (kept for _emit and _FLEET)."""
+    session = _session(remotes, kw, reads)
     try:
         return work(session)
     finally:
+        if session.freshness is not None:
+            click.get_current_context().meta[_FRESHNESS] = session.freshness
         session.close()
 
 
@@ -306,7 +355,7 @@ def check_migration(remotes: str, interface: str, source: str, dest: str, allow_
     verdict = check_fleet_migration(ports[0][1], by_name[source], by_name[dest], allow_outside_contract,
                                     dest_port_type)
     stale = [n for n in (source, dest) if by_name[n].stale(now_ms())]
-    print_verdict(verdict, fmt, {"stale": stale},
+    print_verdict(verdict, fmt, {"stale": stale, **_freshness()},
                   [f"  WARNING: {n} is stale: its data may be old" for n in stale])
 
 
@@ -350,5 +399,5 @@ def forget(admin: str, host: str, **kw: Any) -> None:
     on their own)."""
     ops = [{"op": "delete", "table": "Port", "where": [["host", "==", host]]},
            {"op": "delete", "table": "Host", "where": [["name", "==", host]]}]
-    results = _with_session(admin, kw, lambda s: s.transact(ops))
+    results = _with_session(admin, kw, lambda s: s.transact(ops), reads=False)
     click.echo(f"forgot {host}: {results[1].get('count', 0)} host row, {results[0].get('count', 0)} port row(s)")

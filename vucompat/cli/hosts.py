@@ -124,9 +124,13 @@ def open_pool(pool: str, remotes: str, timeout: float = 5.0, ssl: "SslOptions | 
     from vucompat.ovsdb.session import Session
     from vucompat.ovsdb.schema import FLEET_DB
 
-    session = Session(remotes, FLEET_DB, timeout, ssl)
+    session = Session(remotes, FLEET_DB, timeout, ssl, check_source=True)
     try:
         found = read_fleet(session, pool=pool)
     finally:
         session.close()
+    if session.freshness is not None and session.freshness.stale_source:  # docs/fleet.md, "Honest reads"
+        import click
+
+        click.echo(f"pool:{pool}: {session.freshness.warning()}", err=True)
     return pool_members(pool, found, now_ms(), include_stale)

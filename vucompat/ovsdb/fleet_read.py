@@ -21,6 +21,7 @@ from vucompat.core.portview import IFACE_ID, PortView
 from vucompat.core.modeset import Host, ModeSet
 from vucompat.ovsdb.codec import (column_kind, decode_row, default_json, optional, shipped_types, to_json, to_python,
                                   uuid_ref)
+from vucompat.ovsdb.freshness import SERVER_DB, Freshness, SourceState, replica_freshness
 from vucompat.ovsdb.fleet_rows import HOST_COLUMNS, LIMITS, MODE_COLUMNS, PORT_COLUMNS, fleet_host, fleet_port
 from vucompat.ovsdb.rows import CorruptRowError, host_capabilities, row_to_mode
 from vucompat.ovsdb.schema import FLEET_DB
@@ -210,7 +211,15 @@ class FleetView:
     keeps itself small: a host's mode references are held as small integers, and
     hosts that define the same modes share one dict of them (most hosts of a pool
     run the same tables). Indexed by pool and by mode name; each call rebuilds only
-    the hosts that changed since the last one. Not thread-safe."""
+    the hosts that changed since the last one. Not thread-safe.
+
+    It also monitors its server's _Server row for the fleet, and monitors only a
+    server whose copy is current (a member connected to its cluster, a relay to its
+    source, not older than one it had before); when its server loses that, it looks
+    for another (at most every TOUR_INTERVAL s) and keeps its copy meanwhile. Each
+    hosts() sets `freshness`: how fresh the answer is (docs/fleet.md, "Honest
+    reads"). With no current copy anywhere, it keeps the one it holds (or, holding
+    none, loads the freshest there is), marked stale."""
 
     #: the Host columns a can-run or select-mode answer needs
     HOST_COLUMNS = ("name", "pool", "capabilities_source", "virtio_features", "protocol_features", *LIMITS,
@@ -218,6 +227,10 @@ class FleetView:
                     "heartbeat_interval")
     #: a monitor's id in the JSON-RPC notifications
     MONITOR = "vucompat-fleet-view"
+    #: the monitor of the server's _Server row for the fleet
+    SERVER_MONITOR = "vucompat-fleet-view-server"
+    #: how often a replica whose copy may be stale looks for a server with a current one (seconds)
+    TOUR_INTERVAL = 1.0
 
     def __init__(self, remotes: str, timeout: float = 60.0, ssl: SslOptions | None = None,
                  pools: Sequence[str] | None = None) -> None:
@@ -242,12 +255,23 @@ class FleetView:
         self._host_defaults = {c: default_json(self._types[c]) for c in self.HOST_COLUMNS}
         modes = shipped_types("Compat_Mode", "fleet")
         self._mode_defaults = {c: default_json(modes[c]) for c in MODE_COLUMNS}
+        #: what the server monitored says of its copy (its _Server row), the highest raft index seen,
+        #: whether a copy is held, when the remotes were last toured
+        self.source: SourceState | None = None
+        self._server_row: tuple[str, dict[str, Any]] | None = None
+        self._min_index = 0
+        self._loaded = False
+        self._toured = 0.0
+        self._fresh_at: int | None = None
         self._monitor()
+        #: how fresh the answer of the last hosts() call was (at first: the copy just loaded)
+        self.freshness: Freshness = self._judge()
 
     def hosts(self, pool: str | None = None, defining: str | None = None) -> list[FleetHost]:
         """The hosts as the replica holds them now: all, those of `pool`, and/or
         those that define mode `defining` ("NAME" or "NAME@DIGEST": by name here;
-        hosts_that_can_run checks the digest). Raises OvsdbError when no server answers."""
+        hosts_that_can_run checks the digest). Sets `freshness`. Raises OvsdbError when
+        no server answers and no copy is held (a copy held is answered, marked stale)."""
         self._update()
         if defining is not None:
             found = self._by_mode.get(defining.partition("@")[0], {}).values()
@@ -269,20 +293,71 @@ class FleetView:
         tables = {"Compat_Mode": [{"columns": list(MODE_COLUMNS)}], "Host": [host]}
         return [FLEET_DB, self.MONITOR, tables]
 
+    def _server_state(self, rpc: Any, remote: str, deadline: float) -> SourceState | None:
+        """Monitor the server's _Server row for the fleet (its updates arrive with the
+        fleet's); return what it says now, or None when it does not answer."""
+        request = ovs.jsonrpc.Message.create_request("monitor", [SERVER_DB, self.SERVER_MONITOR, {"Database": {
+            "columns": ["name", "model", "connected", "leader", "index"]}}])
+        error = rpc.send(request)
+        while not error:
+            error, reply = receive(rpc, deadline)
+            if not error and reply.id == request.id:
+                if reply.type != ovs.jsonrpc.Message.T_REPLY:  # no _Server (before OVS 2.9): nothing is known
+                    return SourceState(remote, "unknown", True, False, None)
+                return self._state_of(remote, reply.result)
+        return None
+
+    def _state_of(self, remote: str, updates: dict[str, Any]) -> SourceState | None:
+        """The SourceState after a _Server monitor's update (None: it is not about the
+        fleet's row). The row is kept whole: an update may carry only what changed."""
+        for uuid, change in updates.get("Database", {}).items():
+            new = change.get("new")
+            if new is None:
+                continue
+            if new.get("name") == FLEET_DB:
+                self._server_row = (uuid, dict(new))
+            elif self._server_row is not None and self._server_row[0] == uuid:
+                self._server_row[1].update(new)
+            else:
+                continue
+            return SourceState.from_rows(remote, [self._server_row[1]])
+        return None
+
     def _monitor(self) -> None:
-        """Connect to the next remote that answers and load the whole replica again.
-        Raises OvsdbError when none does."""
+        """Connect to the next remote whose copy is current and load the whole replica
+        again from it. With none: keep the copy held, stale; holding none, load the
+        freshest copy there is, stale. Raises OvsdbError when no server answers."""
         self.close()
-        errors = []
-        deadline = time.monotonic() + self.timeout
-        for _ in range(len(self.remotes)):
-            remote = self.remotes[self._next % len(self.remotes)]
-            self._next += 1
+        self._toured = time.monotonic()
+        errors: list[str] = []
+        stale: list[SourceState] = []
+        # holding a copy, a tour is short (the copy is kept, marked, and the next call tours again); loading one
+        # waits for as long as the caller said
+        deadline = time.monotonic() + (min(self.timeout, 2.0) if self._loaded else self.timeout)
+        for attempt in range(len(self.remotes) + 1):
+            if attempt == len(self.remotes):  # every server that answers has a copy that may be stale
+                if not stale or self._loaded:
+                    break
+                remote = max(stale, key=lambda state: state.index or 0).remote
+            else:
+                remote = self.remotes[self._next % len(self.remotes)]
+                self._next += 1
             try:
                 rpc = connect(remote, deadline, self.timeout)
             except OvsdbError as err:
                 errors.append(err.reason)
                 continue
+            state = self._server_state(rpc, remote, deadline)
+            if state is None:
+                rpc.close()
+                errors.append(f"{remote}: no answer")
+                continue
+            if state.problem(self._min_index) is not None and attempt < len(self.remotes):
+                stale.append(state)
+                rpc.close()
+                continue
+            self.source = state
+            deadline = time.monotonic() + self.timeout  # the whole replica may take a while
             request = ovs.jsonrpc.Message.create_request("monitor_cond", self._request())
             error = rpc.send(request)
             while not error:
@@ -290,12 +365,16 @@ class FleetView:
                 if not error and reply.type == ovs.jsonrpc.Message.T_REPLY and reply.id == request.id:
                     self._rpc, self.remote = rpc, remote
                     self._load(reply.result)
+                    self._loaded = True
                     return
                 if not error and reply.type == ovs.jsonrpc.Message.T_ERROR and reply.id == request.id:
                     error = -1
                     errors.append(f"{remote}: {reply.error}")
             rpc.close()
             errors.append(f"{remote}: {os.strerror(error) if error > 0 else 'no monitor'}")
+        if self._loaded:  # keep the copy held: hosts() says it may be stale, and the next call looks again
+            self.source = None
+            return
         raise OvsdbError(remote=",".join(self.remotes), reason="no server answers: " + " | ".join(errors))
 
     def _load(self, updates: dict[str, Any]) -> None:
@@ -322,6 +401,9 @@ class FleetView:
                 return
             if message.type == ovs.jsonrpc.Message.T_NOTIFY and message.method == "update2":
                 self._apply(message.params[1])
+            elif message.type == ovs.jsonrpc.Message.T_NOTIFY and message.method == "update" and \
+                    message.params[0] == self.SERVER_MONITOR:
+                self.source = self._state_of(self.remote or "", message.params[1]) or self.source
             elif message.type == ovs.jsonrpc.Message.T_REQUEST and message.method == "echo":
                 self._rpc.send(ovs.jsonrpc.Message.create_reply(message.params, message.id))
 
@@ -387,9 +469,16 @@ class FleetView:
 
     # -- the hosts, rebuilt when they changed ---------------------------------------
     def _update(self) -> None:
-        if self._rpc is None:
+        if self._rpc is None and (not self._loaded or time.monotonic() - self._toured >= self.TOUR_INTERVAL):
             self._monitor()
         self._poll()
+        if self._rpc is not None and self.source is not None and self.source.problem(self._min_index) and \
+                time.monotonic() - self._toured >= self.TOUR_INTERVAL:
+            if not self.freshness.stale_source:
+                log.warning("the fleet replica's server: %s; looking for another", self.source.problem(self._min_index))
+            self._monitor()  # a server with a current copy, if any (else this one again, or the copy held)
+            self._poll()
+        self.freshness = self._judge()
         if self._modes_changed:  # a mode that arrives can make a reference resolvable
             self._dirty |= set(self._rows) | set(self._hosts)
             self._shared.clear()
@@ -401,6 +490,15 @@ class FleetView:
             if held is not None:
                 self._add(uuid, self._build(held))
         self._dirty.clear()
+
+    def _judge(self) -> Freshness:
+        """How fresh the copy held is now (and remember the raft index it reached)."""
+        freshness = replica_freshness(self.source if self._rpc is not None else None, self._min_index,
+                                      self._fresh_at)
+        self._fresh_at = freshness.fresh_at
+        if not freshness.stale_source and freshness.index is not None:
+            self._min_index = max(self._min_index, freshness.index)
+        return freshness
 
     def _build(self, held: dict[str, Any]) -> FleetHost:
         own = self._shared.get(held["modes"])
