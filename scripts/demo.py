@@ -167,6 +167,8 @@ def main() -> None:
                 if hasattr(thing, "members"):  # the fleet cluster
                     print("  the fleet cluster: " + ", ".join(f"{m.directory.name} pid {m.pid} ({m.admin_remote})"
                                                                for m in thing.members if m.pid is not None))
+                if hasattr(thing, "cluster") and hasattr(thing, "admin_remote"):  # its read relay
+                    print(f"  the fleet's read relay: pid {thing.pid} ({thing.admin_remote})")
             print(f"  compute-old also runs ovs-vswitchd-dpdk, the agent and two testpmd frontends; try:\n"
                   f"    ovs-vsctl --db={old.unix_remote} list Interface\n"
                   f"    .venv/bin/vucompat port list --db {old.unix_remote}")
@@ -397,12 +399,13 @@ def migration_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> No
 
 
 def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
-    from vucompat_testing.fleet_cluster import FleetCluster
+    from vucompat_testing.fleet_cluster import FleetCluster, Relay
     from vucompat_testing.pki import Pki
 
     screen("12. The fleet: every host in one clustered database, for the scheduler (docs/fleet.md)")
     pki = Pki(RUN / "pki")
-    ssl = {name: pki.identity(name) for name in ("fleet-server", "compute-new", "compute-old", "scheduler")}
+    ssl = {name: pki.identity(name) for name in ("fleet-server", "fleet-relay", "compute-new", "compute-old",
+                                                 "scheduler")}
     say("Certificates from ovs-pki (`-u`: each CN is exactly the host's name, which RBAC checks).")
     cluster = FleetCluster(RUN / "fleet", ssl=ssl["fleet-server"])
     cluster.start()
@@ -414,6 +417,16 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
     say("(port 0: three servers share this machine, so the kernel picks each one's ports; "
         "a real deployment uses pssl:6650 and pssl:6651.)")
     agents_remote, readers = cluster.remotes("pssl:0:127.0.0.1"), cluster.remotes("pssl:0:127.0.0.2")
+    say("Schedulers read from a read relay: an ovsdb-server holding a copy of the fleet that follows the cluster")
+    say("through one member's read-only listener, and answers them itself (read-only, the reader's role):")
+    relay = Relay(RUN / "fleet" / "relay", readers, ("pssl:0:127.0.0.3",), ssl["fleet-relay"])
+    vucompat("fleet", "start-relay", "--rundir", str(relay.directory), "--cluster", readers,
+             "--reader-listener", "pssl:0:127.0.0.3", *ssl["fleet-relay"].cli_args())
+    relay.pid = relay.read_pidfile()
+    started.append(relay)
+    relay.wait_ready(30)
+    vucompat("fleet", "relay-status", "--rundir", str(relay.directory))
+    relayed = relay.remotes()
 
     say("Each host's agent is restarted with --fleet: it publishes its host, modes and ports over SSL, as itself:")
     for agent in [a for a in started if isinstance(a, AgentProcess)]:
@@ -425,23 +438,23 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
     reader = ssl["scheduler"].cli_args()
     deadline = time.monotonic() + 30
     while True:
-        done = subprocess.run([VUCOMPAT, "fleet", "hosts", "--fleet", readers, *reader, "--format", "json"],
+        done = subprocess.run([VUCOMPAT, "fleet", "hosts", "--fleet", relayed, *reader, "--format", "json"],
                               capture_output=True, text=True, env=ENV)
         if done.returncode == 0 and '"compute-old"' in done.stdout and '"compute-new"' in done.stdout:
             break
         if time.monotonic() > deadline:
             raise SystemExit(f"demo: the hosts did not appear in the fleet: {done.stderr}")
         time.sleep(0.2)
-    say("The scheduler reads the read-only listener of all three servers (any member answers):")
-    vucompat("fleet", "hosts", "--fleet", readers, *reader)
-    vucompat("fleet", "hosts", "--fleet", readers, "--can-run", "upstream.ovs-dpdk.v2.13", *reader)
-    vucompat("fleet", "select-mode", "--fleet", readers, "--scope", "everywhere", *reader)
+    say("The scheduler asks the relay (with a certificate of its own; the relay answers from its copy):")
+    vucompat("fleet", "hosts", "--fleet", relayed, *reader)
+    vucompat("fleet", "hosts", "--fleet", relayed, "--can-run", "upstream.ovs-dpdk.v2.13", *reader)
+    vucompat("fleet", "select-mode", "--fleet", relayed, "--scope", "everywhere", *reader)
     say("The same verdicts as asking the hosts, from the fleet database alone:")
-    vucompat("fleet", "check-migration", "--fleet", readers, "--port", "vm10", "--source", "compute-new",
+    vucompat("fleet", "check-migration", "--fleet", relayed, "--port", "vm10", "--source", "compute-new",
              "--dest", "compute-old", *reader, expect=1)
-    vucompat("fleet", "check-migration", "--fleet", readers, "--port", "vm11", "--source", "compute-new",
+    vucompat("fleet", "check-migration", "--fleet", relayed, "--port", "vm11", "--source", "compute-new",
              "--dest", "compute-old", *reader)
-    vucompat("fleet", "report", "--fleet", readers, *reader, expect=1)
+    vucompat("fleet", "report", "--fleet", relayed, *reader, expect=1)
     say("RBAC: compute-old's certificate may write only its own rows; a forged write to compute-new's is refused:")
     forged = '["VuCompat_Fleet", {"op": "update", "table": "Host", "where": [["name", "==", "compute-new"]], ' \
              '"row": {"pool": "stolen"}}]'
@@ -455,12 +468,18 @@ def fleet_screens(new: OvsdbSandbox, old: OvsdbSandbox, started: list) -> None:
     if "permission error" not in done.stdout + done.stderr:
         raise SystemExit("demo: the forged write was not refused")
     leader = cluster.leader()
-    say(f"Kill the cluster's leader ({leader.directory.name}, SIGKILL): the other two elect a new one, "
-        "and the scheduler's next question is answered as before:")
+    say(f"Kill the cluster's leader ({leader.directory.name}, SIGKILL): the other two elect a new one, the relay")
+    say("follows (it moves to another member if it read from this one), and the scheduler's next question is")
+    say("answered as before; its JSON says who answered and how fresh that copy is:")
     cluster.kill(leader)
     follower = cluster.wait_for_leader()
     vucompat("fleet", "status", "--ctl", str(follower.ctl))
-    vucompat("fleet", "hosts", "--fleet", readers, "--can-run", "upstream.ovs-dpdk.v2.13", *reader)
+    relay.wait_ready(30)
+    vucompat("fleet", "hosts", "--fleet", relayed, "--can-run", "upstream.ovs-dpdk.v2.13", *reader)
+    done = subprocess.run([VUCOMPAT, "fleet", "hosts", "--fleet", relayed, "--pool", "pool-1", *reader, "--format",
+                           "json"], capture_output=True, text=True, env=ENV, check=True)
+    print(f"\n$ vucompat fleet hosts --fleet {relayed} --pool pool-1 ... --format json | jq .freshness")
+    print(json.dumps(json.loads(done.stdout)["freshness"], indent=2))
 
 
 

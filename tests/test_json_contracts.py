@@ -141,7 +141,11 @@ CASES = [
                     str(EXAMPLES / "capabilities-ovs-2.13.toml")], (1,)),
     # a fleet cluster (one server) the hosts are published into, one of them stale
     Case("fleet status", "vucompat.cluster-status", "fleet", lambda e: ["fleet", "status", "--ctl", str(e.ctl)]),
+    Case("fleet relay-status", "vucompat.fleet-relay-status", "fleet",
+         lambda e: ["fleet", "relay-status", "--rundir", str(e.relay)]),
     Case("fleet hosts", "vucompat.fleet-hosts", "fleet", lambda e: ["fleet", "hosts", "--fleet", e.remote]),
+    Case("fleet hosts", "vucompat.fleet-hosts", "fleet",  # through a read relay of the cluster
+         lambda e: ["fleet", "hosts", "--fleet", e.relay_remote]),
     Case("fleet hosts", "vucompat.can-run", "fleet",
          lambda e: ["fleet", "hosts", "--fleet", e.remote, "--can-run", "upstream.ovs-dpdk.v3.2"]),
     Case("fleet hosts", "vucompat.can-run", "fleet",  # the backends of two hosts lack HOST_UFO
@@ -356,13 +360,17 @@ class FleetHosts:
     remote: str
     ctl: Path
     records: list[Any]
+    #: the run directory of a read relay of the cluster, and its listener's remote
+    relay: Path
+    relay_remote: str
 
 
 @pytest.fixture(scope="module")
 def fleet_hosts(offline: Offline) -> Iterator[FleetHosts]:
     """A one-server fleet cluster made with the documented commands (create-cluster,
-    start), and three hosts published into it as their agents do: f-new (OVS 3.2
-    backend; ports in several states), f-old (2.13), f-stale (no publish for long)."""
+    start), a read relay of it (start-relay), and three hosts published into it as their
+    agents do: f-new (OVS 3.2 backend; ports in several states), f-old (2.13), f-stale
+    (no publish for long)."""
     from vucompat.core.portview import PortView
     from vucompat.cli.hosts import load_host
     from vucompat.core.fleet import HostRecord
@@ -373,7 +381,7 @@ def fleet_hosts(offline: Offline) -> Iterator[FleetHosts]:
     from vucompat_testing.processes import stop_pid
 
     run = Path(tempfile.mkdtemp(prefix="vuc-jc-fleet-", dir="/tmp"))  # short: unix socket paths
-    pid = None
+    pid = relay_pid = None
     try:
         for args in (["create-cluster", "--db-file", str(run / "fleet.db"), "--local", f"tcp:127.0.0.1:{free_port()}"],
                      ["start", "--db-file", str(run / "fleet.db"), "--rundir", str(run),  # its own listener:
@@ -414,8 +422,17 @@ def fleet_hosts(offline: Offline) -> Iterator[FleetHosts]:
                                "row": {"last_seen": 0}}])
         finally:
             session.close()
-        yield FleetHosts(remote, run / "fleet.ctl", records)
+        subprocess.run([VUCOMPAT, "fleet", "start-relay", "--rundir", str(run / "relay"), "--cluster", remote,
+                        "--reader-listener", "ptcp:0:127.0.0.1"], check=True, capture_output=True, timeout=60)
+        relay_pid = int((run / "relay" / "relay.pid").read_text())
+        status = ["fleet", "relay-status", "--rundir", str(run / "relay"), "--format", "json"]
+        eventually(lambda: subprocess.run([VUCOMPAT, *status], capture_output=True).returncode == 0, timeout=30,
+                   what="the relay to connect")
+        (listener,) = json.loads(subprocess.run([VUCOMPAT, *status], capture_output=True, text=True,
+                                                check=True).stdout)["listeners"]
+        yield FleetHosts(remote, run / "fleet.ctl", records, run / "relay", f"tcp:127.0.0.1:{listener['bound_port']}")
     finally:
+        stop_pid(relay_pid)
         stop_pid(pid)
         shutil.rmtree(run, ignore_errors=True)
 

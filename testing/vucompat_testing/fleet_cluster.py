@@ -1,8 +1,9 @@
 """A fleet cluster of ovsdb-servers on loopback (Raft, optionally over SSL), each
-in a directory of its own, for tests, the demo and the benchmarks. Every step is
-the product's own (vucompat.ovsdb.cluster: create_cluster, join_cluster,
-server_command, cluster_status); this only runs them, and stops the servers (Daemons)
-by pid.
+in a directory of its own, and read relays of it, for tests, the demo and the
+benchmarks. Every step is the product's own (vucompat.ovsdb.cluster: create_cluster,
+join_cluster, server_command, cluster_status; vucompat.ovsdb.fleet_relay:
+relay_commands, relay_status); this only runs them, and stops the servers and
+relays (Daemons) by pid.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, ClassVar, Sequence
 
 from vucompat.core.errors import UsageError
 from vucompat.ovsdb.cluster import cluster_status, create_cluster, join_cluster, server_command
+from vucompat.ovsdb.fleet_relay import relay_commands, relay_file, relay_status
+from vucompat.ovsdb.rpc import OvsdbError
 from vucompat.ovsdb.tls import SslOptions
 from vucompat_testing.daemon import Daemon
 from vucompat_testing.net import free_port
@@ -60,6 +63,68 @@ class Member(Daemon):
     def status(self) -> dict[str, Any]:
         """Its cluster/status (cluster_status). Raises UsageError when it does not answer."""
         return cluster_status(self.ctl)
+
+
+@dataclass
+class Relay(Daemon):
+    """A read relay of a fleet cluster (ovsdb-server with a relay:VuCompat_Fleet
+    database), run from `directory` with the product's commands (relay_commands):
+    its source is `cluster` (comma-separated remotes: the members' reader listener),
+    its own listeners `targets` (port 0 on loopback: the kernel picks; ports() reads
+    them back from the relay's listeners database)."""
+
+    directory: Path
+    cluster: str
+    targets: Sequence[str] = ("ptcp:0:127.0.0.3",)
+    ssl: SslOptions | None = None
+    stem: ClassVar[str] = "relay"
+
+    @property
+    def admin_remote(self) -> str:
+        return f"unix:{relay_file(self.directory, '.sock')}"
+
+    @property
+    def ctl(self) -> Path:
+        return self.file(".ctl")
+
+    def launch(self, timeout: float) -> None:
+        self.log.unlink(missing_ok=True)
+        relay_file(self.directory, "-listeners.db").unlink(missing_ok=True)
+        for command in relay_commands(self.directory, self.cluster.split(","), self.targets, self.ssl):
+            subprocess.run(command, check=True, capture_output=True, timeout=timeout)
+        self.pid = self.read_pidfile()
+
+    def ready(self) -> bool:
+        """Connected to its source, every listener bound."""
+        try:
+            found = self.status()
+        except OvsdbError:
+            return False
+        bound = all(listener["bound_port"] for listener in found["listeners"])
+        return found["connected"] and found["source_answers"] and bound
+
+    def status(self) -> dict[str, Any]:
+        """relay_status() of this relay. Raises OvsdbError when it does not answer."""
+        return relay_status(self.directory, 5)
+
+    def remotes(self) -> str:
+        """The comma-separated client remotes of its listeners (tcp:IP:PORT or ssl:IP:PORT)."""
+        out = []
+        for listener in self.status()["listeners"]:
+            scheme, _, rest = listener["target"].partition(":")
+            address = rest.split(":")[1] if rest.count(":") >= 1 else "127.0.0.1"
+            out.append(f"{scheme.removeprefix('p')}:{address}:{listener['bound_port']}")
+        return ",".join(out)
+
+    def source(self) -> str | None:
+        """The remote of the cluster it is connected to now, from its log (OVS's
+        reconnect module logs '<remote>: connected'), or None."""
+        text = self.log.read_text() if self.log.exists() else ""
+        found = re.findall(r"\|reconnect\|INFO\|([^|\s]+): connected$", text, re.MULTILINE)
+        return found[-1] if found else None
+
+    def quit(self) -> None:
+        subprocess.run(["ovs-appctl", "-t", str(self.ctl), "exit"], capture_output=True, timeout=10)
 
 
 @dataclass

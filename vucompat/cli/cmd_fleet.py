@@ -238,6 +238,91 @@ def upgrade(admin: str, **kw: Any) -> None:
                    f"{', '.join(readers) or '(none)'}")
 
 
+# ---- read relays ---------------------------------------------------------------------------------
+
+
+@fleet.command("start-relay")
+@click.option("--rundir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Where its admin socket (relay.sock), control socket, pid, log and listeners database go.")
+@click.option("--cluster", "cluster", required=True, metavar="REMOTES",
+              help="The members' reader listener: ssl:IP:6651,... (comma-separated; the relay picks one and "
+                   "moves on when it fails or leaves its cluster).")
+@click.option("--reader-listener", "targets", multiple=True, required=True, metavar="TARGET",
+              help="Where schedulers connect, e.g. pssl:6651 (role vucompat-reader, read-only). Repeatable.")
+@click.option("--ssl-key", type=click.Path(exists=True), help="The relay's private key (listeners and source).")
+@click.option("--ssl-cert", type=click.Path(exists=True), help="The relay's certificate.")
+@click.option("--ssl-ca", type=click.Path(exists=True), help="The CA that signed every certificate.")
+@click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), help="Default: <rundir>/relay.log.")
+@click.option("--dry-run", is_flag=True, help="Print the commands only.")
+def start_relay(rundir: Path, cluster: str, targets: tuple[str, ...], ssl_key: str | None, ssl_cert: str | None,
+                ssl_ca: str | None, log_file: Path | None, dry_run: bool) -> None:
+    """Start a read relay of the fleet (ovsdb-server with a relay:VuCompat_Fleet
+    database, detached): a copy of the fleet that follows the cluster and answers
+    schedulers, read-only (docs/fleet.md, "Read relays")."""
+    import shlex
+    import subprocess
+
+    from vucompat.ovsdb.fleet_relay import check_relay_options, relay_commands, relay_file, running_pid
+    from vucompat.ovsdb.tls import SslOptions
+
+    files = (ssl_key, ssl_cert, ssl_ca)
+    if any(files) and not all(files):
+        raise UsageError(message="give all of --ssl-key, --ssl-cert and --ssl-ca, or none")
+    ssl = SslOptions(*map(lambda f: str(Path(f).resolve()), files)) if all(files) else None  # type: ignore[arg-type]
+    remotes = [r.strip() for r in cluster.split(",") if r.strip()]
+    check_relay_options(remotes, targets, ssl)
+    rundir = rundir.resolve()
+    commands = relay_commands(rundir, remotes, targets, ssl, log_file.resolve() if log_file else None)
+    if dry_run:
+        click.echo("\n".join(shlex.join(c) for c in commands))
+        return
+    pid = running_pid(rundir)
+    if pid is not None:
+        raise UsageError(message=f"a relay runs from {rundir} already (pid {pid}): stop it first "
+                         f"(ovs-appctl -t {relay_file(rundir, '.ctl')} exit)")
+    rundir.mkdir(parents=True, exist_ok=True)
+    relay_file(rundir, "-listeners.db").unlink(missing_ok=True)  # written anew from this command line
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise UsageError(message=f"{command[0]} failed: {(done.stderr or done.stdout).strip()}")
+    click.echo(f"started relay: pid {relay_file(rundir, '.pid').read_text().strip()}, source {','.join(remotes)}; "
+               f"check it: vucompat fleet relay-status --rundir {rundir}")
+
+
+@fleet.command("relay-status")
+@click.option("--rundir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The relay's run directory (as given to start-relay).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds to wait for the relay (exit 2).")
+@_FORMAT
+def relay_status(rundir: Path, timeout: float, fmt: str) -> None:
+    """Is this relay connected to its source (as it says, and does its source answer
+    a probe now), where does it listen (bound ports)? Exit 0 when both, 1 when not
+    (its answers may be stale)."""
+    from vucompat.core.contracts import stamp
+    from vucompat.ovsdb.fleet_relay import relay_status as read_status
+
+    found = read_status(rundir, timeout)
+    live = found["connected"] and found["source_answers"]
+
+    def text() -> str:
+        state = "connected to its source" if live else (
+            "says it is connected, but its source does not answer now (it says so 30 s after losing it)"
+            if found["connected"] else "NOT connected to its source") + ": its answers may be stale"
+        lines = [f"relay of {found['database']} (pid {found['pid'] or '?'}): {state}",
+                 f"source: {found['source'] or '?'}", "listeners:"]
+        lines += [f"  {listener['target']}: role {listener['role'] or '(none)'}"
+                  f"{', read-only' if listener['read_only'] else ''}, bound port "
+                  f"{listener['bound_port'] if listener['bound_port'] is not None else '?'}"
+                  for listener in found["listeners"]]
+        return "\n".join(lines)
+
+    _emit(fmt, stamp("vucompat.fleet-relay-status", found), text)
+    if not live:
+        raise SystemExit(1)
+
+
 # ---- scheduler queries ---------------------------------------------------------------------------
 
 
