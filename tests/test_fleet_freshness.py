@@ -20,7 +20,7 @@ import pytest
 
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.fleet_read import FleetView
-from vucompat.ovsdb.freshness import SERVER_DB, Freshness, SourceState, status_operations
+from vucompat.ovsdb.freshness import SERVER_STATUS_DB, Freshness, SourceState, status_operations
 from vucompat.ovsdb.schema import FLEET_DB
 from vucompat.ovsdb.session import Session
 from vucompat_testing.fleet_cluster import FleetCluster, Relay
@@ -31,7 +31,7 @@ HOSTS, READERS = "ptcp:0:127.0.0.1", "ptcp:0:127.0.0.2"
 
 def connected(admin_remote: str) -> bool:
     """What a server says of itself now (its _Server row, through its admin socket)."""
-    (reply,) = rpc.transact(admin_remote, SERVER_DB, status_operations(FLEET_DB), 5)
+    (reply,) = rpc.transact(admin_remote, SERVER_STATUS_DB, status_operations(FLEET_DB), 5)
     return bool(reply["rows"][0]["connected"])
 
 

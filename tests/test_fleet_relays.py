@@ -258,7 +258,7 @@ def test_the_documented_relay_commands(relayed: Relayed):
     pid = None
     try:
         dry = vuc("--dry-run")
-        assert f"relay:{FLEET_DB}:{relayed.readers()}" in dry and "--remote=db:VuCompat_Listeners,Server,connections" \
+        assert f"relay:{FLEET_DB}:{relayed.readers()}" in dry and "--remote=db:VuCompat_Fleet_Server,Server,connections" \
             in dry and not (run / "relay.pid").exists()
         assert "not a passive remote" in vuc(command=["fleet", "start-relay", "--rundir", str(run), "--cluster",
                                                       relayed.readers(), "--reader-listener", "6651", *ssl], expect=2)

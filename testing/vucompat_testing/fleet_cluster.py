@@ -2,7 +2,7 @@
 in a directory of its own, and read relays of it, for tests, the demo and the
 benchmarks. Every step is the product's own (vucompat.ovsdb.cluster: create_cluster,
 join_cluster, server_command, cluster_status; vucompat.ovsdb.fleet_relay:
-relay_commands, relay_status); this only runs them, and stops the servers and
+write_listeners, relay_command, relay_status); this only runs them, and stops the servers and
 relays (Daemons) by pid.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Sequence
 
 from vucompat.core.errors import UsageError
 from vucompat.ovsdb.cluster import cluster_status, create_cluster, join_cluster, server_command
-from vucompat.ovsdb.fleet_relay import relay_commands, relay_file, relay_status
+from vucompat.ovsdb.fleet_relay import relay_command, relay_file, relay_status, write_listeners
 from vucompat.ovsdb.rpc import OvsdbError
 from vucompat.ovsdb.tls import SslOptions
 from vucompat_testing.daemon import Daemon
@@ -68,7 +68,7 @@ class Member(Daemon):
 @dataclass
 class Relay(Daemon):
     """A read relay of a fleet cluster (ovsdb-server with a relay:VuCompat_Fleet
-    database), run from `directory` with the product's commands (relay_commands):
+    database), run from `directory` with the product's steps (write_listeners, relay_command):
     its source is `cluster` (comma-separated remotes: the members' reader listener),
     its own listeners `targets` (port 0 on loopback: the kernel picks; ports() reads
     them back from the relay's listeners database)."""
@@ -89,9 +89,9 @@ class Relay(Daemon):
 
     def launch(self, timeout: float) -> None:
         self.log.unlink(missing_ok=True)
-        relay_file(self.directory, "-listeners.db").unlink(missing_ok=True)
-        for command in relay_commands(self.directory, self.cluster.split(","), self.targets, self.ssl):
-            subprocess.run(command, check=True, capture_output=True, timeout=timeout)
+        write_listeners(self.directory, self.cluster.split(","), self.targets)
+        subprocess.run(relay_command(self.directory, self.cluster.split(","), self.ssl), check=True,
+                       capture_output=True, timeout=timeout)
         self.pid = self.read_pidfile()
 
     def ready(self) -> bool:

@@ -253,7 +253,7 @@ def upgrade(admin: str, **kw: Any) -> None:
 @click.option("--ssl-cert", type=click.Path(exists=True), help="The relay's certificate.")
 @click.option("--ssl-ca", type=click.Path(exists=True), help="The CA that signed every certificate.")
 @click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), help="Default: <rundir>/relay.log.")
-@click.option("--dry-run", is_flag=True, help="Print the commands only.")
+@click.option("--dry-run", is_flag=True, help="Print the ovsdb-server command line only.")
 def start_relay(rundir: Path, cluster: str, targets: tuple[str, ...], ssl_key: str | None, ssl_cert: str | None,
                 ssl_ca: str | None, log_file: Path | None, dry_run: bool) -> None:
     """Start a read relay of the fleet (ovsdb-server with a relay:VuCompat_Fleet
@@ -262,7 +262,7 @@ def start_relay(rundir: Path, cluster: str, targets: tuple[str, ...], ssl_key: s
     import shlex
     import subprocess
 
-    from vucompat.ovsdb.fleet_relay import check_relay_options, relay_commands, relay_file, running_pid
+    from vucompat.ovsdb.fleet_relay import check_relay_options, relay_command, relay_file, running_pid, write_listeners
     from vucompat.ovsdb.tls import SslOptions
 
     files = (ssl_key, ssl_cert, ssl_ca)
@@ -272,20 +272,19 @@ def start_relay(rundir: Path, cluster: str, targets: tuple[str, ...], ssl_key: s
     remotes = [r.strip() for r in cluster.split(",") if r.strip()]
     check_relay_options(remotes, targets, ssl)
     rundir = rundir.resolve()
-    commands = relay_commands(rundir, remotes, targets, ssl, log_file.resolve() if log_file else None)
+    command = relay_command(rundir, remotes, ssl, log_file.resolve() if log_file else None)
     if dry_run:
-        click.echo("\n".join(shlex.join(c) for c in commands))
+        click.echo(shlex.join(command))
         return
     pid = running_pid(rundir)
     if pid is not None:
         raise UsageError(message=f"a relay runs from {rundir} already (pid {pid}): stop it first "
                          f"(ovs-appctl -t {relay_file(rundir, '.ctl')} exit)")
     rundir.mkdir(parents=True, exist_ok=True)
-    relay_file(rundir, "-listeners.db").unlink(missing_ok=True)  # written anew from this command line
-    for command in commands:
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise UsageError(message=f"{command[0]} failed: {(done.stderr or done.stdout).strip()}")
+    write_listeners(rundir, remotes, targets)  # anew from this command line
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UsageError(message=f"ovsdb-server did not start: {(done.stderr or done.stdout).strip()}")
     click.echo(f"started relay: pid {relay_file(rundir, '.pid').read_text().strip()}, source {','.join(remotes)}; "
                f"check it: vucompat fleet relay-status --rundir {rundir}")
 

@@ -42,10 +42,12 @@ SERVER_REMOTES = f"db:{SERVER_DB},Server,connections"
 SERVER, CLUSTER, COMMAND_LINE = "server", "cluster", "command-line"
 
 
-def write_server_db(path: Path, host_targets: Sequence[str], reader_targets: Sequence[str]) -> None:
+def write_server_db(path: Path, host_targets: Sequence[str], reader_targets: Sequence[str],
+                    external_ids: dict[str, str] | None = None) -> None:
     """(Re)write the server's own listener database at `path` (ovsdb-tool, while
     the server is stopped): agents on `host_targets` (role vucompat-host), schedulers
-    on `reader_targets` (read-only, role vucompat-reader). Raises UsageError."""
+    on `reader_targets` (read-only, role vucompat-reader); `external_ids` on its
+    Server row (a relay records its source there). Raises UsageError."""
     check_listeners([*host_targets, *reader_targets], "--host-listener/--reader-listener")
     ops: list[dict[str, Any]] = []
     for i, (target, role, read_only) in enumerate([*((t, HOST_ROLE, False) for t in host_targets),
@@ -53,7 +55,8 @@ def write_server_db(path: Path, host_targets: Sequence[str], reader_targets: Seq
         ops.append({"op": "insert", "table": "Connection", "uuid-name": f"c{i}",
                     "row": {"target": target, "role": role, "read_only": read_only}})
     ops.append({"op": "insert", "table": "Server",
-                "row": {"connections": ["set", [["named-uuid", f"c{i}"] for i in range(len(ops))]]}})
+                "row": {"connections": ["set", [["named-uuid", f"c{i}"] for i in range(len(ops))]],
+                        "external_ids": ["map", sorted((external_ids or {}).items())]}})
     path.unlink(missing_ok=True)
     _tool("ovsdb-tool", "create", str(path), str(SERVER_SCHEMA_FILE))
     _tool("ovsdb-tool", "transact", str(path), json.dumps([SERVER_DB, *ops]))

@@ -21,7 +21,7 @@ from vucompat.core.portview import IFACE_ID, PortView
 from vucompat.core.modeset import Host, ModeSet
 from vucompat.ovsdb.codec import (column_kind, decode_row, default_json, optional, shipped_types, to_json, to_python,
                                   uuid_ref)
-from vucompat.ovsdb.freshness import SERVER_DB, Freshness, SourceState, replica_freshness
+from vucompat.ovsdb.freshness import SERVER_STATUS_DB, Freshness, SourceState, replica_freshness
 from vucompat.ovsdb.fleet_rows import HOST_COLUMNS, LIMITS, MODE_COLUMNS, PORT_COLUMNS, fleet_host, fleet_port
 from vucompat.ovsdb.rows import CorruptRowError, host_capabilities, row_to_mode
 from vucompat.ovsdb.schema import FLEET_DB
@@ -296,7 +296,7 @@ class FleetView:
     def _server_state(self, rpc: Any, remote: str, deadline: float) -> SourceState | None:
         """Monitor the server's _Server row for the fleet (its updates arrive with the
         fleet's); return what it says now, or None when it does not answer."""
-        request = ovs.jsonrpc.Message.create_request("monitor", [SERVER_DB, self.SERVER_MONITOR, {"Database": {
+        request = ovs.jsonrpc.Message.create_request("monitor", [SERVER_STATUS_DB, self.SERVER_MONITOR, {"Database": {
             "columns": ["name", "model", "connected", "leader", "index"]}}])
         error = rpc.send(request)
         while not error:

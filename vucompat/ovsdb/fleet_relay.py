@@ -6,22 +6,22 @@ warm replicas read from relays, agents write to the members (docs/fleet.md,
 "Read relays").
 
 A relay's listeners cannot come from the fleet database (`db:VuCompat_Fleet,...`, as
-the members' do): every relay and every member would bind all of them. Nor from its
-command line: `--remote=pssl:...` has no RBAC role and is not read-only. So each
-relay also serves a small local database of its own, VuCompat_Listeners
-(ovsdb_schema/vucompat-listeners.ovsschema), written from its command line at every
-start, whose Connection rows carry the reader role (vucompat-reader, no permission)
-and read_only, as the members' reader listener does; the relay enforces them on
-its copy, whose RBAC tables are the cluster's. ovsdb-server also writes each
-listener's bound port there. The relay's own source is the members' read-only
-reader listener, so not even its admin socket can write into the fleet.
+the cluster-wide ones of `fleet configure` do): every relay and every member would
+bind all of them. Nor from its command line: `--remote=pssl:...` has no RBAC role and
+is not read-only. So a relay serves the small standalone database each fleet server
+may have for its own listeners (fleet_listeners: VuCompat_Fleet_Server), written
+from start-relay's command line at every start: its Connection rows carry the reader
+role (vucompat-reader, no permission) and read_only, as the members' reader listener
+does; the relay enforces them on its copy, whose RBAC tables are the cluster's, and
+ovsdb-server writes each listener's bound port there. The relay's own source is the
+members' read-only reader listener, so not even its admin socket can write into the
+fleet.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import re
 import time
 from pathlib import Path
@@ -29,15 +29,12 @@ from typing import Any, Sequence
 
 from vucompat.core.errors import UsageError
 from vucompat.ovsdb import rpc
-from vucompat.ovsdb.codec import encode_row, named_ref
-from vucompat.ovsdb.fleet_config import READER_ROLE
-from vucompat.ovsdb.freshness import SERVER_DB, status_operations
+from vucompat.ovsdb.fleet_listeners import SERVER, SERVER_DB, SERVER_REMOTES, listeners, write_server_db
+from vucompat.ovsdb.freshness import SERVER_STATUS_DB, status_operations
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
-from vucompat.ovsdb.schema import FLEET_DB, LISTENERS_DB, LISTENERS_SCHEMA_FILE
+from vucompat.ovsdb.schema import FLEET_DB
 from vucompat.ovsdb.tls import SslOptions
 
-#: the relay's listeners: the Connection rows of its local VuCompat_Listeners database
-LISTENER_REMOTES = f"db:{LISTENERS_DB},Server,connections"
 STEM = "relay"
 
 
@@ -66,38 +63,30 @@ def check_relay_options(cluster: Sequence[str], targets: Sequence[str], ssl: Ssl
         raise UsageError(message="ssl: and pssl: need the relay's --ssl-key, --ssl-cert and --ssl-ca")
 
 
-def listener_operations(targets: Sequence[str], cluster: Sequence[str]) -> list[dict[str, Any]]:
-    """The transaction (on VuCompat_Listeners) that writes a relay's listeners: each
-    `target` with the reader role, read-only; the Server row also records the
-    relay's source (`cluster`) in external_ids:source, for relay-status."""
-    ops: list[dict[str, Any]] = []
-    for i, target in enumerate(targets):
-        ops.append({"op": "insert", "table": "Connection", "uuid-name": f"c{i}",
-                    "row": encode_row({"target": target, "role": READER_ROLE, "read_only": True},
-                                      "Connection", "fleet")})
-    ops.append({"op": "insert", "table": "Server",
-                "row": {"connections": ["set", [named_ref(f"c{i}") for i in range(len(targets))]],
-                        "external_ids": ["map", [["source", ",".join(cluster)]]]}})
-    return ops
+def write_listeners(rundir: Path, cluster: Sequence[str], targets: Sequence[str]) -> Path:
+    """(Re)write the relay's listener database in `rundir` (<rundir>/relay-listeners.db,
+    a VuCompat_Fleet_Server database; ovsdb-tool, while the relay is stopped): each
+    of `targets` with the reader role, read-only; its Server row records the relay's
+    source (`cluster`) in external_ids:source, for relay-status. Raises UsageError."""
+    path = relay_file(rundir, "-listeners.db")
+    write_server_db(path, [], targets, {"source": ",".join(cluster)})
+    return path
 
 
-def relay_commands(rundir: Path, cluster: Sequence[str], targets: Sequence[str], ssl: SslOptions | None,
-                   log_file: Path | None = None) -> list[list[str]]:
-    """The commands that start a relay in `rundir`, in order: create its listeners
-    database, write its listeners (listener_operations), run ovsdb-server (detached)
-    with the relay database, that one, an admin unix socket (<rundir>/relay.sock: no
-    role, local only; its writes are forwarded to the read-only source and refused)
-    and the SSL files of both its listeners and its connection to the cluster."""
-    db = relay_file(rundir, "-listeners.db")
-    server = ["ovsdb-server", str(db), f"relay:{FLEET_DB}:{','.join(cluster)}",
-              f"--remote=punix:{relay_file(rundir, '.sock')}", f"--remote={LISTENER_REMOTES}",
-              f"--unixctl={relay_file(rundir, '.ctl')}", f"--pidfile={relay_file(rundir, '.pid')}",
-              f"--log-file={log_file or relay_file(rundir, '.log')}", "--detach", "--no-chdir"]
+def relay_command(rundir: Path, cluster: Sequence[str], ssl: SslOptions | None,
+                  log_file: Path | None = None) -> list[str]:
+    """The ovsdb-server command line of a relay run from `rundir`: the relay
+    database, its listener database (write_listeners) read with a db: remote, an
+    admin unix socket (<rundir>/relay.sock: no role, local only; its writes are
+    forwarded to the read-only source and refused) and the SSL files of both its
+    listeners and its connection to the cluster."""
+    command = ["ovsdb-server", str(relay_file(rundir, "-listeners.db")), f"relay:{FLEET_DB}:{','.join(cluster)}",
+               f"--remote=punix:{relay_file(rundir, '.sock')}", f"--remote={SERVER_REMOTES}",
+               f"--unixctl={relay_file(rundir, '.ctl')}", f"--pidfile={relay_file(rundir, '.pid')}",
+               f"--log-file={log_file or relay_file(rundir, '.log')}", "--detach", "--no-chdir"]
     if ssl is not None:
-        server += [f"--private-key={ssl.private_key}", f"--certificate={ssl.certificate}", f"--ca-cert={ssl.ca_cert}"]
-    transaction = json.dumps([LISTENERS_DB, *listener_operations(targets, cluster)], separators=(",", ":"))
-    return [["ovsdb-tool", "create", str(db), str(LISTENERS_SCHEMA_FILE)],
-            ["ovsdb-tool", "transact", str(db), transaction], server]
+        command += [f"--private-key={ssl.private_key}", f"--certificate={ssl.certificate}", f"--ca-cert={ssl.ca_cert}"]
+    return command
 
 
 def running_pid(rundir: Path) -> int | None:
@@ -141,25 +130,23 @@ def source_answers(remote: str, timeout: float = PROBE_TIMEOUT) -> bool:
 
 
 def relay_status(rundir: Path, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
-    """What the relay running from `rundir` says, through its admin socket:
-    {"database", "connected" (to its source, as its _Server says), "source_answers"
-    (source_answers()), "source", "listeners": [{"target", "role", "read_only",
-    "bound_port"}], "pid"}. Raises OvsdbError when it does not answer."""
+    """What the relay running from `rundir` says, through its admin socket and
+    control socket: {"database", "connected" (to its source, as its _Server says),
+    "source_answers" (source_answers()), "source", "listeners": [{"target", "role",
+    "read_only", "bound_port", "connections"}], "pid"}. Raises OvsdbError (or
+    UsageError) when it does not answer."""
     remote = f"unix:{relay_file(rundir, '.sock')}"
-    (server,) = rpc.transact(remote, SERVER_DB, status_operations(FLEET_DB), timeout)
+    (server,) = rpc.transact(remote, SERVER_STATUS_DB, status_operations(FLEET_DB), timeout)
     if not server["rows"] or server["rows"][0].get("model") != "relay":
         raise OvsdbError(remote=remote, reason=f"this server has no relay of {FLEET_DB}: is it a relay started by "
                          "`vucompat fleet start-relay`?")
-    rows, listeners = rpc.transact(remote, LISTENERS_DB, [
-        {"op": "select", "table": "Server", "where": [], "columns": ["external_ids"]},
-        {"op": "select", "table": "Connection", "where": [], "columns": ["target", "role", "read_only", "status"]}],
-        timeout)
+    (rows,) = rpc.transact(remote, SERVER_DB, [{"op": "select", "table": "Server", "where": [],
+                                                "columns": ["external_ids"]}], timeout)
     source = dict(rows["rows"][0]["external_ids"][1]).get("source") if rows["rows"] else None
-    found = []
-    for row in sorted(listeners["rows"], key=lambda r: r["target"]):
-        status = dict(row["status"][1])
-        found.append({"target": row["target"], "role": row["role"], "read_only": row["read_only"],
-                      "bound_port": int(status["bound_port"]) if "bound_port" in status else None})
+    found = [{"target": listener["target"], "role": listener.get("role", ""),
+              "read_only": bool(listener.get("read_only")), "bound_port": listener.get("bound_port"),
+              "connections": listener.get("connections")}
+             for listener in listeners(relay_file(rundir, ".ctl"), timeout) if listener["configured"] == SERVER]
     return {"database": FLEET_DB, "connected": bool(server["rows"][0]["connected"]),
             "source_answers": source_answers(remote, min(timeout, PROBE_TIMEOUT)), "source": source,
             "listeners": found, "pid": running_pid(rundir)}

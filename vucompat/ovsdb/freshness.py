@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-SERVER_DB = "_Server"
+SERVER_STATUS_DB = "_Server"
 _COLUMNS = ["model", "connected", "leader", "index"]
 
 

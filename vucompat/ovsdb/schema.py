@@ -12,9 +12,6 @@ DB_NAME = "VuCompat"
 SCHEMA_FILE = (Path(__file__).parent.parent / "ovsdb_schema" / "vucompat.ovsschema").resolve()
 FLEET_DB = "VuCompat_Fleet"
 FLEET_SCHEMA_FILE = SCHEMA_FILE.with_name("vucompat-fleet.ovsschema")
-#: a fleet relay's own listeners and their roles (a small local database: fleet_relay.py)
-LISTENERS_DB = "VuCompat_Listeners"
-LISTENERS_SCHEMA_FILE = SCHEMA_FILE.with_name("vucompat-listeners.ovsschema")
 
 #: table -> columns vucompat reads and writes; all must exist in the server's schema
 COLUMNS: dict[str, tuple[str, ...]] = {

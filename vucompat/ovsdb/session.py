@@ -11,7 +11,7 @@ from typing import Any
 
 import ovs.jsonrpc
 
-from vucompat.ovsdb.freshness import SERVER_DB, Freshness, SourceState, status_operations
+from vucompat.ovsdb.freshness import SERVER_STATUS_DB, Freshness, SourceState, status_operations
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError, connect, describe_error, failed_operation, receive
 from vucompat.ovsdb.tls import SslOptions, configure_ssl
 
@@ -149,7 +149,7 @@ class Session:
         in_flight: dict[Any, int] = {}
         state: SourceState | None = None
         if check:
-            request = ovs.jsonrpc.Message.create_request("transact", [SERVER_DB, *status_operations(self.database)])
+            request = ovs.jsonrpc.Message.create_request("transact", [SERVER_STATUS_DB, *status_operations(self.database)])
             error = rpc.send(request)
             if error:
                 self._lost(error)
