@@ -12,7 +12,6 @@ what both databases hold now, so nothing is resolved twice and nothing is lost.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 import signal
@@ -41,6 +40,7 @@ from vucompat.agent.guard import DEFAULT_OVS_SOCK_DIR_MODE, RelayAccess, SockDir
 from vucompat.agent.plan import Enforcement, Plan, plan, undecided
 from vucompat.agent.sources import SourceFinder
 from vucompat.core.rules import DefaultPolicy
+from vucompat.agent import VERSION
 from vucompat.agent.relayd import CONTROL_NAME, RelayClient
 from vucompat.vhostuser.relay import RelayManager
 from vucompat.core.modeset import Host
@@ -48,11 +48,6 @@ from vucompat.core.portview import Action, CreatePort, Mirror, Redirect, RemoveP
 from vucompat.core.resolve import NONCONFORMANT, REJECTED
 
 log = logging.getLogger("vucompat.agent")
-try:
-    _VERSION: str | None = importlib.metadata.version("vucompat")
-except importlib.metadata.PackageNotFoundError:
-    _VERSION = None
-
 DEFAULT_RELAY_DIR = Path("/var/run/vucompat")
 DEFAULT_OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
 #: reconcile at least this often even when nothing changed (ms)
@@ -286,7 +281,7 @@ class Agent:
             dpdk_version=optional(row.dpdk_version) if row else None,
             default_policy=row.default_policy if row else "latest",
             capabilities_source=row.capabilities_source if row else "none",
-            heartbeat_interval=self.heartbeat, agent_version=_VERSION))
+            heartbeat_interval=self.heartbeat, agent_version=VERSION))
 
     def finish_due_redirects(self) -> None:
         """Finish the redirects ovs-vswitchd has caught up with (see ovsdb.ports.apply)."""

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from vucompat.agent import VERSION
 from vucompat.agent.guard import RelayAccess
 from vucompat.core.portview import RelaySpec
 from vucompat.vhostuser.relay import DEFAULT_MAX_PER_PORT, RelayManager, nofile_limit, spec_from_json, spec_to_json
@@ -55,15 +56,6 @@ SPAWN_INTERVAL = 2.0
 
 class RelayDaemonError(Exception):
     """The relay process cannot start (another one serves the directory, a path is unusable)."""
-
-
-def _version() -> str | None:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("vucompat")
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -145,7 +137,7 @@ class RelayDaemon:
             os.set_inheritable(self.listener.fileno(), False)
             self.manager = self._manager(state["relay"])
             log.info("vucompat relay: upgraded in place (generation %d, version %s): %d relay(s), %d connection(s) "
-                     "adopted", self.generation, _version(), len(self.manager.listeners), len(state["relay"]["pairs"]))
+                     "adopted", self.generation, VERSION, len(self.manager.listeners), len(state["relay"]["pairs"]))
         else:
             self.access.prepare(self.relay_dir)
             self.lock_fd = self._lock()
@@ -317,7 +309,7 @@ class RelayDaemon:
 
     def status(self) -> dict[str, Any]:
         """What `vucompat relay status` prints: identity, counts, open files."""
-        return {"pid": os.getpid(), "version": _version(), "generation": self.generation, "since": self.since,
+        return {"pid": os.getpid(), "version": VERSION, "generation": self.generation, "since": self.since,
                 "exec_at": self.exec_at, **self.manager.counts(), "open_files": len(os.listdir("/proc/self/fd")),
                 "open_files_limit": nofile_limit(), "control": str(self.control_path)}
 

@@ -145,6 +145,10 @@ class RelayManager:
         self._pairs: dict[int, _Pair] = {}
         self._pending: list[_Pair] = []
         self._paused: dict[str, float] = {}
+        #: connections held per port (relayed or waiting for their other side)
+        self._held: collections.Counter[str] = collections.Counter()
+        #: the sides whose send waits out a lack of kernel buffers (send_at set), by id
+        self._send_waits: dict[int, tuple[_Pair, _Side]] = {}
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -253,7 +257,7 @@ class RelayManager:
 
     def _timeout(self) -> float:
         times = [p.next_try for p in self._pending] + list(self._paused.values())
-        times += [side.send_at for pair in self._pairs.values() for side in pair.sides() if side.send_at]
+        times += [side.send_at for _pair, side in self._send_waits.values()]
         return max(0.0, min(times) - time.monotonic()) if times else 1.0
 
     def _apply_commands(self) -> None:
@@ -309,9 +313,6 @@ class RelayManager:
             for pair in [p for p in list(self._pairs.values()) + self._pending if p.spec.name == name]:
                 self._close(pair)
 
-    def _connections_of(self, name: str) -> int:
-        return sum(1 for p in list(self._pairs.values()) + self._pending if p.spec.name == name)
-
     def _fds_in_use(self) -> int:
         return self._base_fds + len(self.listeners) + 2 * len(self._pairs) + len(self._pending)
 
@@ -346,6 +347,7 @@ class RelayManager:
     def _wait_for_other_side(self, pair: _Pair) -> None:
         """Keep an accepted connection until its other side answers, watching it for a close."""
         self._pending.append(pair)
+        self._held[pair.spec.name] += 1
         self.selector.register(pair.accepted.sock, selectors.EVENT_READ, ("pending", pair))
 
     def _pending_readable(self, pair: _Pair) -> None:
@@ -360,7 +362,7 @@ class RelayManager:
 
     def _refusal(self, name: str) -> str | None:
         """Why a new connection on port `name` is refused (None: it is not)."""
-        held = self._connections_of(name)
+        held = self._held[name]
         if held >= self.max_per_port:
             return f"{held} connections already (at most {self.max_per_port} per port)"
         limit = nofile_limit()
@@ -484,6 +486,7 @@ class RelayManager:
                 if err.errno not in _SCARCE:
                     raise
                 side.send_at = time.monotonic() + SEND_PAUSE  # no room in the kernel: try again soon
+                self._send_waits[id(side)] = (pair, side)
                 break
             vu.close_fds(fds)  # the kernel holds its own duplicates now
             side.queued -= sent
@@ -501,16 +504,16 @@ class RelayManager:
 
     def _retry_sends(self) -> None:
         now = time.monotonic()
-        for pair in list(self._pairs.values()):
-            for side in pair.sides():
-                if side.send_at and side.send_at <= now:
-                    side.send_at = 0.0
-                    try:
-                        self._flush(pair, side)
-                    except OSError as err:
-                        log.warning("%s: %s to the %s: connection closed", pair.spec.name, err, side.role)
-                        self._close(pair)
-                        break
+        for key, (pair, side) in list(self._send_waits.items()):
+            if side.send_at > now or pair.closed:
+                continue
+            del self._send_waits[key]
+            side.send_at = 0.0
+            try:
+                self._flush(pair, side)
+            except OSError as err:
+                log.warning("%s: %s to the %s: connection closed", pair.spec.name, err, side.role)
+                self._close(pair)
 
     def _say(self, port: str, what: str, message: str) -> None:
         """Log `message` about `port` at most once per 10 s for each kind `what` (a peer
@@ -552,10 +555,16 @@ class RelayManager:
         return message
 
     def _close(self, pair: _Pair) -> None:
+        if pair.closed:
+            return
         self._pairs.pop(id(pair), None)
         if pair in self._pending:
             self._pending.remove(pair)
+        self._held[pair.spec.name] -= 1
+        if not self._held[pair.spec.name]:
+            del self._held[pair.spec.name]
         for side in pair.sides():
+            self._send_waits.pop(id(side), None)
             try:
                 self.selector.unregister(side.sock)
             except (KeyError, ValueError):
@@ -576,6 +585,7 @@ class RelayManager:
         for item in state["pairs"]:
             spec = specs[item["port"]]
             pair = _Pair(spec, _side_from_state(item["accepted"]), _side_from_state(item["other"]))
+            self._held[spec.name] += 1
             self._relay(pair)
         for item in state["pending"]:
             self._wait_for_other_side(_Pair(specs[item["port"]], _side_from_state(item["accepted"])))
