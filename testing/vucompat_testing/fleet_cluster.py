@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Sequence
 
 from vucompat.core.errors import UsageError
 from vucompat.ovsdb.cluster import cluster_status, create_cluster, join_cluster, server_command
-from vucompat.ovsdb.fleet_relay import relay_command, relay_file, relay_status, write_listeners
+from vucompat.ovsdb.fleet_relay import relay_command, relay_file, relay_status, set_source_probe, write_listeners
 from vucompat.ovsdb.rpc import OvsdbError
 from vucompat.ovsdb.tls import SslOptions
 from vucompat_testing.daemon import Daemon
@@ -93,6 +93,7 @@ class Relay(Daemon):
         subprocess.run(relay_command(self.directory, self.cluster.split(","), self.ssl), check=True,
                        capture_output=True, timeout=timeout)
         self.pid = self.read_pidfile()
+        set_source_probe(self.directory)
 
     def ready(self) -> bool:
         """Connected to its source, every listener bound."""

@@ -197,6 +197,22 @@ def status(ctl: Path, fmt: str) -> None:
         [f"  {s}" for s in found["servers"]] + ["listeners:"] + [f"  {describe(one)}" for one in found["listeners"]]))
 
 
+@fleet.command("election-timer")
+@click.option("--ctl", required=True, type=click.Path(path_type=Path),
+              help="The leader's control socket (<rundir>/fleet.ctl).")
+@click.argument("milliseconds", type=click.IntRange(100, 600_000))
+def election_timer(ctl: Path, milliseconds: int) -> None:
+    """Set the cluster's raft election timer (OVS's default: 1,000 ms), in committed
+    steps of at most x2. A server that stays busy longer than it (composing a large
+    fleet's first copy for a relay: ~0.7 s per 1,000 hosts) loses its leadership or,
+    a follower, starts an election: docs/fleet.md, "Growing"."""
+    from vucompat.ovsdb.cluster import change_election_timer
+
+    steps = change_election_timer(ctl, milliseconds)
+    click.echo(f"election timer: {milliseconds} ms" + (f" (set in steps: {', '.join(map(str, steps))})"
+                                                      if len(steps) > 1 else "" if steps else " already"))
+
+
 @fleet.command()
 @click.option("--db", "admin", required=True, metavar="REMOTE",
               help="An admin remote of any member: its unix socket (<rundir>/fleet.sock).")
@@ -262,7 +278,8 @@ def start_relay(rundir: Path, cluster: str, targets: tuple[str, ...], ssl_key: s
     import shlex
     import subprocess
 
-    from vucompat.ovsdb.fleet_relay import check_relay_options, relay_command, relay_file, running_pid, write_listeners
+    from vucompat.ovsdb.fleet_relay import (OLD_OVS_NOTE, check_relay_options, relay_command, relay_file, running_pid,
+                                            set_source_probe, write_listeners)
     from vucompat.ovsdb.tls import SslOptions
 
     files = (ssl_key, ssl_cert, ssl_ca)
@@ -285,6 +302,8 @@ def start_relay(rundir: Path, cluster: str, targets: tuple[str, ...], ssl_key: s
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise UsageError(message=f"ovsdb-server did not start: {(done.stderr or done.stdout).strip()}")
+    if not set_source_probe(rundir) and any(r.startswith(("ssl:", "tcp:")) for r in remotes):
+        click.echo(OLD_OVS_NOTE, err=True)
     click.echo(f"started relay: pid {relay_file(rundir, '.pid').read_text().strip()}, source {','.join(remotes)}; "
                f"check it: vucompat fleet relay-status --rundir {rundir}")
 

@@ -11,6 +11,7 @@ vucompat_testing.fleet_cluster.FleetCluster.)
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,7 +77,7 @@ def server_command(db_file: Path, rundir: Path, ssl: SslOptions | None, own_list
 def cluster_status(ctl: Path, timeout: float = 10) -> dict[str, Any]:
     """Parse `ovs-appctl cluster/status VuCompat_Fleet` of the server whose control
     socket is `ctl`: {"server", "address", "status", "role", "term", "leader",
-    "servers": [...]}. Raises UsageError when it does not answer."""
+    "election_timer" (ms), "servers": [...]}. Raises UsageError when it does not answer."""
     text = _tool("ovs-appctl", "-t", str(ctl), "cluster/status", FLEET_DB, timeout=timeout)
     fields: dict[str, Any] = {"servers": []}
     in_servers = False
@@ -90,6 +91,33 @@ def cluster_status(ctl: Path, timeout: float = 10) -> dict[str, Any]:
         in_servers = False
         key, _, value = line.partition(":")
         key, value = key.strip().lower(), value.strip()
-        if key in ("name", "cluster id", "server id", "address", "status", "role", "term", "leader", "vote"):
-            fields[key.replace(" ", "_")] = int(value) if key == "term" and value.isdigit() else value
+        if key in ("name", "cluster id", "server id", "address", "status", "role", "term", "leader", "vote",
+                   "election timer"):
+            fields[key.replace(" ", "_")] = int(value) if key in ("term", "election timer") and value.isdigit() else value
     return fields
+
+
+def change_election_timer(ctl: Path, target_ms: int, timeout: float = 30) -> list[int]:
+    """Set the cluster's election timer to `target_ms` through its leader (the server
+    whose control socket is `ctl`): raft raises it at most twofold per change, so it
+    goes up in committed steps. Returns the values set, in order ([] when it already
+    is `target_ms`). Raises UsageError: `ctl` is not the leader's, a value out of
+    OVS's range (100-600,000 ms), or a step not committed within `timeout` s."""
+    status = cluster_status(ctl)
+    if status.get("role") != "leader":
+        raise UsageError(message=f"{ctl} is a {status.get('role', '?')}, and only the leader changes the election "
+                         f"timer: give the leader's control socket (its server id begins {status.get('leader', '?')}; "
+                         "`vucompat fleet status --ctl` on each server says which)")
+    current, steps = int(status["election_timer"]), []
+    while current != target_ms:
+        step = target_ms if target_ms < current else min(target_ms, current * 2)
+        _tool("ovs-appctl", "-t", str(ctl), "cluster/change-election-timer", FLEET_DB, str(step), timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while cluster_status(ctl).get("election_timer") != step:
+            if time.monotonic() > deadline:
+                raise UsageError(message=f"the election timer change to {step} ms was not committed within "
+                                 f"{timeout:g} s: is a majority of the cluster up? (vucompat fleet status --ctl {ctl})")
+            time.sleep(0.05)
+        current = step
+        steps.append(step)
+    return steps

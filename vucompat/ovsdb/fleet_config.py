@@ -14,6 +14,21 @@ from vucompat.ovsdb.tls import SslOptions
 
 HOST_ROLE = "vucompat-host"
 READER_ROLE = "vucompat-reader"
+#: the inactivity probe of a reader listener (ms; ovsdb-server's default is 5,000): a
+#: client whose first copy of a large fleet takes longer than the default's two probes
+#: to read (a relay or a whole-fleet replica: 17-35 s at 30,000 hosts, bench/README.md)
+#: is otherwise dropped mid-read and starts again, for ever. Agents' listeners keep the
+#: default: what they read and write is small
+READER_PROBE_MS = 60_000
+
+
+def listener_rows(host_targets: Sequence[str], reader_targets: Sequence[str]) -> list[dict[str, Any]]:
+    """The Connection rows of these listeners (fleet's or a server's own): agents on
+    `host_targets` (role vucompat-host), schedulers and relays on `reader_targets`
+    (role vucompat-reader, read_only, inactivity probe READER_PROBE_MS)."""
+    return [{"target": t, "role": HOST_ROLE, "read_only": False} for t in host_targets] + \
+        [{"target": t, "role": READER_ROLE, "read_only": True, "inactivity_probe": READER_PROBE_MS}
+         for t in reader_targets]
 
 
 def configuration_operations(host_targets: Sequence[str], reader_targets: Sequence[str]) -> list[dict[str, Any]]:
@@ -23,7 +38,8 @@ def configuration_operations(host_targets: Sequence[str], reader_targets: Sequen
       CN and the Port rows whose host is; it may add Compat_Mode rows (content-
       addressed: readers check every digest) but never change one;
     - `reader_targets` take schedulers, read-only (role vucompat-reader has no
-      permission at all, and the listener is read_only too)."""
+      permission at all, and the listener is read_only too), with a longer
+      inactivity probe (listener_rows)."""
     def perm(name: str, table: str, authorization: list[str], update: Sequence[str]) -> dict[str, Any]:
         return {"op": "insert", "table": "RBAC_Permission", "uuid-name": name,
                 "row": encode_row({"table": table, "authorization": authorization, "insert_delete": True,
@@ -39,11 +55,9 @@ def configuration_operations(host_targets: Sequence[str], reader_targets: Sequen
         ops.append({"op": "insert", "table": "RBAC_Role",
                     "row": encode_row({"name": role, "permissions": permissions}, "RBAC_Role", "fleet")})
     connections = []
-    for i, (target, role, read_only) in enumerate([*((t, HOST_ROLE, False) for t in host_targets),
-                                                   *((t, READER_ROLE, True) for t in reader_targets)]):
+    for i, row in enumerate(listener_rows(host_targets, reader_targets)):
         ops.append({"op": "insert", "table": "Connection", "uuid-name": f"c{i}",
-                    "row": encode_row({"target": target, "role": role, "read_only": read_only},
-                                      "Connection", "fleet")})
+                    "row": encode_row(row, "Connection", "fleet")})
         connections.append(named_ref(f"c{i}"))
     ops.append({"op": "insert", "table": "Fleet", "row": encode_row({"connections": connections}, "Fleet", "fleet")})
     return ops

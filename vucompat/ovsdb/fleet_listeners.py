@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from vucompat.ovsdb import rpc
 from vucompat.ovsdb.admin import _tool
-from vucompat.ovsdb.fleet_config import HOST_ROLE, READER_ROLE, check_listeners
+from vucompat.ovsdb.fleet_config import HOST_ROLE, READER_ROLE, check_listeners, listener_rows
 from vucompat.ovsdb.schema import FLEET_DB, FLEET_SCHEMA_FILE
 
 SERVER_DB = "VuCompat_Fleet_Server"
@@ -50,10 +50,8 @@ def write_server_db(path: Path, host_targets: Sequence[str], reader_targets: Seq
     Server row (a relay records its source there). Raises UsageError."""
     check_listeners([*host_targets, *reader_targets], "--host-listener/--reader-listener")
     ops: list[dict[str, Any]] = []
-    for i, (target, role, read_only) in enumerate([*((t, HOST_ROLE, False) for t in host_targets),
-                                                   *((t, READER_ROLE, True) for t in reader_targets)]):
-        ops.append({"op": "insert", "table": "Connection", "uuid-name": f"c{i}",
-                    "row": {"target": target, "role": role, "read_only": read_only}})
+    for i, row in enumerate(listener_rows(host_targets, reader_targets)):
+        ops.append({"op": "insert", "table": "Connection", "uuid-name": f"c{i}", "row": row})
     ops.append({"op": "insert", "table": "Server",
                 "row": {"connections": ["set", [["named-uuid", f"c{i}"] for i in range(len(ops))]],
                         "external_ids": ["map", sorted((external_ids or {}).items())]}})

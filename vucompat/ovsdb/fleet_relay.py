@@ -29,6 +29,8 @@ from typing import Any, Sequence
 
 from vucompat.core.errors import UsageError
 from vucompat.ovsdb import rpc
+from vucompat.ovsdb.admin import _tool
+from vucompat.ovsdb.fleet_config import READER_PROBE_MS
 from vucompat.ovsdb.fleet_listeners import SERVER, SERVER_DB, SERVER_REMOTES, listeners, write_server_db
 from vucompat.ovsdb.freshness import SERVER_STATUS_DB, status_operations
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
@@ -87,6 +89,33 @@ def relay_command(rundir: Path, cluster: Sequence[str], ssl: SslOptions | None,
     if ssl is not None:
         command += [f"--private-key={ssl.private_key}", f"--certificate={ssl.certificate}", f"--ca-cert={ssl.ca_cert}"]
     return command
+
+
+def set_source_probe(rundir: Path, probe_ms: int = READER_PROBE_MS, timeout: float = 5) -> bool:
+    """Give the relay running from `rundir` an inactivity probe of `probe_ms` on its
+    connection to its source, as the members' reader listener has on theirs
+    (READER_PROBE_MS): a relay's first copy of a large fleet comes after its member
+    has composed it, silent meanwhile (21 s at 30,000 hosts on bench/README.md's VM).
+    Returns False when the relay's ovsdb-server has no such command: before OVS 3.2
+    (`ovsdb-server/set-relay-source-probe-interval`, OVS commit 5392f89fe, v3.2.0) the
+    probe is fixed at 5 s, so over ssl:/tcp: a member silent for more than twice that
+    is dropped, and the relay starts again, for ever (docs/fleet.md, "Read relays").
+    Raises UsageError when the relay does not answer."""
+    try:
+        _tool("ovs-appctl", "-t", str(relay_file(rundir, ".ctl")), "ovsdb-server/set-relay-source-probe-interval",
+              str(probe_ms), timeout=timeout)
+    except UsageError as err:
+        if "is not a valid command" in str(err):
+            return False
+        raise
+    return True
+
+
+#: what start-relay says when the relay's source probe stays at OVS 3.1's fixed 5 s
+OLD_OVS_NOTE = ("note: this ovsdb-server (before OVS 3.2) cannot lengthen a relay's probe of its source (5 s), so a "
+                "relay of ssl:/tcp: sources syncs only a fleet whose member composes the whole copy in under ~10 s "
+                "(~15,000 hosts on a small VM). Larger: a unix: source on a member's machine (no probes), and the "
+                "election timer above that time (vucompat fleet election-timer): docs/fleet.md, \"Read relays\"")
 
 
 def running_pid(rundir: Path) -> int | None:
