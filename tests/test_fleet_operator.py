@@ -7,6 +7,8 @@ is a configuration error, said once, tried again slowly."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import logging
 import shutil
 import subprocess
@@ -47,6 +49,11 @@ class Server:
     def ctl(self) -> str:
         return str(self.rundir / "fleet.ctl")
 
+    @property
+    def reader_socket(self) -> Path:
+        """Its read-only unix listener: a relay on this machine reads from it (no probes)."""
+        return self.rundir / "reader.sock"
+
     def status(self) -> dict:
         done = vucompat("fleet", "status", "--ctl", self.ctl, "--format", "json")
         assert done.returncode == 0, done.stderr
@@ -74,7 +81,8 @@ def one_machine():
     """Three fleet servers on this machine, made and started with the documented
     commands, each with its own fixed ports (its agents' and its schedulers'
     listeners given to `fleet start`), except the third's schedulers' listener,
-    port 0 (the kernel picks); `fleet configure` sets the roles only."""
+    port 0 (the kernel picks), and a read-only unix listener for a relay on its
+    machine; `fleet configure` sets the roles only."""
     base = Path(tempfile.mkdtemp(prefix="vuc-1m-", dir="/tmp"))  # short: unix socket paths
     pki = Pki(base / "pki")
     server_ssl = pki.identity("fleet-server").cli_args()
@@ -89,7 +97,8 @@ def one_machine():
             assert made.returncode == 0, made.stderr
             reader = f"pssl:{server.reader_port}:127.0.0.1"
             started = vucompat("fleet", "start", "--db-file", db, "--rundir", str(server.rundir), *server_ssl,
-                               "--host-listener", f"pssl:{server.host_port}:127.0.0.1", "--reader-listener", reader)
+                               "--host-listener", f"pssl:{server.host_port}:127.0.0.1", "--reader-listener", reader,
+                               "--reader-listener", f"punix:{server.reader_socket}")
             assert started.returncode == 0, started.stderr
             assert f"vucompat fleet status --ctl {server.ctl}" in started.stdout
             pids.append(int((server.rundir / "fleet.pid").read_text()))
@@ -117,7 +126,8 @@ def test_three_servers_on_one_machine_each_listen_on_their_own_fixed_ports(one_m
                                                                           tmp_path: Path):
     fleet = one_machine
     for server in fleet.servers:
-        own = eventually(lambda: (o := server.own()) and all("bound_port" in x for x in o.values()) and o,
+        own = eventually(lambda: (o := server.own()) and all("bound_port" in x for t, x in o.items()
+                                                             if not t.startswith("punix:")) and o,
                          what="the bound ports")
         host = own[f"pssl:{server.host_port}:127.0.0.1"]
         assert (host["role"], host["read_only"], host["bound_port"]) == ("vucompat-host", False, server.host_port)
@@ -299,3 +309,123 @@ def test_a_certificate_for_another_name_is_a_configuration_error_said_once(one_m
     done = vucompat("fleet", "hosts", "--fleet", fleet.readers().split(",")[0],
                     *fleet.pki.identity("scheduler").cli_args(), "--format", "json")
     assert "host-b" in [h["name"] for h in json.loads(done.stdout)["hosts"]]
+
+
+def _silent_client(fleet: OneMachine, port: int) -> ssl.SSLSocket:
+    """An SSL connection to a listener of this machine that reads nothing and answers
+    no probe, as a client busy reading a large fleet's first copy is."""
+    files = fleet.pki.identity("scheduler")
+    context = ssl.create_default_context(cafile=files.ca_cert)
+    context.check_hostname = False
+    context.load_cert_chain(files.certificate, files.private_key)
+    return context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+
+
+def _answers_echo(client: ssl.SSLSocket) -> bool:
+    """Whether the server still answers on `client` (JSON-RPC echo), after whatever it sent meanwhile."""
+    try:
+        client.sendall(json.dumps({"id": "e", "method": "echo", "params": ["still here"]}).encode())
+        received = b""
+        while b'"id":"e"' not in received:
+            chunk = client.recv(65536)
+            if not chunk:
+                return False
+            received += chunk
+        return True
+    except OSError:
+        return False
+
+
+def test_a_reader_silent_longer_than_the_default_probe_keeps_its_connection(one_machine: OneMachine):
+    """A relay or a whole-fleet replica reads its first copy of a large fleet for tens
+    of seconds without answering probes (bench/README.md: 17-35 s at 30,000 hosts).
+    ovsdb-server's default probe drops a silent client after 10 s; the reader
+    listeners set 60 s. The agents' listener keeps the default: the control."""
+    server = one_machine.servers[0]
+    own = server.own()
+    reader, host = own[f"pssl:{server.reader_port}:127.0.0.1"], own[f"pssl:{server.host_port}:127.0.0.1"]
+    assert reader["inactivity_probe_ms"] == 60000 and "inactivity_probe_ms" not in host
+    assert "read-only, inactivity probe 60 s)" in vucompat("fleet", "status", "--ctl", server.ctl).stdout
+    readers_client, agents_client = _silent_client(one_machine, server.reader_port), \
+        _silent_client(one_machine, server.host_port)
+    try:
+        time.sleep(12)  # two default probes (5 s each) and a margin
+        assert _answers_echo(readers_client)
+        assert not _answers_echo(agents_client)
+    finally:
+        readers_client.close()
+        agents_client.close()
+
+
+def test_the_election_timer_is_raised_through_the_leader_in_committed_steps(one_machine: OneMachine):
+    by_role = {s.status()["role"]: s for s in one_machine.servers}
+    leader, follower = by_role["leader"], by_role["follower"]
+    assert leader.status()["election_timer"] == 1000
+    refused = vucompat("fleet", "election-timer", "--ctl", follower.ctl, "4000")
+    assert refused.returncode == 2 and "only the leader changes the election timer" in refused.stderr
+    assert leader.status()["election_timer"] == 1000
+    out_of_range = vucompat("fleet", "election-timer", "--ctl", leader.ctl, "700000")
+    assert out_of_range.returncode == 2 and "100<=x<=600000" in out_of_range.stderr
+    try:
+        done = vucompat("fleet", "election-timer", "--ctl", leader.ctl, "5000")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "election timer: 5000 ms (set in steps: 2000, 4000, 5000)"
+        for server in one_machine.servers:
+            eventually(lambda: server.status()["election_timer"] == 5000, what="the new timer on every server")
+        assert vucompat("fleet", "election-timer", "--ctl", leader.ctl, "5000").stdout.strip() == \
+            "election timer: 5000 ms already"
+    finally:
+        lowered = vucompat("fleet", "election-timer", "--ctl", leader.ctl, "1000")
+    assert lowered.stdout.strip() == "election timer: 1000 ms", lowered.stderr
+
+
+def test_a_relay_on_a_members_machine_reads_its_unix_listener(one_machine: OneMachine, tmp_path: Path):
+    """docs/fleet.md, "Large fleets": above what a member composes within OVS 3.1's
+    fixed relay probe, a relay runs next to a member on its read-only unix listener
+    (no probes). It syncs, answers as the member does, and writes nothing; a relay of
+    ssl: sources on this OVS is told that its probe of its source stays at 5 s."""
+    server = one_machine.servers[0]
+    listener = server.own()[f"punix:{server.reader_socket}"]
+    assert (listener["role"], listener["read_only"], listener["inactivity_probe_ms"]) == ("vucompat-reader", True, 60000)
+    publish_session = Session(f"ssl:127.0.0.1:{server.host_port}", FLEET_DB, 20, one_machine.pki.identity("host-u"))
+    try:
+        publish(publish_session, record(tmp_path, "host-u"))
+    finally:
+        publish_session.close()
+    relay_ssl = one_machine.pki.identity("fleet-relay-u").cli_args()
+    rundir = Path(tempfile.mkdtemp(prefix="vuc-ur-", dir="/tmp"))
+    try:
+        started = vucompat("fleet", "start-relay", "--rundir", str(rundir / "unix"), "--cluster",
+                           f"unix:{server.reader_socket}", "--reader-listener", "pssl:0:127.0.0.3", *relay_ssl)
+        assert started.returncode == 0, started.stderr
+        assert "probe" not in started.stderr  # unix: no probes to lengthen
+        status = eventually(lambda: (d := json.loads(vucompat("fleet", "relay-status", "--rundir", str(rundir / "unix"),
+                                                              "--format", "json").stdout))["connected"] and d,
+                            what="the relay connected")
+        assert status["source"] == f"unix:{server.reader_socket}" and status["source_answers"] is True
+        relay = f"unix:{rundir / 'unix' / 'relay.sock'}"
+        def names_on(remote: str) -> set[str]:
+            return {h["name"] for h in json.loads(vucompat("fleet", "hosts", "--fleet", remote, "--format",
+                                                           "json").stdout)["hosts"]}
+
+        names = eventually(lambda: (found := names_on(relay)) and "host-u" in found and found, what="the relay's copy")
+        assert names == names_on(f"unix:{server.rundir / 'fleet.sock'}")
+        session = Session(relay, FLEET_DB, 10)
+        try:
+            with pytest.raises(OvsdbError, match="read-only|permission"):
+                session.transact([{"op": "delete", "table": "Host", "where": [["name", "==", "host-u"]]}])
+        finally:
+            session.close()
+        ssl_started = vucompat("fleet", "start-relay", "--rundir", str(rundir / "ssl"), "--cluster",
+                               f"ssl:127.0.0.1:{server.reader_port}", "--reader-listener", "pssl:0:127.0.0.3", *relay_ssl)
+        assert ssl_started.returncode == 0, ssl_started.stderr
+        old = subprocess.run(["ovs-appctl", "-t", str(rundir / "ssl" / "relay.ctl"), "list-commands"], capture_output=True,
+                             text=True).stdout
+        if "set-relay-source-probe-interval" in old:  # OVS >= 3.2: lengthened, nothing to say
+            assert "probe" not in ssl_started.stderr
+        else:
+            assert "cannot lengthen a relay's probe of its source (5 s)" in ssl_started.stderr
+    finally:
+        for pidfile in rundir.glob("*/relay.pid"):
+            stop_pid(int(pidfile.read_text()))
+        shutil.rmtree(rundir, ignore_errors=True)

@@ -107,7 +107,7 @@ _ALL = (
     Contract("vucompat.selection", "1.1", "the mode for a new port of a migration scope"),
     Contract("vucompat.traits", "1.0", "Placement traits and node labels of the runnable modes"),
     Contract("vucompat.upgrade-plan", "1.0", "what an upgrade would do to each port"),
-    Contract("vucompat.cluster-status", "1.1", "one fleet server's view of its cluster, and its listeners"),
+    Contract("vucompat.cluster-status", "1.2", "one fleet server's view of its cluster, and its listeners"),
     Contract("vucompat.relay-status", "1.0", "the relay process: identity, upgrades in place, relays, open files"),
     Contract("vucompat.fleet-relay-status", "1.0", "a read relay of the fleet: connected to its source, listeners"),
     Contract("vucompat.fleet-hosts", "1.1", "the fleet's hosts"),

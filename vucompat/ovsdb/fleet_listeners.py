@@ -66,7 +66,7 @@ def listeners(ctl: Path, timeout: float = 5.0) -> list[dict[str, Any]]:
     socket (its first punix: remote). Each is {"target", "configured": server |
     cluster | command-line, and as known: "role", "read_only", "bound_port" (the
     port ovsdb-server reports it bound: listeners of its own database only),
-    "connections", "error"}. Raises UsageError when the server does not answer."""
+    "inactivity_probe_ms" (when set), "connections", "error"}. Raises UsageError when the server does not answer."""
     remotes = _tool("ovs-appctl", "-t", str(ctl), "ovsdb-server/list-remotes", timeout=timeout).splitlines()
     admin = next((f"unix:{r.split(':', 1)[1]}" for r in remotes if r.startswith("punix:")), None)
     found: list[dict[str, Any]] = []
@@ -96,12 +96,15 @@ def _connection_rows(admin: str, remote: str, configured: str, timeout: float) -
     holders, rows = rpc.transact(admin, database, [
         {"op": "select", "table": table, "where": [], "columns": [column]},
         {"op": "select", "table": ref, "where": [],
-         "columns": ["_uuid", "target", "role", "read_only", "is_connected", "status"]}], timeout)
+         "columns": ["_uuid", "target", "role", "read_only", "inactivity_probe", "is_connected", "status"]}], timeout)
     named = {uuid for holder in holders["rows"] for uuid in _uuids(holder[column])}
     out = []
     for row in sorted((r for r in rows["rows"] if r["_uuid"][1] in named), key=lambda r: r["target"]):
         listener: dict[str, Any] = {"target": row["target"], "configured": configured, "role": row["role"],
                                     "read_only": row["read_only"]}
+        probe = row["inactivity_probe"]  # an optional integer: a bare atom, or an empty set
+        if isinstance(probe, int):
+            listener["inactivity_probe_ms"] = probe
         if database != FLEET_DB:  # a standalone database: ovsdb-server keeps each listener's status there
             status = dict(row["status"][1])
             if "bound_port" in status:
@@ -142,7 +145,9 @@ def describe(listener: dict[str, Any]) -> str:
             else "no role: every right"
     else:
         who = {HOST_ROLE: "agents", READER_ROLE: "schedulers"}.get(role, "clients") + f" (role {role}" + \
-            (", read-only)" if listener.get("read_only") else ")")
+            (", read-only" if listener.get("read_only") else "") + \
+            (f", inactivity probe {listener['inactivity_probe_ms'] / 1000:g} s)" if "inactivity_probe_ms" in listener
+             else ")")
     where = {SERVER: "this server's own", CLUSTER: "the cluster's, on every server",
              COMMAND_LINE: "command line"}[configured]
     if "bound_port" in listener:
