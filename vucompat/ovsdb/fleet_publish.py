@@ -13,17 +13,19 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from vucompat.core.fleet import HostRecord, needed_modes
 from vucompat.ovsdb.codec import decode_row
 from vucompat.ovsdb.fleet_config import READER_ROLE
 from vucompat.ovsdb.fleet_read import port_rows_of
 from vucompat.ovsdb.fleet_rows import (HOST_COLUMNS, MODE_COLUMNS, Published, now_ms, published_after,
-                                       publish_operations)
+                                       publish_operations, without_columns)
 from vucompat.ovsdb.rows import row_to_mode
+from vucompat.ovsdb import rpc
 from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
-from vucompat.ovsdb.schema import FLEET_DB
+from vucompat.ovsdb.schema import FLEET_DB, shipped_schema
 from vucompat.ovsdb.session import Session
 from vucompat.ovsdb.tls import SslOptions
 
@@ -39,16 +41,31 @@ REREAD_EVERY = 1440
 CONFIG_RETRY = 300.0
 
 
-def read_published(session: Session, record: HostRecord) -> Published:
+def fleet_lacks(session: Session) -> dict[str, frozenset[str]]:
+    """The columns of this vucompat's fleet schema that the fleet's servers lack,
+    by table ({}: none): a fleet not yet upgraded (`vucompat fleet upgrade`) to the
+    schema of a newer agent. Raises OvsdbError."""
+    served = rpc.get_schema(",".join(session.remotes), FLEET_DB, session.timeout)["tables"]
+    lacking = {}
+    for table, spec in shipped_schema("fleet")["tables"].items():
+        missing = frozenset(spec["columns"]) - frozenset(served.get(table, {}).get("columns", {}))
+        if missing:
+            lacking[table] = missing
+    return lacking
+
+
+def read_published(session: Session, record: HostRecord,
+                   lacking: Mapping[str, frozenset[str]] = MappingProxyType({})) -> Published:
     """What the fleet holds for `record`'s host: its Host row (found by name), its
     Port rows (by the uuids the Host row refers to: found at once) and the modes it
-    needs. Raises OvsdbError, CorruptRowError for a forged mode row."""
+    needs; not the `lacking` columns (fleet_lacks). Raises OvsdbError, CorruptRowError
+    for a forged mode row."""
     ops: list[dict[str, Any]] = [{"op": "select", "table": "Host", "where": [["name", "==", record.name]],
                                   "columns": ["_uuid", *HOST_COLUMNS]}]
     for name, digest in sorted(needed_modes(record)):
         ops.append({"op": "select", "table": "Compat_Mode", "where": [["name", "==", name], ["digest", "==", digest]],
                     "columns": ["_uuid", *MODE_COLUMNS]})
-    hosts, *modes = (r["rows"] for r in session.transact(ops))
+    hosts, *modes = (r["rows"] for r in session.transact(without_columns(ops, lacking)))
     remote = session.remote or ""
     known = {}
     for rows in modes:
@@ -101,16 +118,18 @@ class PublishResult:
 
 
 def publish(session: Session, record: HostRecord, heartbeat: bool = False, attempts: int = 3,
-            known: Published | None = None) -> PublishResult:
+            known: Published | None = None,
+            lacking: Mapping[str, frozenset[str]] = MappingProxyType({})) -> PublishResult:
     """Make the fleet hold `record` in one transaction that writes only the
     difference from what it holds: `known` (a previous result's state), or else
-    what it reads first. A write built on a stale picture (the row was deleted
-    meanwhile; another host added the same mode first) reads and tries again.
+    what it reads first; never the `lacking` columns (fleet_lacks: an older fleet
+    schema). A write built on a stale picture (the row was deleted meanwhile;
+    another host added the same mode first) reads and tries again.
     Raises OvsdbError (nothing half-written: one transaction), CorruptRowError."""
     for attempt in range(attempts):
-        current = known or read_published(session, record)
+        current = known or read_published(session, record, lacking)
         known = None
-        ops = publish_operations(record, current, now_ms(), heartbeat)
+        ops = without_columns(publish_operations(record, current, now_ms(), heartbeat), lacking)
         written = sum(1 for op in ops if op["op"] != "wait")
         try:
             results = session.transact(ops) if ops else []
@@ -146,6 +165,8 @@ class FleetPublisher:
         #: what the fleet holds for this host after the last successful publish (None: read first)
         self._state: Published | None = None
         self._since_read = 0
+        #: the columns of this vucompat's fleet schema the fleet lacks (fleet_lacks), read with every read of its rows
+        self.lacking: dict[str, frozenset[str]] = {}
         self._wake = threading.Condition()
         self._stop = False
         self._dirty = False
@@ -198,7 +219,10 @@ class FleetPublisher:
             self._state = None
             self.attempts += 1
             try:
-                self._state = publish(self.session, record, heartbeat=heartbeat, known=known).state
+                if known is None:
+                    self._note_lacking(fleet_lacks(self.session))
+                self._state = publish(self.session, record, heartbeat=heartbeat, known=known,
+                                      lacking=self.lacking).state
                 self._since_read = self._since_read + 1 if known is not None else 0
             except Exception as err:  # noqa: BLE001 - unreachable, refused, a forged mode row: keep the agent up
                 wrong = configuration_error(err, record.name, self.ssl)
@@ -230,6 +254,18 @@ class FleetPublisher:
             backoff = 0.25
             self.published += 1
             next_heartbeat = time.monotonic() + record.heartbeat_interval
+
+
+    def _note_lacking(self, lacking: dict[str, frozenset[str]]) -> None:
+        """Keep what the fleet's schema lacks; say it when that changes."""
+        if lacking and lacking != self.lacking:
+            log.warning("the fleet's schema is older than this vucompat's: it has no %s. This host publishes without "
+                        "them (readers count what they need); run `vucompat fleet upgrade` (docs/fleet.md, "
+                        "\"Upgrading the fleet's schema\")", ", ".join(f"{t}.{c}" for t, cs in sorted(lacking.items())
+                                                                          for c in sorted(cs)))
+        elif self.lacking and not lacking:
+            log.warning("the fleet's schema is this vucompat's now: this host publishes every column")
+        self.lacking = lacking
 
 
 def _duration(seconds: float) -> str:

@@ -153,6 +153,26 @@ def publish_operations(record: HostRecord, current: Published, now_ms: int,
     return ops
 
 
+def without_columns(ops: list[dict[str, Any]], lacking: Mapping[str, frozenset[str]]) -> list[dict[str, Any]]:
+    """`ops` with no mention of the columns the server's schema lacks (`lacking`:
+    table -> columns; a fleet not yet upgraded to this vucompat's schema): they are
+    left out of rows written and columns read. Conditions on them are not expected
+    (a publish selects and waits on columns every fleet schema has)."""
+    if not lacking:
+        return ops
+    out = []
+    for op in ops:
+        gone = lacking.get(op.get("table", ""), frozenset())
+        if gone:
+            op = dict(op)
+            if "row" in op:
+                op["row"] = {c: v for c, v in op["row"].items() if c not in gone}
+            if "columns" in op:
+                op["columns"] = [c for c in op["columns"] if c not in gone]
+        out.append(op)
+    return out
+
+
 def host_still_there(name: str, uuid: list[str]) -> dict[str, Any]:
     """A `wait` that fails the transaction unless the Host row read earlier (`uuid`)
     is still there and still `name`'s: only the host itself writes its rows (RBAC),
