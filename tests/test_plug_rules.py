@@ -18,6 +18,8 @@ from vucompat_testing.guest import GuestImage, ensure_guest
 from vucompat_testing.ovsdb_server import OvsdbSandbox, select
 from vucompat_testing.switch import ENV, VUCOMPAT, Switch, eventually, start_host
 from vucompat.core import catalog
+from vucompat.ovsdb.fleet_rows import now_ms
+from vucompat.ovsdb.registry import delete_incoming, write_incoming
 
 V28, V29, V213 = "upstream.ovs-dpdk.v2.8", "upstream.ovs-dpdk.v2.9", "upstream.ovs-dpdk.v2.13"
 SITE = "acme.ovs-dpdk.v1.0"  # defined on host a only
@@ -148,6 +150,28 @@ def test_an_orchestrator_names_the_source_registry(hosts):
     finally:
         b.unplug("vhu-exp")
         a.unplug("vhu-exp", "vhu-site2")
+
+
+def test_an_expectation_no_port_used_within_a_day_decides_nothing(hosts):
+    """An Incoming_Port row left by a migration that never plugged here (cancelled,
+    sent elsewhere) is dropped by the agent after --incoming-ttl (a day), and a port
+    plugged later with the same Neutron port is decided as any new port is."""
+    a, b = hosts["a"], hosts["b"]
+    two_days_ago = now_ms() - 2 * 86_400_000
+    try:
+        write_incoming(b.remote, "n-old", V28, None, a.remote, two_days_ago)
+        write_incoming(b.remote, "n-fresh", V28, None, a.remote, now_ms() - 3_600_000)  # an hour: still waiting
+        plug(b, "vhu-old", "n-old")  # (any change makes the agent pass)
+        port = decided(b, "vhu-old")
+        assert port["rule"] == "host-default" and port["resolved"] != V28
+        assert [r["iface_id"] for r in select(b.remote, "Incoming_Port")] == ["n-fresh"]
+        said = [line for line in b.agent.text().splitlines() if "Incoming_Port of iface-id n-old dropped" in line]
+        assert len(said) == 1 and f"within 24 h of its recording (source {a.remote})" in said[0]
+        plug(b, "vhu-fresh", "n-fresh")
+        assert decided(b, "vhu-fresh")["rule"] == "follows-source"
+    finally:
+        b.unplug("vhu-old", "vhu-fresh")
+        delete_incoming(b.remote, "n-fresh")
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from vucompat.ovsdb.rpc import DEFAULT_TIMEOUT, OvsdbError
 from vucompat.ovsdb.tls import SslOptions
 from vucompat.agent.guard import DEFAULT_OVS_SOCK_DIR_MODE, RelayAccess, SockDirGuard
 from vucompat.agent.plan import Enforcement, Plan, plan, undecided
-from vucompat.agent.sources import SourceFinder
+from vucompat.agent.sources import INCOMING_TTL, SourceFinder
 from vucompat.core.rules import DefaultPolicy
 from vucompat.agent import VERSION
 from vucompat.agent.relayd import CONTROL_NAME, RelayClient
@@ -91,6 +91,8 @@ class Agent:
     fleet_name: str | None = None
     pool: str | None = None
     heartbeat: int = DEFAULT_HEARTBEAT
+    #: seconds an Incoming_Port row waits for its port before the agent drops it (agent.sources)
+    incoming_ttl: float = INCOMING_TTL
     registry: Connection | None = field(default=None, init=False)
     ovs: Connection | None = field(default=None, init=False)
     _stop: bool = field(default=False, init=False)
@@ -113,7 +115,7 @@ class Agent:
         self._pending: list[PendingRedirects] = []
         self._busy_since: float | None = None
         self.publisher = FleetPublisher(self.fleet, self.timeout, self.ssl) if self.fleet else None
-        self.finder = SourceFinder(self.fleet, self.fleet_name, self.pool, self.ssl)
+        self.finder = SourceFinder(self.fleet, self.fleet_name, self.pool, self.ssl, self.incoming_ttl)
 
     def _on_violation(self, port: str, reason: str) -> None:
         """Called from the relay thread: recorded on the port by the next reconcile."""
@@ -188,6 +190,10 @@ class Agent:
         wait for the next reconcile."""
         assert self.registry is not None and self.ovs is not None
         started = time.perf_counter()
+        try:
+            self.finder.expire_incoming(self.registry)
+        except OvsdbError as err:  # tried again next pass; an expired row decides nothing meanwhile
+            log.debug("expiring Incoming_Port rows: %s", err)
         enforcement = self._enforcement()
         moving = frozenset(r.interface_uuid for pending in self._pending for r in pending.redirects)
         with self._violations_lock:

@@ -33,6 +33,12 @@ T = TypeVar("T")
 
 #: how long a fleet lookup may hold up a reconcile (seconds)
 FLEET_READ_TIMEOUT = 5.0
+#: how long an Incoming_Port row waits for its port (seconds) before the agent drops it: a
+#: migration that never plugged (cancelled, failed, sent elsewhere) must not decide, days
+#: later, a port plugged anew with the same Neutron port. A day: far beyond any live
+#: migration Nova lets run (live_migration_completion_timeout scales with the guest's RAM:
+#: 800 s per GiB), short enough that a leftover goes the same day
+INCOMING_TTL = 86_400.0
 #: after a lookup the fleet did not answer, how long the agent does not ask again (seconds):
 #: reconciles go on at full speed while the fleet is down (its ports stay rejected meanwhile)
 FLEET_RETRY_AFTER = 15.0
@@ -42,8 +48,9 @@ class SourceFinder:
     """The agent's lookups for new ports: sources() and default_policy()."""
 
     def __init__(self, fleet: str | None = None, fleet_name: str | None = None, pool: str | None = None,
-                 ssl: SslOptions | None = None) -> None:
+                 ssl: SslOptions | None = None, incoming_ttl: float = INCOMING_TTL) -> None:
         self.fleet_name = fleet_name
+        self.incoming_ttl = incoming_ttl
         self.pool = pool
         # a reading session: it prefers a server connected to its cluster, and says when none is
         self.session = Session(fleet, FLEET_DB, FLEET_READ_TIMEOUT, ssl, check_source=True) if fleet else None
@@ -61,7 +68,7 @@ class SourceFinder:
         wanted = set(iface_ids)
         found: dict[str, Source] = {}
         for row in registry.rows("Incoming_Port") if wanted else ():
-            if row.iface_id in wanted:
+            if row.iface_id in wanted and not self.expired(row):
                 digest = row.digest[0] if row.digest else None
                 found[row.iface_id] = SourceMode(row.mode, digest, f"{row.source} (named by the orchestrator)")
         rest = sorted(wanted - set(found))
@@ -75,6 +82,29 @@ class SourceFinder:
             if source is not None:
                 found[iface_id] = source
         return found
+
+    def expired(self, row: object, now: int | None = None) -> bool:
+        """Whether Incoming_Port `row` waited longer than incoming_ttl for its port."""
+        return (now if now is not None else now_ms()) - row.created > self.incoming_ttl * 1000  # type: ignore[attr-defined]
+
+    def expire_incoming(self, registry: Connection) -> list[str]:
+        """Delete the Incoming_Port rows that waited longer than incoming_ttl (one
+        transaction), saying which; returns their iface-ids. Raises OvsdbError."""
+        now = now_ms()
+        expired = {row.iface_id: row for row in registry.rows("Incoming_Port") if self.expired(row, now)}
+        if not expired:
+            return []
+
+        def delete(txn: object) -> None:
+            for row in registry.rows("Incoming_Port"):
+                if row.iface_id in expired and self.expired(row, now):
+                    row.delete()
+
+        registry.transact(delete)
+        for iface_id, row in sorted(expired.items()):
+            log.info("Incoming_Port of iface-id %s dropped: no port used it within %s of its recording (source %s): "
+                     "a migration that never plugged here", iface_id, _hours(self.incoming_ttl), row.source)
+        return sorted(expired)
 
     def default_policy(self, policy: str, own_name: str) -> DefaultPolicy:
         """The host's default policy as a request: `pool` is the newest mode every live
@@ -141,3 +171,7 @@ def fleet_source(others: list[tuple[str, PortView]]) -> Source | None:
         return SourceUnknown(f"its ports on other hosts disagree: {said}")
     ((name, digest), hosts), = modes.items()
     return SourceMode(name, digest, f"host {', '.join(sorted(hosts))}, in the fleet")
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds:g} s"

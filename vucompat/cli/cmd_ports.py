@@ -49,11 +49,14 @@ from vucompat.cli import _FORMAT, _conn, _connection_options, _emit, main
 @click.option("--pool", help="The host's pool (an aggregate, a rack, a cell) in the fleet.")
 @click.option("--heartbeat", type=click.IntRange(min=1, max=86400), default=60, show_default=True,
               help="Seconds between the fleet's last_seen refreshes; stale after 3 missed.")
+@click.option("--incoming-ttl", type=click.FloatRange(min=1), default=86400, show_default=True,
+              help="Seconds an expected port (`vucompat port expect`) waits to be plugged; then its record is "
+                   "dropped, so that a migration that never came decides nothing later.")
 @_connection_options
 def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enforcement: str, relay_dir: Path,
           ovs_rundir: Path, ovs_sock_dir_mode: str, relay_group: str | None, relay_socket_mode: str | None,
           relay_process: str, fleet: str | None, fleet_name: str | None, pool: str | None, heartbeat: int,
-          **kw: Any) -> None:
+          incoming_ttl: float, **kw: Any) -> None:
     """Run the port agent in the foreground: resolve each vhost-user port's
     options:vhost-compat once, record it (Port row, Interface external_ids) and
     verify what its frontend negotiated. Stops on SIGTERM or SIGINT."""
@@ -77,7 +80,8 @@ def agent(db: str, ovs_db: str | None, log_file: Path | None, verbose: int, enfo
     Agent(db=db, ovs_db=ovs_db, enforce=enforcement == "relay", relay_dir=relay_dir, ovs_rundir=ovs_rundir,
           ovs_sock_dir_mode=sock_dir_mode, relay_access=access,
           relay_process=relay_process, relay_spawn=spawn_command(relay_dir, access, relay_log),
-          fleet=fleet, fleet_name=fleet_name, pool=pool, heartbeat=heartbeat, **_conn(kw)).run()
+          fleet=fleet, fleet_name=fleet_name, pool=pool, heartbeat=heartbeat, incoming_ttl=incoming_ttl,
+          **_conn(kw)).run()
 
 
 def parse_mode(text: str) -> int:
