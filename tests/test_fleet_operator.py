@@ -1,7 +1,7 @@
 """What an operator meets (issue 16, item 6), on real servers: three fleet servers on
 one machine, each with its own fixed ports, and the ports they bound in `fleet
 status`; a dead ssl: server is "Connection refused" at once; an agent whose server
-lacks Open_vSwitch is told so; a certificate whose CN is not the host's fleet name
+lacks Open_vSwitch is told so, once; a certificate whose CN is not the host's fleet name
 is a configuration error, said once, tried again slowly."""
 
 from __future__ import annotations
@@ -258,9 +258,13 @@ def test_an_agent_without_open_vswitch_is_told_what_is_missing(ovsdb_servers, tm
     try:
         eventually(lambda: "does not serve the Open_vSwitch database" in agent.text(), timeout=20,
                    what="the agent to say what is missing")
+        time.sleep(5)  # retries after 0.25, 0.5, 1 and 2 s, each failing the same way
     finally:
         agent.stop()
     text = agent.text()
+    # said once, not at every retry (again after FAILING_REMINDER, 5 minutes, while it lasts)
+    assert text.count("does not serve the Open_vSwitch database") == 1
+    assert "retrying in 0.25s, up to every 8s" in text
     assert f"{server.unix_remote}: the server does not serve the Open_vSwitch database: that is Open vSwitch's own " \
            "database" in text
     assert "records their modes there, and publishes nothing into a fleet without it" in text

@@ -53,6 +53,8 @@ DEFAULT_OVS_RUNDIR = Path(os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"))
 #: reconcile at least this often even when nothing changed (ms)
 PERIODIC_MS = 10_000
 BACKOFF_MIN, BACKOFF_MAX = 0.25, 8.0
+#: while the databases keep failing the same way, how often the agent says so again (seconds)
+FAILING_REMINDER = 300.0
 #: how long the agent lets ovs-vswitchd apply a change before it reconciles (ms)
 YIELD_MS = 200
 #: how long the agent waits after it is woken before it reads what changed (ms)
@@ -140,6 +142,8 @@ class Agent:
         backoff = BACKOFF_MIN
         seen: tuple[int, int] | None = None
         next_periodic = 0.0
+        #: the failure last logged as a WARNING, when, and how many retries failed the same way since
+        failing: tuple[str, float, int] | None = None
         while not self._stop:
             try:
                 self._connect()
@@ -163,6 +167,10 @@ class Agent:
                     self.publish()
                     seen = (self.registry.idl.change_seqno, self.ovs.idl.change_seqno)
                     next_periodic = time.monotonic() + PERIODIC_MS / 1000
+                if failing is not None:
+                    log.warning("databases reachable again (after %d failed retr%s): the agent works again",
+                                failing[2] + 1, "y" if failing[2] == 0 else "ies")
+                    failing = None
                 backoff = BACKOFF_MIN
                 self._block(50 if self._pending else PERIODIC_MS)
                 # woken (most often by a change someone is making: an add-port): let its own
@@ -170,7 +178,14 @@ class Agent:
                 # that come meanwhile are read in one go
                 self._sleep(SETTLE_MS / 1000)
             except OvsdbError as err:
-                log.warning("%s; retrying in %.2gs", err, backoff)
+                # said once per cause, and again every FAILING_REMINDER s while it lasts; the retries at debug
+                if failing is None or failing[0] != str(err) or time.monotonic() - failing[1] >= FAILING_REMINDER:
+                    again = f" (still, after {failing[2]} more retries)" if failing and failing[0] == str(err) else ""
+                    log.warning("%s%s; retrying in %.2gs, up to every %gs", err, again, backoff, BACKOFF_MAX)
+                    failing = (str(err), time.monotonic(), 0)
+                else:
+                    log.debug("%s; retrying in %.2gs", err, backoff)
+                    failing = (failing[0], failing[1], failing[2] + 1)
                 self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         if self.relays is not None:
