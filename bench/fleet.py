@@ -123,7 +123,8 @@ def fresh_relay_sync(source: str, directory: Path, ssl: SslOptions, hosts: int, 
     its probe of a silent source meanwhile, from its log)."""
     relay = Relay(directory, source, (RELAY_LISTENER,), ssl)
     start = time.perf_counter()
-    relay.start(60)
+    directory.mkdir(parents=True, exist_ok=True)
+    relay.launch(60)  # (not start(): it waits for a relay that may never sync)
     try:
         while host_count(relay.admin_remote) < hosts:
             if time.perf_counter() - start > limit:

@@ -114,7 +114,7 @@ def set_source_probe(rundir: Path, probe_ms: int = READER_PROBE_MS, timeout: flo
 #: what start-relay says when the relay's source probe stays at OVS 3.1's fixed 5 s
 OLD_OVS_NOTE = ("note: this ovsdb-server (before OVS 3.2) cannot lengthen a relay's probe of its source (5 s), so a "
                 "relay of ssl:/tcp: sources syncs only a fleet whose member composes the whole copy in under ~10 s "
-                "(~15,000 hosts on a small VM). Larger: a unix: source on a member's machine (no probes), and the "
+                "(about 10,000 hosts on a 2-core VM). Larger: a unix: source on a member's machine (no probes), and the "
                 "election timer above that time (vucompat fleet election-timer): docs/fleet.md, \"Read relays\"")
 
 
