@@ -36,7 +36,7 @@ bench-coldstart: setup ## `vucompat list` start-up against a bare `python -c pas
 bench-live: setup ## live migration with relays on both sides against without (QEMU/TCG, ROUNDS=8); minutes
 	$(PY) bench/live_migration.py $(ROUNDS)
 
-bench-fleet: setup ## the fleet cluster at scale: SIZES="1000 3000 10000" hosts (the default); minutes
+bench-fleet: setup ## the fleet cluster and a read relay at scale: SIZES="1000 3000 10000" hosts (default; 30000 needs ~12 GB); minutes
 	$(PY) bench/fleet.py $(SIZES)
 
 bench-reliability: setup ## faults on real parts, repeated: held/lost counts (ROUNDS=10, QUICK=1 for 2 rounds); ~10 min
