@@ -3,7 +3,8 @@
 with what held and what was lost. Prints figures; not a test.
 
 Run: make bench-reliability [ROUNDS=10] [QUICK=1]
-     (or .venv/bin/python bench/reliability.py [--rounds N] [--quick] [--only FAULT ...])
+     (or .venv/bin/python bench/reliability.py [--rounds N] [--quick] [--only FAULT ...];
+     a FAULT is a name below, or storm-flood, storm-connect, storm-hold for one kind of storm)
 under `flock` when other users of this machine start OVS daemons too. ROUNDS rounds of
 each fault (default 10; --quick: 2, and 3 s storms instead of 5 s); each kind of
 storm runs half as many (at least 1): a storm lasts 5 s, and a relay that stops
@@ -61,6 +62,7 @@ Faults (one line each in the summary; a round is "held" when the promise was kep
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import random
@@ -94,6 +96,8 @@ from vucompat_testing.vswitchd import Testpmd
 
 UNITS = REPO / "contrib"
 FAULTS = ["kill-load", "loaders", "agent-kill", "db-restart", "storm", "fleet"]
+#: the kinds of storm, each with its peers' arguments; `--only storm-KIND` runs one kind
+STORM_KINDS = {"flood": ["--peers", "20"], "connect": ["--burst", "1000"], "hold": ["--connections", "600"]}
 
 
 @dataclass
@@ -577,6 +581,8 @@ class StormSite:
     owners: list[int] = field(default_factory=list)
     limit_note: str = ""
     builds: int = 0
+    #: set by negotiate()
+    connected_after: float | None = None
 
     def start(self) -> None:
         self.builds += 1
@@ -623,11 +629,14 @@ class StormSite:
 
     def negotiate(self, tag: str, timeout: float) -> float | None:
         """Start a testpmd frontend on the testpmd port's relay; the seconds until
-        ovs-vswitchd has the device (negotiated through the relay), or None."""
+        ovs-vswitchd has the device (negotiated through the relay), or None. Sets
+        `connected_after`: the seconds until ovs-vswitchd saw the relay connect for
+        it (testpmd's own start-up and the relay's accept), from its log, or None."""
         assert self.host is not None
         before = self.added_lines()
         testpmd = Testpmd(self.host.directory, f"pmd{tag}", socket=Path(self.relays["honestpmd"]), server=False)
-        start = time.monotonic()
+        start, wall = time.monotonic(), time.time()
+        self.connected_after = None
         testpmd.start()
         try:
             eventually(lambda: self.added_lines() > before, timeout=timeout)
@@ -638,6 +647,20 @@ class StormSite:
             if self.added_lines() <= before:
                 testpmd.kill(signal.SIGKILL)  # stuck in its set-up: quit would not be read
             testpmd.stop()
+            self.connected_after = self._first_connection_since(wall)
+
+    def _first_connection_since(self, wall: float) -> float | None:
+        """Seconds from `wall` to the first 'new vhost user connection' ovs-vswitchd
+        logged for the testpmd port's socket at or after it, or None."""
+        assert self.host is not None
+        sock = str(self.host.directory / "vhost" / "honestpmd")
+        for line in self.host.vswitchd.log.read_text(errors="replace").splitlines():
+            if "new vhost user connection" in line and sock in line:
+                stamp = datetime.datetime.strptime(line.split("|", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+                at = stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
+                if at >= wall - 0.001:
+                    return at - wall
+        return None
 
 
 def honest_loop(path: str, stop: threading.Event, results: list[tuple[float | None, str]]) -> None:
@@ -657,6 +680,8 @@ class StormRound:
     peer: dict
     honest: list[tuple[float | None, str]]
     testpmd: float | None
+    #: seconds until ovs-vswitchd saw testpmd's relay connect (StormSite.negotiate)
+    testpmd_connected: float | None
     recovered: float | None
     fds_peak: int
     fds_after: int
@@ -722,13 +747,14 @@ def storm_round(site: StormSite, kind: str, args: list[str], seconds: float, tag
             eventually(lambda: site.fds() <= base_fds + 2, timeout=10)
         except AssertionError:
             pass
-    return StormRound(json.loads(out) if out.strip() else {}, results, pmd, recovered, peak[0], site.fds(),
+    return StormRound(json.loads(out) if out.strip() else {}, results, pmd, site.connected_after, recovered, peak[0],
+                      site.fds(),
                       site.rss_mb(), owners)
 
 
-def storm(rounds: int, root: Path, seconds: float) -> list[Outcome]:
+def storm(rounds: int, root: Path, seconds: float, only: str | None = None) -> list[Outcome]:
     site = StormSite(root)
-    kinds = {"flood": ["--peers", "20"], "connect": ["--burst", "1000"], "hold": ["--connections", "600"]}
+    kinds = {kind: args for kind, args in STORM_KINDS.items() if only in (None, kind)}
     outcomes = []
     try:
         site.start()
@@ -760,7 +786,9 @@ def storm(rounds: int, root: Path, seconds: float) -> list[Outcome]:
                 say(f"  {kind} round {r}: peer {one.peer}; honest set-ups {len(one.ok)} ok"
                     f"{f' (median {ms(statistics.median(one.ok))}, max {ms(max(one.ok))})' if one.ok else ''}, "
                     f"{len(one.failed)} failed{f' {sorted(set(one.failed))}' if one.failed else ''}; testpmd "
-                    f"{'never negotiated' if one.testpmd is None else f'negotiated in {one.testpmd:.2f} s'}; "
+                    f"{'never negotiated' if one.testpmd is None else f'negotiated in {one.testpmd:.2f} s'}"
+                    f" (OVS saw its relay connect after "
+                    f"{'?' if one.testpmd_connected is None else f'{one.testpmd_connected:.2f} s'}); "
                     f"the honest port answers {'never (30 s)' if one.recovered is None else ms(one.recovered)} "
                     f"after the peer left; fds {base_fds} -> peak {one.fds_peak} -> {one.fds_after}, RSS "
                     f"{base_rss:.1f} -> {one.rss_after:.1f} MB"
@@ -966,7 +994,8 @@ def main() -> None:
                         help="rounds of each fault (default 10; --quick: 2); each storm runs half as many (at least "
                              "1)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of each, shorter storms")
-    parser.add_argument("--only", nargs="+", choices=FAULTS, help="run only these faults")
+    parser.add_argument("--only", nargs="+", choices=[*FAULTS, *(f"storm-{k}" for k in STORM_KINDS)],
+                        help="run only these faults (storm-KIND: one kind of storm)")
     args = parser.parse_args()
     # stopped (make interrupted, a timeout): unwind, so every daemon started here is stopped by its pid
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -974,13 +1003,14 @@ def main() -> None:
     seconds = 3.0 if args.quick else 5.0
     chosen = args.only or FAULTS
     # a storm round is three storms of 5 s and more (60 s and more each when a relay stops answering)
-    scaled = {"storm": max(1, rounds // 2)}
+    scaled = {name: max(1, rounds // 2) for name in ("storm", *(f"storm-{k}" for k in STORM_KINDS))}
     runs: dict[str, Callable[[int, Path], list[Outcome]]] = {
         "kill-load": kill_load,
         "loaders": loaders,
         "agent-kill": agent_kill,
         "db-restart": db_restart,
         "storm": lambda n, root: storm(n, root, seconds),
+        **{f"storm-{k}": (lambda kind: lambda n, root: storm(n, root, seconds, kind))(k) for k in STORM_KINDS},
         "fleet": fleet,
     }
     outcomes: list[Outcome] = []

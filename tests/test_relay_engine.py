@@ -89,6 +89,28 @@ def test_the_serving_loop_restarts_itself(setup, monkeypatch, caplog):
         manager.stop()
 
 
+def test_a_frontend_reaches_the_backend_only_once_it_has_spoken(setup):
+    """In vhost-user the frontend speaks first. A peer that connects and closes in a
+    loop, or connects and stays silent, costs the backend (OVS: a vhost connection
+    made and destroyed, in a thread all ports share) nothing; a frontend that speaks
+    late is served as soon as it speaks."""
+    backend, spec = setup
+    manager = RelayManager(lambda *_: None)
+    try:
+        manager.ensure({"p": spec})
+        for _ in range(300):  # the connect storm of bench/reliability.py, in small
+            connect(spec.listen).close()
+        time.sleep(0.3)  # (until the relay has seen the last of them close: they count against max_per_port)
+        silent = connect(spec.listen)
+        time.sleep(0.5)
+        assert backend.accepted == 0 and manager.counts()["pending"] == 1  # the silent one, waiting
+        assert features(silent) == ABI.virtio | relay_module.LOG_ALL  # it speaks: relayed at once
+        assert backend.accepted == 1
+        silent.close()
+    finally:
+        manager.stop()
+
+
 def test_beyond_the_per_port_limit_connections_close_at_once(setup):
     backend, spec = setup
     manager = RelayManager(lambda *_: None, max_per_port=2)

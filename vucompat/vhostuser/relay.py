@@ -18,6 +18,10 @@ or break another port (docs/enforcement.md, "Limits"):
 - a readable peer is served at most MAX_MESSAGES_PER_TURN messages before the others;
 - at most `max_per_port` connections per port, and beyond the first connection of a
   port, none that would take the open files closer than FD_RESERVE to the limit;
+- a frontend's connection reaches OVS only once the frontend has spoken (in
+  vhost-user the frontend always speaks first): each connection costs OVS a vhost
+  connection made and destroyed, in a thread every port shares, and a peer that
+  connects and closes in a loop made thousands a second (bench/README.md, storms);
 - a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM, EAGAIN) is handled where it
   happens: an accept pauses its listener for ACCEPT_PAUSE, a connect is retried, a
   send is retried on the next turn;
@@ -37,6 +41,7 @@ import base64
 import collections
 import errno
 import logging
+import math
 import os
 import resource
 import selectors
@@ -100,7 +105,7 @@ class _Pair:
     accepted: _Side
     other: _Side | None = None
     started: float = field(default_factory=time.monotonic)
-    #: when to try to connect the other side next, and the wait after that
+    #: when to try to connect the other side next (inf: not before the frontend speaks), and the wait after that
     next_try: float = 0.0
     retry: float = CONNECT_RETRY
     closed: bool = False
@@ -256,7 +261,7 @@ class RelayManager:
             self._retry_sends()
 
     def _timeout(self) -> float:
-        times = [p.next_try for p in self._pending] + list(self._paused.values())
+        times = [p.next_try for p in self._pending if p.next_try != math.inf] + list(self._paused.values())
         times += [side.send_at for _pair, side in self._send_waits.values()]
         return max(0.0, min(times) - time.monotonic()) if times else 1.0
 
@@ -345,20 +350,26 @@ class RelayManager:
             self._retry_pending()
 
     def _wait_for_other_side(self, pair: _Pair) -> None:
-        """Keep an accepted connection until its other side answers, watching it for a close."""
+        """Keep an accepted connection until its other side answers, watching it for a
+        close; a frontend's, until it has spoken too (_pending_readable)."""
+        if not pair.spec.backend_connects:
+            pair.next_try = math.inf
         self._pending.append(pair)
         self._held[pair.spec.name] += 1
         self.selector.register(pair.accepted.sock, selectors.EVENT_READ, ("pending", pair))
 
     def _pending_readable(self, pair: _Pair) -> None:
         """A waiting connection closed (drop it: relayed later, it would reach the other
-        side only to close) or sent its first bytes (they wait in the socket: stop watching)."""
+        side only to close) or sent its first bytes (they wait in the socket: stop
+        watching; a frontend that waited to speak is connected onward now)."""
         if _closed(pair.accepted.sock):
             log.debug("%s: the %s closed its connection before the other side answered", pair.spec.name,
                       pair.accepted.role)
             self._close(pair)
         else:
             self.selector.unregister(pair.accepted.sock)
+            if pair.next_try == math.inf:  # the frontend has spoken: now its other side (the loop connects it)
+                pair.next_try = 0.0
 
     def _refusal(self, name: str) -> str | None:
         """Why a new connection on port `name` is refused (None: it is not)."""
