@@ -62,7 +62,6 @@ Faults (one line each in the summary; a round is "held" when the promise was kep
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import random
@@ -581,8 +580,6 @@ class StormSite:
     owners: list[int] = field(default_factory=list)
     limit_note: str = ""
     builds: int = 0
-    #: set by negotiate()
-    connected_after: float | None = None
 
     def start(self) -> None:
         self.builds += 1
@@ -629,14 +626,11 @@ class StormSite:
 
     def negotiate(self, tag: str, timeout: float) -> float | None:
         """Start a testpmd frontend on the testpmd port's relay; the seconds until
-        ovs-vswitchd has the device (negotiated through the relay), or None. Sets
-        `connected_after`: the seconds until ovs-vswitchd saw the relay connect for
-        it (testpmd's own start-up and the relay's accept), from its log, or None."""
+        ovs-vswitchd has the device (negotiated through the relay), or None."""
         assert self.host is not None
         before = self.added_lines()
         testpmd = Testpmd(self.host.directory, f"pmd{tag}", socket=Path(self.relays["honestpmd"]), server=False)
-        start, wall = time.monotonic(), time.time()
-        self.connected_after = None
+        start = time.monotonic()
         testpmd.start()
         try:
             eventually(lambda: self.added_lines() > before, timeout=timeout)
@@ -647,20 +641,6 @@ class StormSite:
             if self.added_lines() <= before:
                 testpmd.kill(signal.SIGKILL)  # stuck in its set-up: quit would not be read
             testpmd.stop()
-            self.connected_after = self._first_connection_since(wall)
-
-    def _first_connection_since(self, wall: float) -> float | None:
-        """Seconds from `wall` to the first 'new vhost user connection' ovs-vswitchd
-        logged for the testpmd port's socket at or after it, or None."""
-        assert self.host is not None
-        sock = str(self.host.directory / "vhost" / "honestpmd")
-        for line in self.host.vswitchd.log.read_text(errors="replace").splitlines():
-            if "new vhost user connection" in line and sock in line:
-                stamp = datetime.datetime.strptime(line.split("|", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ")
-                at = stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
-                if at >= wall - 0.001:
-                    return at - wall
-        return None
 
 
 def honest_loop(path: str, stop: threading.Event, results: list[tuple[float | None, str]]) -> None:
@@ -680,8 +660,6 @@ class StormRound:
     peer: dict
     honest: list[tuple[float | None, str]]
     testpmd: float | None
-    #: seconds until ovs-vswitchd saw testpmd's relay connect (StormSite.negotiate)
-    testpmd_connected: float | None
     recovered: float | None
     fds_peak: int
     fds_after: int
@@ -747,8 +725,7 @@ def storm_round(site: StormSite, kind: str, args: list[str], seconds: float, tag
             eventually(lambda: site.fds() <= base_fds + 2, timeout=10)
         except AssertionError:
             pass
-    return StormRound(json.loads(out) if out.strip() else {}, results, pmd, site.connected_after, recovered, peak[0],
-                      site.fds(),
+    return StormRound(json.loads(out) if out.strip() else {}, results, pmd, recovered, peak[0], site.fds(),
                       site.rss_mb(), owners)
 
 
@@ -786,9 +763,7 @@ def storm(rounds: int, root: Path, seconds: float, only: str | None = None) -> l
                 say(f"  {kind} round {r}: peer {one.peer}; honest set-ups {len(one.ok)} ok"
                     f"{f' (median {ms(statistics.median(one.ok))}, max {ms(max(one.ok))})' if one.ok else ''}, "
                     f"{len(one.failed)} failed{f' {sorted(set(one.failed))}' if one.failed else ''}; testpmd "
-                    f"{'never negotiated' if one.testpmd is None else f'negotiated in {one.testpmd:.2f} s'}"
-                    f" (OVS saw its relay connect after "
-                    f"{'?' if one.testpmd_connected is None else f'{one.testpmd_connected:.2f} s'}); "
+                    f"{'never negotiated' if one.testpmd is None else f'negotiated in {one.testpmd:.2f} s'}; "
                     f"the honest port answers {'never (30 s)' if one.recovered is None else ms(one.recovered)} "
                     f"after the peer left; fds {base_fds} -> peak {one.fds_peak} -> {one.fds_after}, RSS "
                     f"{base_rss:.1f} -> {one.rss_after:.1f} MB"
